@@ -1,0 +1,225 @@
+"""The `symgrad` command: compile and check specs.
+
+Exit status: 0 success, 1 a gradient check found a mismatch, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from symgrad import __version__
+from symgrad.check import OutOfDomain, check_gradients, sample_point
+from symgrad.lower import LoweringError
+from symgrad.pipeline import Compiled, build, import_source, source
+from symgrad.render import TARGETS
+from symgrad.spec import SpecError, load
+
+CHECK_POINTS = 3
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit status 2)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (SpecError, LoweringError, UsageError) as err:
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"{err}" if isinstance(err, SpecError) else f"symgrad: error: {err}",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="symgrad",
+        description="Compile mathematics into readable, checked backpropagation code.",
+    )
+    parser.add_argument("--version", action="version", version=f"symgrad {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for errors"
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    compile_ = commands.add_parser(
+        "compile", help="write a Python module for each spec"
+    )
+    compile_.add_argument("specs", nargs="+", metavar="SPEC", type=Path)
+    compile_.add_argument(
+        "-o",
+        "--output",
+        default="generated",
+        metavar="DIR",
+        help="directory to write to (default: generated/; '-' prints to stdout)",
+    )
+    compile_.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        default="numpy",
+        help="numpy (default; arrays broadcast) or python (math only, fastest scalars)",
+    )
+    compile_.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the finite-difference check before writing",
+    )
+    compile_.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    compile_.set_defaults(run=_compile)
+
+    check = commands.add_parser(
+        "check", help="compare gradients with central finite differences"
+    )
+    check.add_argument("specs", nargs="+", metavar="SPEC", type=Path)
+    check.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="fix an input (a number or a JSON list); repeat for several",
+    )
+    check.add_argument(
+        "--points",
+        type=int,
+        default=CHECK_POINTS,
+        metavar="N",
+        help=f"random points to check (default {CHECK_POINTS}; 1 when every input is fixed)",
+    )
+    check.add_argument(
+        "--seed", type=int, default=0, help="random seed for the points (default 0)"
+    )
+    check.add_argument("--target", choices=sorted(TARGETS), default="numpy")
+    check.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    check.set_defaults(run=_check)
+    return parser
+
+
+def _compile(args: argparse.Namespace) -> int:
+    results = []
+    for (
+        path
+    ) in args.specs:  # everything is compiled and checked before anything is written
+        compiled = build(load(path))
+        checked = ""
+        if not args.no_check:
+            reports = _run_checks(compiled, args.target, {}, CHECK_POINTS, 0)
+            failed = [r for r in reports if not r.ok]
+            if failed:
+                print(
+                    f"{path}: gradient mismatch; nothing written\n{failed[0]}",
+                    file=sys.stderr,
+                )
+                return 1
+            checked = (
+                f"Checked: symgrad compared these gradients with central finite "
+                f"differences at {len(reports)} random points before writing this file."
+            )
+        results.append((path, compiled, source(compiled, args.target, checked)))
+    for path, compiled, text in results:
+        if args.output == "-":
+            sys.stdout.write(text)
+            continue
+        target = Path(args.output) / f"{compiled.spec.name}.py"
+        _write_atomically(target, text)
+        print(
+            f"{path} -> {target}  ({len(compiled.unit.forward)} forward and "
+            f"{len(compiled.unit.backward)} backward operations)"
+        )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    fixed = _parse_at(args.at)
+    status = 0
+    for path in args.specs:
+        compiled = build(load(path))
+        unknown = [n for n in fixed if n not in [i.name for i in compiled.spec.inputs]]
+        if unknown:
+            raise UsageError(f"--at {unknown[0]}: {path} has no input {unknown[0]!r}")
+        every_input_fixed = len(fixed) == len(compiled.spec.inputs)
+        try:
+            reports = _run_checks(
+                compiled,
+                args.target,
+                fixed,
+                1 if every_input_fixed else args.points,
+                args.seed,
+            )
+        except OutOfDomain as err:
+            print(f"{path}: outside the function's domain: {err}", file=sys.stderr)
+            status = max(status, 2)
+            continue
+        for report in reports:
+            print(f"{path}: {report}")
+        mismatches = [r for r in reports if not r.ok and not r.kinks]
+        worst = max((r.worst.error for r in reports if r.worst), default=0.0)
+        if mismatches:
+            print(
+                f"{path}: MISMATCH: analytical and numerical gradients differ "
+                f"(worst relative error {worst:.2e})"
+            )
+            status = max(status, 1)
+        else:
+            print(
+                f"{path}: ok: {len(reports)} point(s), gradients match central finite "
+                f"differences (worst relative error {worst:.1e})"
+            )
+    return status
+
+
+def _run_checks(compiled: Compiled, target: str, fixed: dict, points: int, seed: int):
+    module = import_source(source(compiled, target), compiled.spec.name, compiled)
+    rng = np.random.default_rng(seed)
+    if len(fixed) == len(compiled.spec.inputs):
+        return [check_gradients(module, fixed)]
+    return [
+        check_gradients(module, sample_point(module, rng, fixed)) for _ in range(points)
+    ]
+
+
+def _parse_at(values: list[str]) -> dict[str, object]:
+    point = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--at {item!r}: expected NAME=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise UsageError(
+                f"--at {item!r}: {text!r} is not a number or a JSON list"
+            ) from None
+        if isinstance(value, bool) or not isinstance(value, int | float | list):
+            raise UsageError(f"--at {item!r}: {text!r} is not a number or a JSON list")
+        point[name] = float(value) if isinstance(value, int | float) else value
+    return point
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file renamed into place: a reader never sees half a module."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

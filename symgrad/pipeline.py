@@ -1,0 +1,92 @@
+"""The compiler in one place: `Spec -> Programs -> source -> module`.
+
+forward = lower(spec)
+backward = dce(reverse(forward, seed="dy"))   # for backward(tape, dy)
+unit = dce(reverse(forward, seed=1))          # for value_and_grad: dy = 1 folded in
+"""
+
+from __future__ import annotations
+
+import linecache
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sympy as sp
+
+from symgrad import spec as spec_module
+from symgrad.ir import Program
+from symgrad.lower import lower
+from symgrad.optimize import dce
+from symgrad.render import TARGETS, render
+from symgrad.reverse import SEED, reverse
+from symgrad.spec import Spec
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A spec and the two programs the generated module is printed from."""
+
+    spec: Spec
+    backward: Program
+    unit: Program
+
+
+def build(spec: Spec) -> Compiled:
+    forward = lower(spec)
+    return Compiled(spec, dce(reverse(forward, SEED)), dce(reverse(forward, 1)))
+
+
+def source(compiled: Compiled, target: str = "numpy", checked: str = "") -> str:
+    """The generated module's text."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    return render(compiled.spec, compiled.backward, compiled.unit, target, checked)
+
+
+def load_spec(
+    source_: Any, wrt: Any = None, inputs: Any = None, name: str | None = None
+) -> Spec:
+    """A Spec from a path, a dict, or a SymPy expression."""
+    if isinstance(source_, str | Path) and not isinstance(source_, sp.Basic):
+        return spec_module.load(source_)
+    if isinstance(source_, dict):
+        return spec_module.from_dict(source_)
+    return spec_module.from_sympy(source_, wrt, inputs, name=name or "expr")
+
+
+def import_source(
+    text: str, name: str, compiled: Compiled | None = None
+) -> types.ModuleType:
+    """Execute generated code as a module object (not registered in sys.modules)."""
+    filename = f"<symgrad:{name}>"
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    # Tracebacks and inspect.getsource show the generated lines.
+    linecache.cache[filename] = (
+        len(text),
+        None,
+        text.splitlines(keepends=True),
+        filename,
+    )
+    exec(compile(text, filename, "exec"), module.__dict__)  # noqa: S102 (our own generated code)
+    module.__symgrad__ = compiled
+    return module
+
+
+def compile_module(
+    source_: Any,
+    wrt: Any = None,
+    inputs: Any = None,
+    *,
+    target: str = "numpy",
+    name: str | None = None,
+) -> types.ModuleType:
+    """Compile a spec (path, dict or SymPy expression) and import the result in memory.
+
+    The module has `forward`, `backward`, `value_and_grad` and `grad`, and
+    `__symgrad__` (the spec and programs it was printed from).
+    """
+    compiled = build(load_spec(source_, wrt, inputs, name))
+    return import_source(source(compiled, target), compiled.spec.name, compiled)

@@ -1,0 +1,279 @@
+"""`(Program, Program) -> str`: print a forward and backward program as a Python module.
+
+A target is a folder of Jinja templates plus a printer table here: the table
+says how each single operation reads in that target's syntax (one line is
+one operation, so no precedence logic), the templates hold the layout, and
+neither holds math.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from symgrad import __version__
+from symgrad.ir import ARITY, Assign, Operand, Program
+from symgrad.spec import Spec
+
+LINE_LENGTH = 88
+INDENT = "    "
+
+Format = str | Callable[..., str]
+
+_COMMON: dict[str, Format] = {
+    "copy": "{0}",
+    "neg": "-{0}",
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "div": "{0} / {1}",
+    "pow": "{0}**{1}",
+    "gt": "{0} > {1}",
+    "ge": "{0} >= {1}",
+    "lt": "{0} < {1}",
+    "le": "{0} <= {1}",
+    "eq": "{0} == {1}",
+    "ne": "{0} != {1}",
+}
+
+NUMPY: dict[str, Format] = {
+    **_COMMON,
+    **{
+        f: f"np.{f}({{0}})"
+        for f in (
+            "exp",
+            "log",
+            "sqrt",
+            "sin",
+            "cos",
+            "tan",
+            "sinh",
+            "cosh",
+            "tanh",
+            "abs",
+            "sign",
+        )
+    },
+    "asin": "np.arcsin({0})",
+    "acos": "np.arccos({0})",
+    "atan": "np.arctan({0})",
+    "atan2": "np.arctan2({0}, {1})",
+    "erf": "_erf({0})",
+    "max": "np.maximum({0}, {1})",
+    "min": "np.minimum({0}, {1})",
+    "heaviside": "np.heaviside({0}, {1})",
+    "sigmoid": "1 / (1 + np.exp(-{0}))",
+    "softplus": "np.logaddexp(0, {0})",
+    "relu": "np.maximum({0}, 0)",
+    "and": "np.logical_and({0}, {1})",
+    "or": "np.logical_or({0}, {1})",
+    "not": "np.logical_not({0})",
+    "where": "np.where({0}, {1}, {2})",
+}
+
+PYTHON: dict[str, Format] = {
+    **_COMMON,
+    **{
+        f: f"math.{f}({{0}})"
+        for f in (
+            "exp",
+            "log",
+            "sqrt",
+            "sin",
+            "cos",
+            "tan",
+            "sinh",
+            "cosh",
+            "tanh",
+            "asin",
+            "acos",
+            "atan",
+            "erf",
+        )
+    },
+    "atan2": "math.atan2({0}, {1})",
+    "abs": "abs({0})",
+    "sign": "math.copysign(1.0, {0}) if {0} else 0.0",
+    "max": "max({0}, {1})",
+    "min": "min({0}, {1})",
+    "heaviside": lambda x, h0: (
+        f"1.0 if {x} > 0 else 0.0"
+        if float(h0) == 0
+        else f"1.0 if {x} > 0 else {h0} if {x} == 0 else 0.0"
+    ),
+    # 1 / (1 + exp(-x)) would raise OverflowError for x < -709; this form cannot overflow.
+    "sigmoid": "0.5 + 0.5 * math.tanh(0.5 * {0})",
+    "softplus": "max({0}, 0.0) + math.log1p(math.exp(-abs({0})))",
+    "relu": "max({0}, 0.0)",
+    "and": "{0} and {1}",
+    "or": "{0} or {1}",
+    "not": "not {0}",
+    "where": "{1} if {0} else {2}",
+}
+
+_INFIX = {"add", "sub", "mul", "div", "pow", "gt", "ge", "lt", "le", "eq", "ne"}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    printer: dict[str, Format]
+    value_type: str  # the annotation of Tape and Gradients fields
+
+
+TARGETS = {
+    "numpy": Target("numpy", NUMPY, "Any"),
+    "python": Target("python", PYTHON, "float"),
+}
+
+for _target in TARGETS.values():
+    _gaps = set(ARITY) - set(_target.printer)
+    assert not _gaps, f"target {_target.name} cannot print {sorted(_gaps)}"
+
+
+def render(
+    spec: Spec,
+    backward: Program,
+    unit: Program,
+    target: str = "numpy",
+    checked: str = "",
+) -> str:
+    """The source of the generated module.
+
+    `backward` is seeded with the parameter `dy` (for `backward(tape, dy)`);
+    `unit` is the same program seeded with 1 (for `value_and_grad`);
+    `checked` says how the gradients were verified, for the docstring.
+    """
+    printer = TARGETS[target].printer
+    tape = list(backward.inputs) + [a.name for a in backward.forward]
+    gradients = _gradients(backward, target)
+    read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
+    read |= {name for line in gradients for name in re.findall(r"[A-Za-z_]\w*", line)}
+    context = {
+        "version": __version__,
+        "target": target,
+        "value_type": TARGETS[target].value_type,
+        "spec": spec,
+        "source_file": Path(spec.path).name
+        if spec.path and not spec.path.startswith("<")
+        else None,
+        "description": [
+            _docstring_safe(line) for line in spec.description.strip().splitlines()
+        ],
+        "source": _docstring_safe(" ".join(spec.source.split())),
+        "steps": [
+            _docstring_safe(f"{s.name} = {' '.join(s.text.split())}")
+            for s in spec.steps
+        ],
+        "output": backward.output,
+        "wrt": list(backward.wrt),
+        "summary": textwrap.fill(
+            f"Backward pass: reverse-mode differentiation of {backward.output} with respect to "
+            f"{', '.join(backward.wrt)}. The adjoint d{backward.output}_dv holds "
+            f"∂{backward.output}/∂v; t0, t1, ... are temporaries that hold one operation each.",
+            width=79,
+        ),
+        "tape_fields": tape,
+        "signature": call("def forward", backward.inputs, INDENT * 0, suffix=":"),
+        "params": backward.inputs,
+        "forward": body(backward.forward, printer),
+        "make_tape": call("tape = Tape", tape, INDENT),
+        "unpack": [f"{name} = tape.{name}" for name in tape if name in read],
+        "backward": body(backward.backward, printer),
+        "gradients": gradients,
+        "unit_backward": body(unit.backward, printer),
+        "unit_gradients": _gradients(unit, target),
+        "checked": checked,
+        "uses_erf": any(
+            a.op == "erf" for a in backward.forward + backward.backward + unit.backward
+        ),
+        "call": call,
+        "INDENT": INDENT,
+    }
+    return _environment().get_template(f"{target}/module.py.j2").render(context)
+
+
+def body(assigns: tuple[Assign, ...], printer: dict[str, Format]) -> list[str]:
+    """One line per assignment, each group of lines under a comment with its math."""
+    lines = []
+    for a in assigns:
+        if a.note:
+            lines.append(f"# {a.note}")
+        lines.append(f"{a.name} = {expression(a.op, a.args, printer)}")
+    return lines
+
+
+def expression(op: str, args: tuple[Operand, ...], printer: dict[str, Format]) -> str:
+    """How `op(*args)` reads in the target's syntax."""
+    printed = [_operand(arg, i, op) for i, arg in enumerate(args)]
+    fmt = printer[op]
+    return fmt(*printed) if callable(fmt) else fmt.format(*printed)
+
+
+def _operand(arg: Operand, position: int, op: str) -> str:
+    if isinstance(arg, str):
+        return arg
+    text = repr(float(arg)) if isinstance(arg, float) else str(arg)
+    # A negative constant needs parentheses inside an infix operation, except leading a product.
+    if arg < 0 and op in _INFIX and not (position == 0 and op in ("mul", "div")):
+        return f"({text})"
+    return text
+
+
+def _gradients(program: Program, target: str) -> list[str]:
+    """The value of each gradient, summed back to its input's shape on the numpy target."""
+    result = []
+    for name, grad in program.gradients:
+        value = grad if isinstance(grad, str) else repr(float(grad))
+        if target == "numpy":
+            value = f"_sum_to({value}, np.shape({name}), np.shape({program.output}))"
+        result.append(value)
+    return result
+
+
+def call(prefix: str, args, indent: str, suffix: str = "") -> list[str]:
+    """`prefix(args)` laid out as ruff format would: one line, one indented line, or one per line."""
+    args = list(args)
+    one_line = f"{indent}{prefix}({', '.join(args)}){suffix}"
+    if len(one_line) <= LINE_LENGTH:
+        return [one_line]
+    inner = f"{indent}{INDENT}{', '.join(args)}"
+    if len(inner) <= LINE_LENGTH:
+        return [f"{indent}{prefix}(", inner, f"{indent}){suffix}"]
+    return [
+        f"{indent}{prefix}(",
+        *[f"{indent}{INDENT}{a}," for a in args],
+        f"{indent}){suffix}",
+    ]
+
+
+def _docstring_safe(text: str) -> str:
+    """Text that cannot end the docstring it is placed in or start an escape sequence."""
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def templates_dir() -> Path:
+    """The templates folder: inside the installed package, or beside it in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"symgrad's templates are missing (looked beside {here})")

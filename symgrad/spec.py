@@ -1,0 +1,735 @@
+"""`path | dict | SymPy expression -> Spec`: load and validate what the user wrote.
+
+A spec is parsed without running any of its text: YAML is loaded safely
+(anchors and aliases refused), and each expression is parsed into a Python
+AST, checked against an allow-list of syntax and names, and only then built
+into SymPy by this module. Every problem raises `SpecError`, which names the
+file, the line and the step.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import difflib
+import keyword
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sympy as sp
+import yaml
+
+from symgrad.functions import CONSTANTS, FUNCTIONS, unsupported_function
+
+MAX_SPEC_BYTES = 5_000_000
+MAX_EXPRESSION_CHARS = 20_000
+MAX_NESTING = 100
+MAX_CONSTANT_BITS = 4096
+
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "source",
+    "inputs",
+    "wrt",
+    "steps",
+    "output",
+    "outputs",
+)
+INPUT_KEYS = ("shape", "positive")
+
+# Names the generated module itself uses, so a spec cannot take them.
+RESERVED = frozenset(
+    {
+        "np",
+        "numpy",
+        "math",
+        "typing",
+        "NamedTuple",
+        "Any",
+        "tape",
+        "Tape",
+        "dy",
+        "Gradients",
+    }
+    | {"forward", "backward", "value_and_grad", "grad", "symgrad"}
+)
+
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+
+class SpecError(Exception):
+    """A problem with a spec: `file:line: error: [step 'name': ]message`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        step: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.line = line
+        self.step = step
+
+    def __str__(self) -> str:
+        where = self.path or "<spec>"
+        if self.line:
+            where += f":{self.line}"
+        step = f"step {self.step!r}: " if self.step else ""
+        return f"{where}: error: {step}{self.message}"
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    shape: tuple[int | str, ...] = ()
+    positive: bool = False
+
+    @property
+    def symbol(self) -> sp.Symbol:
+        return make_symbol(self.name, positive=self.positive)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    expr: sp.Expr
+    text: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec: every name resolved, every expression built, nothing YAML left."""
+
+    name: str
+    inputs: tuple[Input, ...]
+    wrt: tuple[str, ...]
+    steps: tuple[Step, ...]
+    output: str
+    description: str = ""
+    source: str = ""
+    path: str | None = None
+
+    def expanded(self) -> sp.Expr:
+        """The output as one SymPy expression of the inputs (steps substituted)."""
+        values: dict[sp.Symbol, sp.Expr] = {}
+        for step in self.steps:
+            values[make_symbol(step.name)] = step.expr.xreplace(values)
+        return values[make_symbol(self.output)]
+
+
+def make_symbol(name: str, *, positive: bool = False) -> sp.Symbol:
+    """The one SymPy symbol symgrad uses for a name: real, and positive if declared so."""
+    return sp.Symbol(name, positive=True) if positive else sp.Symbol(name, real=True)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def load(path: str | Path) -> Spec:
+    """Read and validate the spec file at `path`."""
+    where = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise SpecError(
+            f"cannot read spec: {err.strerror or err}", path=where
+        ) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"spec is {len(raw)} bytes; the limit is {MAX_SPEC_BYTES}", path=where
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise SpecError("spec is not UTF-8 text", path=where, line=line) from None
+    return parse(text, where, default_name=Path(path).stem)
+
+
+def parse(text: str, path: str = "<spec>", *, default_name: str | None = None) -> Spec:
+    """Validate the YAML text of a spec."""
+    data, lines = _read_yaml(text, path)
+    return _Builder(path, lines).spec(data, default_name)
+
+
+def from_dict(data: dict[str, Any], *, path: str = "<dict>") -> Spec:
+    """Validate a spec given as a Python dict (the parsed form of the YAML)."""
+    return _Builder(path, {}).spec(data, None)
+
+
+def _read_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML safely, refusing anchors and aliases; return the data and a line per key."""
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise SpecError(
+                    "YAML anchors and aliases are not allowed in a spec",
+                    path=path,
+                    line=event.start_mark.line + 1,
+                )
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(
+            f"invalid YAML: {problem}", path=path, line=mark.line + 1 if mark else None
+        ) from None
+    lines: dict[tuple, int] = {}
+    if isinstance(root, yaml.MappingNode):
+        _record_lines(root, (), lines, path)
+    return data, lines
+
+
+def _record_lines(
+    node: yaml.MappingNode, prefix: tuple, lines: dict, path: str
+) -> None:
+    for key_node, value_node in node.value:
+        key = key_node.value
+        line = key_node.start_mark.line + 1
+        if prefix + (key,) in lines:
+            first = lines[prefix + (key,)]
+            raise SpecError(
+                f"duplicate key {key!r} (first defined at line {first})",
+                path=path,
+                line=line,
+                step=key if prefix == ("steps",) else None,
+            )
+        lines[prefix + (key,)] = line
+        if not prefix and isinstance(value_node, yaml.MappingNode):
+            _record_lines(value_node, (key,), lines, path)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class _Builder:
+    """Turns plain data into a Spec, raising SpecError with file and line."""
+
+    def __init__(self, path: str, lines: dict[tuple, int]) -> None:
+        self.path = path
+        self.lines = lines
+
+    def error(self, message: str, *key: str, step: str | None = None) -> SpecError:
+        line = None
+        for depth in range(len(key), 0, -1):  # the most precise line known
+            line = self.lines.get(tuple(key[:depth]))
+            if line:
+                break
+        return SpecError(message, path=self.path, line=line, step=step)
+
+    def spec(self, data: Any, default_name: str | None) -> Spec:
+        if data is None:
+            raise SpecError("the spec is empty", path=self.path, line=1)
+        if not isinstance(data, dict):
+            raise SpecError(
+                f"a spec is a mapping of keys (name, inputs, steps, output), "
+                f"not {_kind(data)}",
+                path=self.path,
+                line=1,
+            )
+        for key in data:
+            if key not in TOP_LEVEL_KEYS:
+                raise self.error(
+                    f"unknown key {key!r}{_suggest(str(key), TOP_LEVEL_KEYS)}", key
+                )
+        name = self.module_name(data.get("name", default_name))
+        description = self.text(data, "description")
+        source = self.text(data, "source")
+        inputs = self.inputs(data.get("inputs"))
+        symbols: dict[str, sp.Expr] = {i.name: i.symbol for i in inputs}
+        steps = self.steps(data.get("steps"), symbols)
+        output = self.output(data, steps, inputs)
+        wrt = self.wrt(data.get("wrt"), inputs, steps)
+        return Spec(name, inputs, wrt, steps, output, description, source, self.path)
+
+    def module_name(self, name: Any) -> str:
+        if name is None:
+            raise self.error("missing key 'name' (the generated module's name)")
+        if (
+            not isinstance(name, str)
+            or not name.isidentifier()
+            or keyword.iskeyword(name)
+        ):
+            raise self.error(f"name {name!r} is not a Python identifier", "name")
+        return name
+
+    def text(self, data: dict, key: str) -> str:
+        value = data.get(key, "")
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float):
+            raise self.error(f"{key!r} must be text, not {_kind(value)}", key)
+        return str(value)
+
+    def check_name(self, name: Any, what: str, *key: str) -> str:
+        if not isinstance(name, str) or not _IDENTIFIER.match(name):
+            raise self.error(
+                f"{what} name {name!r} is not a valid name (letters, digits and _, "
+                f"starting with a letter)",
+                *key,
+            )
+        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+            raise self.error(f"{what} name {name!r} is a Python keyword", *key)
+        if name in FUNCTIONS:
+            raise self.error(
+                f"{what} name {name!r} is a function of the spec language", *key
+            )
+        if name in RESERVED:
+            raise self.error(
+                f"{what} name {name!r} is reserved for the generated module", *key
+            )
+        if hasattr(builtins, name):
+            raise self.error(
+                f"{what} name {name!r} would shadow the Python builtin", *key
+            )
+        return name
+
+    def inputs(self, raw: Any) -> tuple[Input, ...]:
+        if not raw:
+            raise self.error(
+                "missing key 'inputs' (the free symbols, in order)", "inputs"
+            )
+        if not isinstance(raw, dict):
+            raise self.error(
+                f"'inputs' must be a mapping of names, not {_kind(raw)}", "inputs"
+            )
+        inputs = []
+        for name, options in raw.items():
+            self.check_name(name, "input", "inputs", name)
+            options = {} if options is None else options
+            if not isinstance(options, dict):
+                raise self.error(
+                    f"input {name!r} takes a mapping of options ({', '.join(INPUT_KEYS)}), "
+                    f"not {_kind(options)}",
+                    "inputs",
+                    name,
+                )
+            for key in options:
+                if key not in INPUT_KEYS:
+                    raise self.error(
+                        f"input {name!r}: unknown option {key!r}"
+                        f"{_suggest(str(key), INPUT_KEYS)}",
+                        "inputs",
+                        name,
+                    )
+            shape = options.get("shape", [])
+            if shape not in ([], ()):
+                raise self.error(
+                    f"input {name!r} has shape {shape}: only scalar inputs are "
+                    f"supported so far",
+                    "inputs",
+                    name,
+                )
+            positive = options.get("positive", False)
+            if not isinstance(positive, bool):
+                raise self.error(
+                    f"input {name!r}: 'positive' must be true or false", "inputs", name
+                )
+            inputs.append(Input(name, (), positive))
+        return tuple(inputs)
+
+    def steps(self, raw: Any, symbols: dict[str, sp.Expr]) -> tuple[Step, ...]:
+        if not raw:
+            raise self.error(
+                "missing key 'steps' (named expressions, in order)", "steps"
+            )
+        if not isinstance(raw, dict):
+            raise self.error(
+                f"'steps' must be a mapping of names to expressions, not {_kind(raw)}",
+                "steps",
+            )
+        later = {name for name in raw if isinstance(name, str)}
+        steps = []
+        for name, text in raw.items():
+            self.check_name(name, "step", "steps", name)
+            if name in symbols:
+                raise self.error(
+                    f"{name!r} is already an input; a step needs a name of its own",
+                    "steps",
+                    name,
+                    step=name,
+                )
+            if isinstance(text, bool) or not isinstance(text, str | int | float):
+                raise self.error(
+                    f"expected an expression, got {_kind(text)}",
+                    "steps",
+                    name,
+                    step=name,
+                )
+            text = str(text)
+            try:
+                expr = parse_expression(text, symbols, later)
+            except SpecError as err:
+                raise self.error(err.message, "steps", name, step=name) from None
+            steps.append(Step(name, expr, text, self.lines.get(("steps", name))))
+            symbols[name] = make_symbol(name)
+        return tuple(steps)
+
+    def output(
+        self, data: dict, steps: tuple[Step, ...], inputs: tuple[Input, ...]
+    ) -> str:
+        if "outputs" in data:
+            outputs = data["outputs"]
+            if not isinstance(outputs, list) or len(outputs) != 1:
+                raise self.error(
+                    "several outputs are not supported yet: name one step in 'output'",
+                    "outputs",
+                )
+            if "output" in data:
+                raise self.error(
+                    "give either 'output' or 'outputs', not both", "outputs"
+                )
+            output, key = outputs[0], "outputs"
+        elif "output" in data:
+            output, key = data["output"], "output"
+        else:
+            output, key = steps[-1].name, None
+        names = [s.name for s in steps]
+        if output not in names:
+            if output in {i.name for i in inputs}:
+                raise self.error(
+                    f"output {output!r} is an input; the output must be a step", key
+                )
+            raise self.error(
+                f"output {output!r} is not a step{_suggest(str(output), names)}", key
+            )
+        return output
+
+    def wrt(
+        self, raw: Any, inputs: tuple[Input, ...], steps: tuple[Step, ...]
+    ) -> tuple[str, ...]:
+        names = [i.name for i in inputs]
+        if raw is None:
+            return tuple(names)
+        raw = [raw] if isinstance(raw, str) else raw
+        if not isinstance(raw, list) or not raw:
+            raise self.error("'wrt' must be a list of input names", "wrt")
+        steps_by_name = {s.name for s in steps}
+        for name in raw:
+            if name in steps_by_name:
+                raise self.error(
+                    f"wrt names step {name!r}; gradients are taken with respect to "
+                    f"inputs",
+                    "wrt",
+                )
+            if name not in names:
+                raise self.error(
+                    f"wrt names {name!r}, which is not an input{_suggest(str(name), names)}",
+                    "wrt",
+                )
+        if len(set(raw)) != len(raw):
+            raise self.error("'wrt' names an input twice", "wrt")
+        return tuple(n for n in names if n in raw)
+
+
+def _kind(value: Any) -> str:
+    kinds = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "text",
+        list: "a list",
+        dict: "a mapping",
+        type(None): "nothing",
+    }
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------- expressions
+
+_BINARY = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+}
+_COMPARE = {
+    ast.Gt: sp.StrictGreaterThan, ast.GtE: sp.GreaterThan, ast.Lt: sp.StrictLessThan,
+    ast.LtE: sp.LessThan, ast.Eq: sp.Eq, ast.NotEq: sp.Ne,
+}  # fmt: skip
+
+
+def parse_expression(
+    text: str, symbols: dict[str, sp.Expr], later: set[str] = frozenset()
+) -> sp.Expr:
+    """Build the SymPy expression for `text`, whose names are `symbols`, without evaluating text.
+
+    `later` holds the names of all steps, for a clearer message about those not yet defined.
+    """
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise SpecError(
+            f"expression is {len(text)} characters long; the limit is {MAX_EXPRESSION_CHARS}"
+        )
+    if not text.strip():
+        raise SpecError("empty expression")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as err:
+        raise SpecError(f"invalid syntax in {text.strip()!r}: {err.msg}") from None
+    except (RecursionError, MemoryError, ValueError) as err:
+        raise SpecError(
+            f"cannot parse expression: {err.__class__.__name__}: {err}"
+        ) from None
+    _check_depth(tree)
+    result = _Expression(symbols, later).build(tree.body)
+    if not isinstance(result, sp.Expr):
+        raise SpecError(f"{text.strip()!r} is a condition, not a number")
+    if result.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise SpecError(f"{text.strip()!r} is undefined (it evaluates to {result})")
+    return result
+
+
+def _check_depth(tree: ast.AST) -> None:
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise SpecError(
+                f"expression is nested more than {MAX_NESTING} levels deep; "
+                f"split it into steps"
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+class _Expression:
+    """Builds SymPy from an allow-listed Python AST; anything not listed is an error."""
+
+    def __init__(self, symbols: dict[str, sp.Expr], later: set[str]) -> None:
+        self.symbols = symbols
+        self.later = later
+
+    def build(self, node: ast.AST) -> sp.Basic:
+        method = getattr(self, f"_{type(node).__name__}", None)
+        if method is None:
+            raise SpecError(f"{_describe(node)} is not allowed in an expression")
+        return method(node)
+
+    def number(self, node: ast.AST) -> sp.Expr:
+        value = self.build(node)
+        if not isinstance(value, sp.Expr):
+            raise SpecError(
+                f"{ast.unparse(node)!r} is a condition where a number is expected"
+            )
+        return value
+
+    def condition(self, node: ast.AST) -> sp.Basic:
+        value = self.build(node)
+        if isinstance(value, sp.Expr) and not isinstance(value, sp.Symbol):
+            raise SpecError(
+                f"{ast.unparse(node)!r} is a number where a condition is expected"
+            )
+        return value
+
+    def _Constant(self, node: ast.Constant) -> sp.Basic:
+        value = node.value
+        if isinstance(value, bool):
+            return sp.true if value else sp.false
+        if isinstance(value, int):
+            return sp.Integer(value)
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise SpecError(f"number {ast.unparse(node)} is not finite")
+            # The decimal the user wrote, exactly: 0.1 means 1/10.
+            return sp.Rational(repr(value))
+        raise SpecError(f"{_describe(node)} is not allowed in an expression")
+
+    def _Name(self, node: ast.Name) -> sp.Expr:
+        name = node.id
+        if name in self.symbols:
+            return self.symbols[name]
+        if name in CONSTANTS:
+            return CONSTANTS[name]
+        if name in self.later:
+            raise SpecError(f"{name!r} is used before it is defined")
+        if name in FUNCTIONS:
+            raise SpecError(f"{name!r} is a function; call it, e.g. {name}(x)")
+        known = list(self.symbols) + list(FUNCTIONS) + list(CONSTANTS)
+        raise SpecError(f"unknown name {name!r}{_suggest(name, known)}")
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> sp.Basic:
+        if isinstance(node.op, ast.USub):
+            return -self.number(node.operand)
+        if isinstance(node.op, ast.UAdd):
+            return self.number(node.operand)
+        if isinstance(node.op, ast.Not):
+            return sp.Not(self.condition(node.operand))
+        raise SpecError(f"operator {ast.unparse(node)!r} is not allowed")
+
+    def _BinOp(self, node: ast.BinOp) -> sp.Expr:
+        if isinstance(node.op, ast.MatMult):
+            raise SpecError(
+                "'@' (matrix product) needs matrix inputs, which are not supported yet"
+            )
+        left, right = self.number(node.left), self.number(node.right)
+        if isinstance(node.op, ast.Pow):
+            return _power(left, right)
+        if type(node.op) not in _BINARY:
+            raise SpecError(f"operator in {ast.unparse(node)!r} is not allowed")
+        if isinstance(node.op, ast.Div) and right == 0:
+            raise SpecError(f"division by zero in {ast.unparse(node)!r}")
+        return _BINARY[type(node.op)](left, right)
+
+    def _Compare(self, node: ast.Compare) -> sp.Basic:
+        terms = [self.number(node.left)] + [self.number(c) for c in node.comparators]
+        parts = []
+        for op, left, right in zip(node.ops, terms, terms[1:], strict=False):
+            if type(op) not in _COMPARE:
+                raise SpecError(f"comparison {ast.unparse(node)!r} is not allowed")
+            parts.append(_COMPARE[type(op)](left, right))
+        return sp.And(*parts)
+
+    def _BoolOp(self, node: ast.BoolOp) -> sp.Basic:
+        values = [self.condition(v) for v in node.values]
+        return sp.And(*values) if isinstance(node.op, ast.And) else sp.Or(*values)
+
+    def _Call(self, node: ast.Call) -> sp.Expr:
+        if not isinstance(node.func, ast.Name):
+            raise SpecError(
+                f"only named functions can be called, not {ast.unparse(node.func)!r}"
+            )
+        name = node.func.id
+        if name not in FUNCTIONS:
+            if name in self.symbols:
+                raise SpecError(f"{name!r} is a value, not a function")
+            raise SpecError(f"unknown function {name!r}{_suggest(name, FUNCTIONS)}")
+        if node.keywords:
+            raise SpecError(f"{name}() takes no keyword arguments")
+        func, counts = FUNCTIONS[name]
+        if len(node.args) not in counts:
+            raise SpecError(
+                f"{name}() takes {_counts(counts)} argument(s), not {len(node.args)}"
+            )
+        if name == "Piecewise":
+            return self._piecewise(node)
+        if name == "where":
+            cond, a, b = node.args
+            return func(self.condition(cond), self.number(a), self.number(b))
+        return func(*[self.number(a) for a in node.args])
+
+    def _piecewise(self, node: ast.Call) -> sp.Expr:
+        pieces = []
+        for arg in node.args:
+            if not isinstance(arg, ast.Tuple) or len(arg.elts) != 2:
+                raise SpecError("Piecewise takes (value, condition) pairs")
+            pieces.append((self.number(arg.elts[0]), self.condition(arg.elts[1])))
+        if pieces[-1][1] is not sp.true:
+            raise SpecError(
+                "the last Piecewise pair must have the condition True (the otherwise case)"
+            )
+        return sp.Piecewise(*pieces)
+
+
+def _power(base: sp.Expr, exponent: sp.Expr) -> sp.Expr:
+    """base**exponent, refusing constants too large to compute."""
+    if base.is_Number and exponent.is_Number and abs(base) not in (0, 1):
+        bits = (
+            abs(float(exponent)) * abs(math.log2(abs(float(base))))
+            if base.is_finite
+            else math.inf
+        )
+        if bits > MAX_CONSTANT_BITS:
+            raise SpecError(f"constant {base}**{exponent} is too large to compute")
+    if base == 0 and exponent.is_Number and exponent.is_negative:
+        raise SpecError("division by zero: 0 raised to a negative power")
+    return base**exponent
+
+
+def _counts(counts: tuple[int, ...]) -> str:
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+
+
+def _describe(node: ast.AST) -> str:
+    names = {
+        ast.Attribute: "attribute access", ast.Subscript: "indexing", ast.Lambda: "lambda",
+        ast.ListComp: "a comprehension", ast.GeneratorExp: "a comprehension",
+        ast.SetComp: "a comprehension", ast.DictComp: "a comprehension",
+        ast.NamedExpr: "assignment (:=)", ast.JoinedStr: "a string", ast.IfExp: "'x if c else y'",
+        ast.Starred: "unpacking (*)", ast.Await: "await", ast.Yield: "yield",
+        ast.List: "a list", ast.Tuple: "a tuple", ast.Dict: "a mapping", ast.Set: "a set",
+    }  # fmt: skip
+    if isinstance(node, ast.Constant):
+        return f"constant {node.value!r}"
+    return names.get(type(node), type(node).__name__)
+
+
+# --------------------------------------------------------------------------- SymPy input
+
+
+def from_sympy(
+    expr: Any, wrt: Any = None, inputs: Any = None, *, name: str = "expr"
+) -> Spec:
+    """A one-step spec for a SymPy expression.
+
+    Parameters are `inputs` if given, else `wrt` first and then the other free
+    symbols sorted by name; `wrt` defaults to every free symbol.
+    """
+    builder = _Builder("<sympy>", {})
+    try:
+        expr = sp.sympify(expr, strict=True)
+    except sp.SympifyError:
+        raise SpecError(
+            f"expected a SymPy expression, not {type(expr).__name__}"
+        ) from None
+    if not isinstance(expr, sp.Expr):
+        raise SpecError(f"expected a SymPy expression, not {type(expr).__name__}")
+    bad = unsupported_function(expr)
+    if bad:
+        raise SpecError(
+            f"unsupported function {bad!r}; supported: {', '.join(sorted(FUNCTIONS))}"
+        )
+    free = sorted((s.name for s in expr.free_symbols), key=str)
+    wrt_names = free if wrt is None else [_symbol_name(w) for w in _as_list(wrt)]
+    names = (
+        [_symbol_name(s) for s in _as_list(inputs)]
+        if inputs is not None
+        else wrt_names + [n for n in free if n not in wrt_names]
+    )
+    for n in names:
+        builder.check_name(n, "input")
+    missing = [n for n in free + wrt_names if n not in names]
+    if missing:
+        raise SpecError(f"{missing[0]!r} is not among the inputs {names}")
+    if len(set(names)) != len(names):
+        raise SpecError(f"inputs {names} name a symbol twice")
+    positive = {s.name for s in expr.free_symbols if s.is_positive}
+    new_inputs = tuple(Input(n, (), n in positive) for n in names)
+    expr = expr.xreplace(
+        {s: make_symbol(s.name, positive=s.name in positive) for s in expr.free_symbols}
+    )
+    output = next(n for n in ("y", "out", "result", "value") if n not in names)
+    step = Step(output, expr, sp.sstr(expr))
+    return Spec(
+        builder.module_name(name),
+        new_inputs,
+        builder.wrt(wrt_names, new_inputs, ()),
+        (step,),
+        output,
+        path="<sympy>",
+    )
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _symbol_name(value: Any) -> str:
+    if isinstance(value, sp.Symbol):
+        return value.name
+    if isinstance(value, str):
+        return value
+    raise SpecError(f"expected a SymPy Symbol or a name, not {value!r}")
