@@ -152,6 +152,9 @@ def render(
     """
     printer = TARGETS[target].printer
     tape = list(backward.inputs) + [a.name for a in backward.forward]
+    forward = body(backward.forward, printer)
+    backward_lines = body(backward.backward, printer)
+    unit_lines = body(unit.backward, printer)
     gradients = _gradients(backward, target)
     read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
     read |= {name for line in gradients for name in re.findall(r"[A-Za-z_]\w*", line)}
@@ -182,14 +185,17 @@ def render(
         "tape_fields": tape,
         "signature": call("def forward", backward.inputs, INDENT * 0, suffix=":"),
         "params": backward.inputs,
-        "forward": body(backward.forward, printer),
+        "forward": forward,
         "make_tape": call("tape = Tape", tape, INDENT),
         "unpack": [f"{name} = tape.{name}" for name in tape if name in read],
-        "backward": body(backward.backward, printer),
+        "backward": backward_lines,
         "gradients": gradients,
-        "unit_backward": body(unit.backward, printer),
+        "unit_backward": unit_lines,
         "unit_gradients": _gradients(unit, target),
         "checked": checked,
+        "uses_math": any(
+            "math." in line for line in forward + backward_lines + unit_lines
+        ),
         "uses_erf": any(
             a.op == "erf" for a in backward.forward + backward.backward + unit.backward
         ),

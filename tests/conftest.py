@@ -1,0 +1,59 @@
+"""Shared test helpers: the independent references symgrad is compared with."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import sympy as sp
+
+from symgrad.functions import relu, sigmoid, softplus
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def exact_gradient(
+    spec, point: dict[str, float], digits: int = 30
+) -> tuple[float, dict]:
+    """The value and gradient of a scalar spec from `sympy.diff`, evaluated exactly.
+
+    The learners' functions are rewritten into exp/log first, so the reference
+    does not share symgrad's derivative rules.
+    """
+    expr = independent(spec.expanded())
+    subs = {i.symbol: sp.Rational(repr(float(point[i.name]))) for i in spec.inputs}
+    value = _real(expr.xreplace(subs).evalf(digits))
+    grads = {}
+    for name in spec.wrt:
+        symbol = next(i.symbol for i in spec.inputs if i.name == name)
+        grads[name] = _real(sp.diff(expr, symbol).xreplace(subs).evalf(digits))
+    return value, grads
+
+
+def independent(expr: sp.Expr) -> sp.Expr:
+    """`expr` with sigmoid, softplus and relu replaced by their definitions."""
+    learners = (sigmoid, softplus, relu)
+    return expr.replace(lambda e: isinstance(e, learners), lambda e: e.rewrite(sp.exp))
+
+
+def _real(number: sp.Expr) -> float:
+    real, imag = number.as_real_imag()
+    assert abs(imag) <= 1e-25 * max(1, abs(real)), number
+    return float(real)
+
+
+def captured_locals(func, *args, **kwargs) -> dict:
+    """Call `func` and return its local variables at return (to read intermediate adjoints)."""
+    captured = {}
+
+    def profiler(frame, event, arg):
+        if event == "return" and frame.f_code is func.__code__:
+            captured.update(frame.f_locals)
+
+    sys.setprofile(profiler)
+    try:
+        func(*args, **kwargs)
+    finally:
+        sys.setprofile(None)
+    return captured

@@ -1,0 +1,61 @@
+"""A non-editable install into a fresh virtual environment works from any directory."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _run(*args, cwd):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_wheel_installs_into_a_fresh_venv_and_compiles(tmp_path):
+    pytest.importorskip(
+        "hatchling", reason="the test extra installs hatchling to build offline"
+    )
+    source = tmp_path / "src"  # build from a copy: the checkout stays clean
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "__pycache__", ".*_cache", ".hypothesis"))  # fmt: skip
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "dist"), str(source), cwd=tmp_path)  # fmt: skip
+    wheel = next((tmp_path / "dist").glob("symgrad-*.whl"))
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    site = Path(_run(str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))",
+                     cwd=tmp_path).strip())  # fmt: skip
+    # The dependencies come from this environment; symgrad itself only from the wheel.
+    (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    _run(sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+         "--no-index", str(wheel), cwd=tmp_path)  # fmt: skip
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    shutil.copy(ROOT / "examples/udl_toy.yaml", work)
+    _run(
+        str(env_dir / "bin" / "symgrad"),
+        "compile",
+        "udl_toy.yaml",
+        "-o",
+        "out",
+        cwd=work,
+    )
+    out = _run(str(python), "-c",
+               "import symgrad, out.udl_toy as m; print(symgrad.__file__);"
+               "print(m.grad(2.3, 1, 2, -3, 0.4, -0.3, 0.1, -0.4, 2, 3, -0.5).beta0)",
+               cwd=work)  # fmt: skip
+    installed_at, beta0 = out.split()
+    assert installed_at.startswith(str(site)), "symgrad was not imported from the wheel"
+    assert round(float(beta0), 3) == -0.646

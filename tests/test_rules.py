@@ -1,0 +1,90 @@
+"""Every derivative rule against sympy.diff, and the kinks' subgradients."""
+
+from __future__ import annotations
+
+import pytest
+import sympy as sp
+
+import symgrad
+from symgrad.functions import relu, sigmoid, softplus
+from symgrad.ir import ARITY
+from symgrad.rules import BOOLEAN, SYMPY, local_derivatives
+from tests.conftest import independent
+
+# A point inside every operation's domain and away from its kinks.
+POINTS = {1: (sp.Rational(3, 10),), 2: (sp.Rational(7, 10), sp.Rational(-4, 10))}
+NUMERIC = sorted(op for op in ARITY if op not in BOOLEAN | {"where"})
+
+
+@pytest.mark.parametrize("op", NUMERIC)
+def test_rule_matches_sympy_diff(op):
+    values = POINTS[ARITY[op]]
+    names = [f"a{i}" for i in range(len(values))]
+    symbols = [sp.Symbol(n, real=True) for n in names]
+    expr = independent(SYMPY[op](*symbols))  # not through symgrad's own functions
+    at = dict(zip(symbols, values, strict=True))
+    out_value = SYMPY[op](*values)
+    rules = local_derivatives(op, tuple(names), "out")
+    for symbol, rule in zip(symbols, rules, strict=True):
+        expected = sp.diff(expr, symbol).subs(at)
+        expected = expected.replace(sp.DiracDelta, lambda *a: 0)  # a.e. derivative
+        got = rule.subs({**at, sp.Symbol("out", real=True): out_value})
+        assert float(got) == pytest.approx(float(expected), rel=1e-14, abs=1e-15), (
+            op,
+            symbol,
+        )
+
+
+def test_rules_reuse_the_operation_output():
+    out = sp.Symbol("h", real=True)
+    assert local_derivatives("exp", ("f",), "h") == (out,)
+    assert local_derivatives("tanh", ("f",), "h") == (1 - out**2,)
+    assert local_derivatives("sigmoid", ("f",), "h") == (out * (1 - out),)
+    assert local_derivatives("sqrt", ("f",), "h") == (1 / (2 * out),)
+
+
+def test_constants_get_no_gradient():
+    f = sp.Symbol("f", real=True)
+    assert local_derivatives("pow", ("f", 3), "h") == (3 * f**2, None)
+    assert local_derivatives("mul", (2, "f"), "h") == (None, 2)
+
+
+@pytest.mark.parametrize("function", [sigmoid, softplus, relu])
+def test_learner_functions_differentiate_like_their_definition(function):
+    x = sp.Symbol("x", real=True)
+    for value in (sp.Rational(-13, 10), sp.Rational(1, 3), sp.Integer(2)):
+        mine = sp.diff(function(x), x).subs(x, value)
+        reference = sp.diff(function(x).rewrite(sp.exp), x).subs(x, value)
+        assert float(mine) == pytest.approx(float(reference), rel=1e-15)
+
+
+@pytest.mark.parametrize("target", ["numpy", "python"])
+@pytest.mark.parametrize(
+    "expression, at, expected",
+    [
+        ("relu(x)", 0.0, 0.0),  # relu'(0) = 0
+        ("relu(x)", 2.0, 1.0),
+        ("abs(x)", 0.0, 0.0),  # |x|'(0) = 0
+        ("sign(x)", 0.5, 0.0),  # sign' = 0
+        ("max(x, 1)", 1.0, 0.5),  # a tie splits the gradient, like torch.maximum
+        ("min(x, 1)", 1.0, 0.5),
+        ("max(x, 1)", 2.0, 1.0),
+        ("where(x > 0, x**2, -x)", -2.0, -1.0),
+        ("Piecewise((x**2, x > 0), (3*x, True))", 2.0, 4.0),
+    ],
+)
+def test_kinks_take_pytorch_subgradients(expression, at, expected, target):
+    module = symgrad.compile(
+        {"name": "kink", "inputs": {"x": {}}, "steps": {"y": expression}}, target=target
+    )
+    assert float(module.grad(x=at).x) == expected
+
+
+@pytest.mark.parametrize("target", ["numpy", "python"])
+def test_max_tie_gives_both_sides_half(target):
+    module = symgrad.compile(
+        {"name": "tie", "inputs": {"a": {}, "b": {}}, "steps": {"y": "max(a, b)"}},
+        target=target,
+    )
+    grads = module.grad(a=1.5, b=1.5)
+    assert (grads.a, grads.b) == (0.5, 0.5)
