@@ -36,10 +36,10 @@ def test_wheel_installs_into_a_fresh_venv_and_compiles(tmp_path):
     python = env_dir / "bin" / "python"
     site = Path(_run(str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))",
                      cwd=tmp_path).strip())  # fmt: skip
-    # The dependencies come from this environment; symgrad itself only from the wheel.
-    (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     _run(sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
          "--no-index", str(wheel), cwd=tmp_path)  # fmt: skip
+    # Then the dependencies come from this environment (symgrad itself from the wheel).
+    (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
 
     work = tmp_path / "elsewhere"
     work.mkdir()
