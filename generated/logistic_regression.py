@@ -148,10 +148,8 @@ def backward(tape, dy=1.0):
     dL_dt10 = dL_dt11 * t8
     # ∂L/∂t9 = ∂L/∂t10·∂t10/∂t9   (∂t10/∂t9 = 1/t9)
     dL_dt9 = dL_dt10 / t9
-    # ∂L/∂t6 = ∂L/∂t7·∂t7/∂t6   (∂t7/∂t6 = -1)
-    dL_dt6 = dL_dt11
     # ∂L/∂t5 = ∂L/∂t6·∂t6/∂t5   (∂t6/∂t5 = y)
-    dL_dt5 = dL_dt6 * y
+    dL_dt5 = dL_dt11 * y
     # ∂L/∂a = ∂L/∂t9·∂t9/∂a + ∂L/∂t5·∂t5/∂a   (∂t9/∂a = -1, ∂t5/∂a = 1/a)
     t12 = dL_dt5 / a
     dL_da = t12 - dL_dt9

@@ -9,7 +9,8 @@ symgrad.check_gradients(mod, point)                 # against finite differences
 __version__ = "0.1.0"
 
 from symgrad.check import check_gradients  # noqa: E402
+from symgrad.explain import explain  # noqa: E402
 from symgrad.pipeline import compile_module as compile  # noqa: E402
 from symgrad.spec import SpecError  # noqa: E402
 
-__all__ = ["SpecError", "check_gradients", "compile"]
+__all__ = ["SpecError", "check_gradients", "compile", "explain"]

@@ -132,9 +132,10 @@ def sample_point(
     positive = (
         {i.name for i in compiled.spec.inputs if i.positive} if compiled else set()
     )
+    shapes = _concrete_shapes(compiled, fixed) if compiled else {}
     for _ in range(tries):
         point = {
-            n: fixed[n] if n in fixed else _draw(rng, n in positive)
+            n: fixed[n] if n in fixed else _draw(rng, n in positive, shapes.get(n, ()))
             for n in parameters(module)
         }
         args = {n: _value(v) for n, v in point.items()}
@@ -155,10 +156,29 @@ def sample_point(
     )
 
 
-def _draw(rng: np.random.Generator, positive: bool) -> float:
-    return round(
-        float(rng.uniform(0.1, 3.0) if positive else rng.uniform(-2.0, 2.0)), 4
-    )
+def _draw(rng: np.random.Generator, positive: bool, shape: tuple[int, ...]):
+    low, high = (0.1, 3.0) if positive else (-2.0, 2.0)
+    if not shape:
+        return round(float(rng.uniform(low, high)), 4)
+    return np.round(rng.uniform(low, high, size=shape), 4)
+
+
+def _concrete_shapes(compiled, fixed: dict[str, object]) -> dict[str, tuple[int, ...]]:
+    """Sizes for the declared shapes: named dimensions from fixed values, else small
+    sizes that differ from each other (so a transposed gradient cannot pass)."""
+    sizes: dict[str, int] = {}
+    for i in compiled.spec.inputs:
+        if i.name in fixed:
+            for dim, size in zip(i.shape, np.shape(fixed[i.name]), strict=False):
+                if isinstance(dim, str):
+                    sizes.setdefault(dim, size)
+    shapes = {}
+    for i in compiled.spec.inputs:
+        shapes[i.name] = tuple(
+            d if isinstance(d, int) else sizes.setdefault(d, 2 + len(sizes))
+            for d in i.shape
+        )
+    return shapes
 
 
 def _value(v: object) -> object:

@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--target", choices=sorted(TARGETS), default="numpy")
     check.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     check.set_defaults(run=_check)
+    _add_explain_commands(commands)
     return parser
 
 
@@ -219,6 +220,119 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---------------------------------------------------------------- explain, graph, plot
+
+
+def _add_explain_commands(commands) -> None:
+    """`explain`, `graph` and `plot`: the chain rule shown (symgrad/explain.py)."""
+    at = {
+        "action": "append",
+        "default": [],
+        "metavar": "NAME=VALUE",
+        "help": "fix an input (a number or a JSON list); the others are sampled",
+    }
+    seed = {"type": int, "default": 0, "help": "random seed for sampled inputs"}
+    level = {
+        "choices": ["auto", "steps", "ops"],
+        "default": "auto",
+        "help": "rows per named step or per single operation (default: auto)",
+    }
+    explain = commands.add_parser(
+        "explain", help="forward and backward tables: the chain rule at a point"
+    )
+    explain.add_argument("spec", metavar="SPEC", type=Path)
+    explain.add_argument("--at", **at)
+    explain.add_argument(
+        "--format", choices=["text", "markdown", "latex", "html"], default="text"
+    )
+    explain.add_argument("--level", **level)
+    explain.add_argument("--seed", **seed)
+    explain.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    explain.set_defaults(run=_explain)
+
+    graph = commands.add_parser(
+        "graph", help="the computation graph as Graphviz DOT, with values and adjoints"
+    )
+    graph.add_argument("spec", metavar="SPEC", type=Path)
+    graph.add_argument(
+        "-o",
+        "--output",
+        default="-",
+        metavar="FILE",
+        help="graph.dot (also writes graph.svg when Graphviz's dot is installed); "
+        "default: DOT to stdout",
+    )
+    graph.add_argument("--at", **at)
+    graph.add_argument("--level", **level)
+    graph.add_argument("--seed", **seed)
+    graph.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    graph.set_defaults(run=_graph)
+
+    plot = commands.add_parser(
+        "plot", help="the function, its derivative and finite differences (PNG)"
+    )
+    plot.add_argument("spec", metavar="SPEC", type=Path)
+    plot.add_argument("--wrt", required=True, metavar="NAME", help="the input to vary")
+    plot.add_argument(
+        "-o", "--output", metavar="FILE", help="PNG to write (default NAME_WRT.png)"
+    )
+    plot.add_argument("--at", **at)
+    plot.add_argument(
+        "--range", nargs=2, type=float, metavar=("LO", "HI"), help="default: value ± 3"
+    )
+    plot.add_argument("--seed", **seed)
+    plot.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    plot.set_defaults(run=_plot)
+
+
+def _explained(args: argparse.Namespace):
+    from symgrad.explain import ExplainError, explain
+
+    try:
+        return explain(
+            load(args.spec), _parse_at(args.at), level=args.level, seed=args.seed
+        )
+    except ExplainError as err:
+        raise UsageError(f"{args.spec}: {err}") from None
+
+
+def _explain(args: argparse.Namespace) -> int:
+    sys.stdout.write(_explained(args).render(args.format))
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from symgrad.explain import write_graph
+
+    explanation = _explained(args)
+    if args.output == "-":
+        sys.stdout.write(explanation.dot())
+        return 0
+    written = write_graph(explanation, args.output)
+    print(f"{args.spec} -> {', '.join(map(str, written))}")
+    if len(written) == 1:
+        print("(Graphviz's dot is not on PATH: no SVG; dot -Tsvg renders the file)")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from symgrad.explain import ExplainError, plot
+
+    try:
+        path = plot(
+            load(args.spec),
+            args.wrt,
+            _parse_at(args.at),
+            args.output,
+            span=tuple(args.range) if args.range else None,
+            seed=args.seed,
+        )
+    except ExplainError as err:
+        raise UsageError(f"{args.spec}: {err}") from None
+    print(f"{args.spec} -> {path}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ use as an independent reference.
 
 from __future__ import annotations
 
+import ast
+
 import sympy as sp
+from sympy.core.symbol import Str
 
 
 class _Learner(sp.Function):
@@ -101,6 +104,16 @@ FUNCTIONS: dict[str, tuple[object, tuple[int, ...]]] = {
     "relu": (relu, (1,)),
 }
 
+# Tensor functions: their optional second argument (or axis=) is a constant axis.
+TENSOR_FUNCTIONS = {
+    "sum": (1, 2),
+    "mean": (1, 2),
+    "softmax": (1, 2),  # default axis -1: over the last axis (the classes)
+    "logsumexp": (1, 2),
+    "dot": (2,),
+    "transpose": (1,),
+}
+
 # Named constants a spec may use when no input or step has that name.
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi}
 
@@ -118,6 +131,89 @@ OPS: dict[type, str] = {
 def unsupported_function(expr: sp.Basic) -> str | None:
     """The name of the first function in `expr` that symgrad cannot compile, if any."""
     for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Function) and type(node) not in OPS:
+        if isinstance(node, sp.Function) and not isinstance(node, (TensorOp, *OPS)):
             return type(node).__name__
     return None
+
+
+class TensorOp(sp.Function):
+    """A tensor operation: its operands, then a Str holding its static parameters.
+
+    SymPy treats it as an opaque function of its operands (elementwise algebra
+    around it stays valid under NumPy broadcasting); symgrad's rules table
+    differentiates it and its printers print it.
+    """
+
+    op = ""
+    is_commutative = True
+    is_real = True
+
+    @property
+    def operands(self) -> tuple[sp.Expr, ...]:
+        return self.args[:-1]
+
+    @property
+    def params(self) -> tuple:
+        return ast.literal_eval(self.args[-1].name)
+
+    def _sympystr(self, printer) -> str:
+        args = [
+            printer.parenthesize(a, 60) for a in self.operands
+        ]  # atoms bare, sums in ()
+        return _TEXT[self.op](*args, *self.params)
+
+
+def tensor(op: str, *operands: sp.Expr, params: tuple = ()) -> TensorOp:
+    """The SymPy node of a tensor operation (see ir.ARITY for the operations)."""
+    return TENSOR_OPS[op](*operands, Str(repr(tuple(params))))
+
+
+def key_text(key: tuple) -> str:
+    """`[:, 0]` for the key ((None, None, None), 0)."""
+    parts = []
+    for k in key:
+        if isinstance(k, int):
+            parts.append(str(k))
+        else:
+            start, stop, step = ("" if v is None else str(v) for v in k)
+            parts.append(f"{start}:{stop}" + (f":{step}" if step else ""))
+    return "[" + ", ".join(parts) + "]"
+
+
+def _axis(axis) -> str:
+    return "" if axis is None else f", axis={axis}"
+
+
+_TEXT = {
+    "matmul": lambda a, b: f"{a} @ {b}",
+    "transpose": lambda a: f"{a}.T",
+    "sum": lambda a, axis, keepdims=False: f"sum({a}{_axis(axis)})",
+    "mean": lambda a, axis: f"mean({a}{_axis(axis)})",
+    "index": lambda a, key: f"{a}{key_text(key)}",
+    "softmax": lambda a, axis: f"softmax({a}{_axis(axis)})",
+    "logsumexp": lambda a, axis: f"logsumexp({a}{_axis(axis)})",
+    "scatter": lambda g, like, key: f"scatter({g} into {like}{key_text(key)})",
+    "broadcast": lambda g, like, axis: f"broadcast({g}{_axis(axis)} to {like})",
+    "outer": lambda a, b: f"outer({a}, {b})",
+    "size": lambda a: f"size({a})",
+}
+
+TENSOR_OPS: dict[str, type] = {op: type(op, (TensorOp,), {"op": op}) for op in _TEXT}
+
+
+def tensor_call(name: str, operands: list[sp.Expr], axis: int | None) -> TensorOp:
+    """The SymPy node for a call of one of TENSOR_FUNCTIONS."""
+    if name == "dot":
+        return tensor("matmul", *operands)
+    if name == "transpose":
+        return tensor("transpose", *operands)
+    if name == "sum":
+        return tensor("sum", *operands, params=(axis, False))
+    if name == "softmax":
+        return tensor("softmax", *operands, params=(-1 if axis is None else axis,))
+    return tensor(name, *operands, params=(axis,))
+
+
+FUNCTIONS.update(
+    {name: (tensor_call, counts) for name, counts in TENSOR_FUNCTIONS.items()}
+)

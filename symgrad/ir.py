@@ -27,22 +27,41 @@ ARITY: dict[str, int] = {
     # comparisons, logic and selection (Piecewise)
     "gt": 2, "ge": 2, "lt": 2, "le": 2, "eq": 2, "ne": 2,
     "and": 2, "or": 2, "not": 1, "where": 3,
+    # tensor operations; `params` holds their static arguments
+    "matmul": 2, "transpose": 1,
+    "sum": 1,  # params (axis, keepdims); axis None, an int or a tuple of ints
+    "mean": 1,  # params (axis,)
+    "index": 1,  # params (key,): ints and (start, stop, step) slices
+    "softmax": 1, "logsumexp": 1,  # params (axis,)
+    # only in backward passes
+    "scatter": 2,  # scatter(g, like) params (key,): zeros like `like`, g at key
+    "broadcast": 2,  # broadcast(g, like) params (axis,): g expanded at axis, to like's shape
+    "outer": 2, "size": 1,
 }  # fmt: skip
+
+TENSOR = frozenset({"matmul", "transpose", "sum", "mean", "index", "softmax", "logsumexp",
+                    "scatter", "broadcast", "outer", "size"})  # fmt: skip
 
 COMMUTATIVE = frozenset({"add", "mul", "max", "min", "eq", "ne", "and", "or"})
 
 
 @dataclass(frozen=True)
 class Assign:
-    """`name = op(*args)`; `note` is the math this line starts (a comment)."""
+    """`name = op(*args; params)` of the given shape; `note` is the math it starts."""
 
     name: str
     op: str
     args: tuple[Operand, ...]
     note: str = ""
+    params: tuple = ()
+    shape: tuple[int | str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.name} = {self.op}({', '.join(map(str, self.args))})"
+        params = f"; {', '.join(map(repr, self.params))}" if self.params else ""
+        shape = f"  # {list(self.shape)}" if self.shape else ""
+        return (
+            f"{self.name} = {self.op}({', '.join(map(str, self.args))}{params}){shape}"
+        )
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,7 @@ class Program:
 
     name: str
     inputs: tuple[str, ...]
+    input_shapes: tuple[tuple[int | str, ...], ...]
     steps: tuple[str, ...]
     output: str
     wrt: tuple[str, ...]
@@ -64,6 +84,17 @@ class Program:
     backward: tuple[Assign, ...] = ()
     gradients: tuple[tuple[str, Operand], ...] = ()
     seed: Operand = "dy"
+
+    @property
+    def tensor(self) -> bool:
+        """Whether any input is declared with a shape (else: scalars, batched at call time)."""
+        return any(self.input_shapes)
+
+    def shapes(self) -> dict[str, tuple[int | str, ...]]:
+        """The declared or inferred shape of every name."""
+        shapes = dict(zip(self.inputs, self.input_shapes, strict=True))
+        shapes.update((a.name, a.shape) for a in self.forward + self.backward)
+        return shapes
 
     def __str__(self) -> str:
         lines = [f"{self.name}({', '.join(self.inputs)}) -> {self.output}"]

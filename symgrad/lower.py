@@ -13,9 +13,10 @@ from dataclasses import replace
 
 import sympy as sp
 
-from symgrad.functions import OPS
+from symgrad.functions import OPS, TensorOp
 from symgrad.ir import COMMUTATIVE, Assign, Operand, Program
-from symgrad.spec import Spec
+from symgrad.shapes import Shape, ShapeError, infer
+from symgrad.spec import Spec, SpecError
 
 _RELATIONS = {
     sp.StrictGreaterThan: "gt", sp.GreaterThan: "ge", sp.StrictLessThan: "lt",
@@ -28,15 +29,24 @@ class LoweringError(ValueError):
 
 
 def lower(spec: Spec) -> Program:
-    """The forward pass of `spec` as single-operation assignments."""
+    """The forward pass of `spec` as single-operation assignments.
+
+    Raises SpecError (naming the step) when shapes do not fit.
+    """
     taken = {i.name for i in spec.inputs} | {s.name for s in spec.steps}
-    emitter = Emitter(taken)
+    emitter = Emitter(taken, shapes={i.name: i.shape for i in spec.inputs})
     for step in spec.steps:
         note = f"{step.name} = {' '.join(step.text.split())}"
-        emitter.lower(step.expr, name=step.name, note=note, alias=False)
+        try:
+            emitter.lower(step.expr, name=step.name, note=note, alias=False)
+        except ShapeError as err:
+            raise SpecError(
+                str(err), path=spec.path, line=step.line, step=step.name
+            ) from None
     return Program(
         name=spec.name,
         inputs=tuple(i.name for i in spec.inputs),
+        input_shapes=tuple(i.shape for i in spec.inputs),
         steps=tuple(s.name for s in spec.steps),
         output=spec.output,
         wrt=spec.wrt,
@@ -57,10 +67,17 @@ def constant(value: sp.Expr) -> int | float:
 class Emitter:
     """Appends single-operation assignments to `body`, one name per distinct value."""
 
-    def __init__(self, taken: set[str], body: tuple[Assign, ...] = ()) -> None:
+    def __init__(
+        self,
+        taken: set[str],
+        body: tuple[Assign, ...] = (),
+        shapes: dict[str, Shape] | None = None,
+    ) -> None:
         self.taken = set(taken) | {a.name for a in body}
         self.body: list[Assign] = []
-        self.values: dict[tuple, Operand] = {_key(a.op, a.args): a.name for a in body}
+        self.values = {_key(a.op, a.args, a.params): a.name for a in body}
+        self.shapes: dict[str, Shape] = {**(shapes or {})}
+        self.shapes.update((a.name, a.shape) for a in body)
         self.counter = 0
 
     def fresh(self) -> str:
@@ -71,18 +88,19 @@ class Emitter:
         self.taken.add(name)
         return name
 
-    def emit(
-        self, op: str, args: tuple[Operand, ...], name: str | None = None
-    ) -> Operand:
-        key = _key(op, args)
-        if key in self.values:
-            if name is None:
-                return self.values[key]
-            op, args = "copy", (self.values[key],)  # a named step that repeats a value
-        target = name or self.fresh()
-        self.body.append(Assign(target, op, args))
-        self.values.setdefault(key, target)
-        return target
+    def emit(self, op: str, args: tuple[Operand, ...], params: tuple = ()) -> Operand:
+        """The name holding `op(*args)`: an existing one, or a new temporary."""
+        key = _key(op, args, params)
+        if key not in self.values:
+            name = self.fresh()
+            shape = infer(op, [self.shape(a) for a in args], params)
+            self.body.append(Assign(name, op, args, params=params, shape=shape))
+            self.values[key] = name
+            self.shapes[name] = shape
+        return self.values[key]
+
+    def shape(self, operand: Operand) -> Shape:
+        return self.shapes.get(operand, ()) if isinstance(operand, str) else ()
 
     def lower(
         self,
@@ -92,54 +110,69 @@ class Emitter:
         note: str = "",
         alias: bool = True,
     ) -> Operand:
-        """Emit `expr`; the last assignment is called `name`.
+        """Emit `expr`; its value is called `name`.
 
         When `expr` is already held by a name (or is a constant), return that
         operand if `alias`, else copy it into `name`.
         """
         start = len(self.body)
-        result = self._lower(expr, name)
-        if name is not None and result != name and not alias:
-            result = self.emit("copy", (result,), name)
+        result = self._lower(expr)
+        if name is not None and result != name:
+            if len(self.body) > start and self.body[-1].name == result:
+                self._rename(result, name)  # a new temporary: give it the name
+                result = name
+            elif not alias:
+                shape = self.shape(result)
+                self.body.append(Assign(name, "copy", (result,), shape=shape))
+                self.shapes[name] = shape
+                result = name
         if note and len(self.body) > start:
             self.body[start] = replace(self.body[start], note=note)
         return result
 
-    def _lower(self, e: sp.Basic, name: str | None = None) -> Operand:
+    def _rename(self, temporary: str, name: str) -> None:
+        last = self.body[-1]
+        self.body[-1] = replace(last, name=name)
+        self.values[_key(last.op, last.args, last.params)] = name
+        self.shapes[name] = self.shapes.pop(temporary)
+        self.taken.add(name)
+        self.taken.discard(temporary)  # the next temporary reuses its number
+
+    def _lower(self, e: sp.Basic) -> Operand:
         if isinstance(e, sp.Symbol):
             return e.name
         if e.is_number:
             return constant(e)
         if isinstance(e, sp.Add):
-            return self._add(e, name)
+            return self._add(e)
         if isinstance(e, sp.Mul):
-            return self._mul(e, name)
+            return self._mul(e)
         if isinstance(e, sp.Pow):
-            return self._pow(e, name)
+            return self._pow(e)
         if isinstance(e, sp.Piecewise):
-            return self._piecewise(e.args, name)
+            return self._piecewise(e.args)
         if isinstance(e, sp.Not):
-            return self.emit("not", (self._lower(e.args[0]),), name)
+            return self.emit("not", (self._lower(e.args[0]),))
+        if isinstance(e, TensorOp):
+            return self.emit(e.op, tuple(self._lower(a) for a in e.operands), e.params)
         if type(e) in _RELATIONS:
             args = e.args if isinstance(e, sp.And | sp.Or) else (e.lhs, e.rhs)
-            return self._chain(
-                _RELATIONS[type(e)], [self._lower(a) for a in args], name
-            )
+            return self._chain(_RELATIONS[type(e)], [self._lower(a) for a in args])
         op = OPS.get(type(e))
         if op is None:
             raise LoweringError(f"unsupported function {type(e).__name__!r} in {e}")
         args = [self._lower(a) for a in e.args]
         if op in ("max", "min"):
-            return self._chain(op, args, name)
-        return self.emit(op, tuple(args), name)
+            return self._chain(op, args)
+        return self.emit(op, tuple(args))
 
-    def _chain(self, op: str, args: list[Operand], name: str | None) -> Operand:
+    def _chain(self, op: str, args: list[Operand]) -> Operand:
         acc = args[0]
-        for i, arg in enumerate(args[1:], start=2):
-            acc = self.emit(op, (acc, arg), name if i == len(args) else None)
+        for arg in args[1:]:
+            acc = self.emit(op, (acc, arg))
         return acc
 
-    def _add(self, e: sp.Add, name: str | None) -> Operand:
+    def _add(self, e: sp.Add) -> Operand:
         # a - b reads as subtraction: split off terms with a minus sign.
         signed = [
             (-t, "sub") if t.could_extract_minus_sign() else (t, "add")
@@ -147,20 +180,16 @@ class Emitter:
         ]
         first = next((i for i, (_, op) in enumerate(signed) if op == "add"), None)
         if first is None:
-            acc = self.emit(
-                "neg", (self._lower(signed[0][0]),), name if len(signed) == 1 else None
-            )
+            acc = self.emit("neg", (self._lower(signed[0][0]),))
             rest = signed[1:]
         else:
             acc = self._lower(signed[first][0])
             rest = signed[:first] + signed[first + 1 :]
-        for i, (term, op) in enumerate(rest, start=1):
-            acc = self.emit(
-                op, (acc, self._lower(term)), name if i == len(rest) else None
-            )
+        for term, op in rest:
+            acc = self.emit(op, (acc, self._lower(term)))
         return acc
 
-    def _mul(self, e: sp.Mul, name: str | None) -> Operand:
+    def _mul(self, e: sp.Mul) -> Operand:
         # a / b reads as division: factors with a negative power go to the denominator.
         coefficient = sp.Integer(1)
         numerator: list[sp.Expr] = []
@@ -174,63 +203,46 @@ class Emitter:
                 numerator.append(f)
         negate = coefficient.could_extract_minus_sign()
         coefficient = -coefficient if negate else coefficient
-        numbers: list[Operand] = []
         if coefficient.is_Rational:
             p, q = coefficient.p, coefficient.q
-            numbers, denominator_numbers = (
-                ([p] if p != 1 else []),
-                ([q] if q != 1 else []),
-            )
+            numbers = [p] if p != 1 else []
+            denominator_numbers = [q] if q != 1 else []
         else:
             numbers, denominator_numbers = [constant(coefficient)], []
         if negate and numbers:  # -2*x reads as (-2) * x, not -(2 * x)
             numbers, negate = [-numbers[0]], False
         top = numbers + [self._lower(f) for f in numerator]
         bottom = [self._lower(f) for f in denominator] + denominator_numbers
-        # Only the last of the operations below takes `name`.
-        remaining = [
-            max(len(top) - 1, 0) + max(len(bottom) - 1, 0) + bool(bottom) + negate
-        ]
-
-        def emit(op: str, args: tuple[Operand, ...]) -> Operand:
-            remaining[0] -= 1
-            return self.emit(op, args, None if remaining[0] else name)
-
-        acc: Operand = top[0] if top else 1
-        for f in top[1:]:
-            acc = emit("mul", (acc, f))
+        acc = self._chain("mul", top) if top else 1
         if bottom:
-            den = bottom[0]
-            for f in bottom[1:]:
-                den = emit("mul", (den, f))
-            acc = emit("div", (acc, den))
+            acc = self.emit("div", (acc, self._chain("mul", bottom)))
         if negate:
-            acc = emit("neg", (acc,))
+            acc = self.emit("neg", (acc,))
         return acc
 
-    def _pow(self, e: sp.Pow, name: str | None) -> Operand:
+    def _pow(self, e: sp.Pow) -> Operand:
         base, exponent = e.args
         if exponent.is_number:
             value = constant(exponent)
             if value == 0.5:
-                return self.emit("sqrt", (self._lower(base),), name)
+                return self.emit("sqrt", (self._lower(base),))
             if value < 0:
-                return self.emit("div", (1, self._lower(base ** (-exponent))), name)
-            return self.emit("pow", (self._lower(base), value), name)
-        return self.emit("pow", (self._lower(base), self._lower(exponent)), name)
+                return self.emit("div", (1, self._lower(base ** (-exponent))))
+            return self.emit("pow", (self._lower(base), value))
+        return self.emit("pow", (self._lower(base), self._lower(exponent)))
 
-    def _piecewise(self, pieces: tuple, name: str | None) -> Operand:
+    def _piecewise(self, pieces: tuple) -> Operand:
         (value, condition), rest = pieces[0], pieces[1:]
         if condition is sp.true or not rest:
-            return self._lower(value, name)
-        otherwise = self._piecewise(rest, None)
+            return self._lower(value)
+        otherwise = self._piecewise(rest)
         return self.emit(
-            "where", (self._lower(condition), self._lower(value), otherwise), name
+            "where", (self._lower(condition), self._lower(value), otherwise)
         )
 
 
-def _key(op: str, args: tuple[Operand, ...]) -> tuple:
+def _key(op: str, args: tuple[Operand, ...], params: tuple = ()) -> tuple:
     if op in COMMUTATIVE:
         args = tuple(sorted(args, key=repr))
     # 2 and 2.0 are the same constant but print differently: keep them apart.
-    return (op, tuple((type(a).__name__, a) for a in args))
+    return (op, tuple((type(a).__name__, a) for a in args), params)

@@ -35,7 +35,11 @@ class Compiled:
 
 def build(spec: Spec) -> Compiled:
     forward = lower(spec)
-    return Compiled(spec, dce(reverse(forward, SEED)), dce(reverse(forward, 1)))
+    # dy = 1 folds into value_and_grad, unless the output of a tensor spec is an
+    # array: then dy must have its shape (np.ones) for the matrix products.
+    array_output = forward.tensor and forward.shapes()[forward.output] != ()
+    unit_seed = SEED if array_output else 1
+    return Compiled(spec, dce(reverse(forward, SEED)), dce(reverse(forward, unit_seed)))
 
 
 def source(compiled: Compiled, target: str = "numpy", checked: str = "") -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,8 +19,10 @@ from pathlib import Path
 import jinja2
 
 from symgrad import __version__
-from symgrad.ir import ARITY, Assign, Operand, Program
-from symgrad.spec import Spec
+from symgrad.functions import key_text
+from symgrad.ir import ARITY, TENSOR, Assign, Operand, Program
+from symgrad.shapes import show
+from symgrad.spec import Spec, SpecError
 
 LINE_LENGTH = 88
 INDENT = "    "
@@ -75,7 +78,27 @@ NUMPY: dict[str, Format] = {
     "or": "np.logical_or({0}, {1})",
     "not": "np.logical_not({0})",
     "where": "np.where({0}, {1}, {2})",
+    "matmul": "{0} @ {1}",
+    "transpose": "{0}.T",
+    "sum": lambda a, axis, keepdims=False: f"np.sum({a}{_axis(axis)}{_keep(keepdims)})",
+    "mean": lambda a, axis: f"np.mean({a}{_axis(axis)})",
+    "index": lambda a, key: f"{a}{key_text(key)}",
+    "softmax": lambda a, axis: f"_softmax({a}{_axis(axis)})",
+    "logsumexp": lambda a, axis: f"_logsumexp({a}{_axis(axis)})",
+    "scatter": lambda g, like, key: f"_scatter({g}, {like}, np.s_{key_text(key)})",
+    "broadcast": lambda g, like, axis: f"_broadcast({g}, {like}{_axis(axis)})",
+    "outer": "np.outer({0}, {1})",
+    "size": "np.size({0})",
 }
+
+
+def _axis(axis) -> str:
+    return "" if axis is None else f", axis={axis}"
+
+
+def _keep(keepdims: bool) -> str:
+    return ", keepdims=True" if keepdims else ""
+
 
 PYTHON: dict[str, Format] = {
     **_COMMON,
@@ -117,7 +140,20 @@ PYTHON: dict[str, Format] = {
     "where": "{1} if {0} else {2}",
 }
 
-_INFIX = {"add", "sub", "mul", "div", "pow", "gt", "ge", "lt", "le", "eq", "ne"}
+_INFIX = {
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "eq",
+    "ne",
+    "matmul",
+}
 
 
 @dataclass(frozen=True)
@@ -133,7 +169,11 @@ TARGETS = {
 }
 
 for _target in TARGETS.values():
-    _gaps = set(ARITY) - set(_target.printer)
+    _gaps = (
+        set(ARITY)
+        - set(_target.printer)
+        - (TENSOR if _target.name == "python" else set())
+    )
     assert not _gaps, f"target {_target.name} cannot print {sorted(_gaps)}"
 
 
@@ -150,11 +190,18 @@ def render(
     `unit` is the same program seeded with 1 (for `value_and_grad`);
     `checked` says how the gradients were verified, for the docstring.
     """
+    if target == "python" and backward.tensor:
+        raise SpecError(
+            "the python target compiles scalar specs only; use --target numpy for "
+            "vectors and matrices",
+            path=spec.path,
+        )
     printer = TARGETS[target].printer
     tape = list(backward.inputs) + [a.name for a in backward.forward]
     forward = body(backward.forward, printer)
-    backward_lines = body(backward.backward, printer)
-    unit_lines = body(unit.backward, printer)
+    backward_lines = body(backward.backward, printer, inline=True)
+    unit_lines = body(unit.backward, printer, inline=True)
+    ops = {a.op for a in backward.forward + backward.backward + unit.backward}
     gradients = _gradients(backward, target)
     read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
     read |= {name for line in gradients for name in re.findall(r"[A-Za-z_]\w*", line)}
@@ -183,7 +230,6 @@ def render(
             width=79,
         ),
         "tape_fields": tape,
-        "signature": call("def forward", backward.inputs, INDENT * 0, suffix=":"),
         "params": backward.inputs,
         "forward": forward,
         "make_tape": call("tape = Tape", tape, INDENT),
@@ -196,30 +242,65 @@ def render(
         "uses_math": any(
             "math." in line for line in forward + backward_lines + unit_lines
         ),
-        "uses_erf": any(
-            a.op == "erf" for a in backward.forward + backward.backward + unit.backward
+        "tensor": backward.tensor,
+        "shapes": textwrap.fill(
+            ", ".join(
+                f"{name} {show(shape)}"
+                for name, shape in zip(
+                    backward.inputs, backward.input_shapes, strict=True
+                )
+            ),
+            width=60,
         ),
+        "helpers": sorted(
+            ops & {"erf", "softmax", "logsumexp", "scatter", "broadcast"}
+        ),
+        # A non-scalar output of a tensor spec: dy is broadcast to its shape.
+        "seed_dy": backward.tensor and bool(backward.shapes()[backward.output]),
         "call": call,
         "INDENT": INDENT,
     }
     return _environment().get_template(f"{target}/module.py.j2").render(context)
 
 
-def body(assigns: tuple[Assign, ...], printer: dict[str, Format]) -> list[str]:
-    """One line per assignment, each group of lines under a comment with its math."""
-    lines = []
+def body(
+    assigns: tuple[Assign, ...], printer: dict[str, Format], inline: bool = False
+) -> list[str]:
+    """One line per assignment, each group of lines under a comment with its math.
+
+    With `inline`, a transpose used once is printed where it is used (`X.T @ g`,
+    as one writes by hand) instead of on a line of its own.
+    """
+    uses = Counter(arg for a in assigns for arg in a.args if isinstance(arg, str))
+    views: dict[str, str] = {}
+    lines, note = [], ""
     for a in assigns:
-        if a.note:
-            lines.append(f"# {a.note}")
-        lines.append(f"{a.name} = {expression(a.op, a.args, printer)}")
+        note = a.note or note
+        args = tuple(
+            views.get(arg, arg) if isinstance(arg, str) else arg for arg in a.args
+        )
+        if (
+            inline
+            and a.op == "transpose"
+            and uses[a.name] == 1
+            and isinstance(args[0], str)
+        ):
+            views[a.name] = expression(a.op, args, printer, a.params)
+            continue
+        if note:
+            lines.append(f"# {note}")
+            note = ""
+        lines.append(f"{a.name} = {expression(a.op, args, printer, a.params)}")
     return lines
 
 
-def expression(op: str, args: tuple[Operand, ...], printer: dict[str, Format]) -> str:
-    """How `op(*args)` reads in the target's syntax."""
+def expression(
+    op: str, args: tuple[Operand, ...], printer: dict[str, Format], params: tuple = ()
+) -> str:
+    """How `op(*args)` (with static `params`) reads in the target's syntax."""
     printed = [_operand(arg, i, op) for i, arg in enumerate(args)]
     fmt = printer[op]
-    return fmt(*printed) if callable(fmt) else fmt.format(*printed)
+    return fmt(*printed, *params) if callable(fmt) else fmt.format(*printed)
 
 
 def _operand(arg: Operand, position: int, op: str) -> str:
@@ -237,8 +318,10 @@ def _gradients(program: Program, target: str) -> list[str]:
     result = []
     for name, grad in program.gradients:
         value = grad if isinstance(grad, str) else repr(float(grad))
-        if target == "numpy":
+        if target == "numpy" and not program.tensor:
             value = f"_sum_to({value}, np.shape({name}), np.shape({program.output}))"
+        elif program.tensor and grad == 0:
+            value = f"np.zeros(np.shape({name}))"
         result.append(value)
     return result
 

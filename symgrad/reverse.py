@@ -14,9 +14,11 @@ from dataclasses import replace
 
 import sympy as sp
 
-from symgrad.ir import Operand, Program
+from symgrad.functions import tensor
+from symgrad.ir import TENSOR, Assign, Operand, Program
 from symgrad.lower import Emitter
-from symgrad.rules import BOOLEAN, local_derivatives
+from symgrad.rules import BOOLEAN, local_derivatives, vjp
+from symgrad.shapes import reduction_to
 
 SEED = "dy"
 """The upstream gradient's parameter name in `backward(tape, dy=1.0)`."""
@@ -25,10 +27,15 @@ SEED = "dy"
 def reverse(program: Program, seed: Operand = SEED) -> Program:
     """`program` with a backward pass seeded by `seed` (the name `dy`, or the constant 1)."""
     depends = _depending_on(program)
-    emitter = Emitter(set(program.inputs) | {SEED}, program.forward)
     out = program.output
-    # v -> [(u, ∂u/∂v, ∂out/∂u · ∂u/∂v)] for every use of v by an assignment u
-    terms: dict[str, list[tuple[str, sp.Expr, sp.Expr]]] = {}
+    shapes = program.shapes()
+    emitter = Emitter(
+        set(program.inputs) | {SEED},
+        program.forward,
+        shapes={**shapes, SEED: shapes[out]},
+    )
+    # v -> [(u, ∂u/∂v as text, ∂out/∂u · ∂u/∂v)] for every use of v by an assignment u
+    terms: dict[str, list[tuple[str, str, sp.Expr]]] = {}
 
     def adjoint(v: str) -> Operand:
         """Lower ∂out/∂v from its collected terms; the operand that now holds it."""
@@ -36,7 +43,7 @@ def reverse(program: Program, seed: Operand = SEED) -> Program:
             return seed
         collected = terms.pop(v)
         chain = " + ".join(f"∂{out}/∂{u}·∂{u}/∂{v}" for u, _, _ in collected)
-        locals_ = ", ".join(f"∂{u}/∂{v} = {local}" for u, local, _ in collected)
+        locals_ = ", ".join(local for _, local, _ in collected)
         return emitter.lower(
             sp.Add(*[term for _, _, term in collected]),
             name=_adjoint_name(out, v, emitter.taken),
@@ -49,20 +56,46 @@ def reverse(program: Program, seed: Operand = SEED) -> Program:
         g = adjoint(a.name)
         if g == 0:
             continue
-        for arg, local in zip(
-            a.args, local_derivatives(a.op, a.args, a.name), strict=True
-        ):
-            if local is None or local == 0 or arg not in depends:
-                continue
-            term = _symbol(g) * local
-            if term.has(sp.Piecewise):
-                term = sp.piecewise_fold(term)
-            terms.setdefault(arg, []).append((a.name, local, term))
+        for arg, local, term in _terms(a, _symbol(g), shapes):
+            if arg in depends and term is not None and term != 0:
+                terms.setdefault(arg, []).append((a.name, local, term))
 
     gradients = tuple((w, adjoint(w) if w in terms else 0) for w in program.wrt)
     return replace(
         program, backward=tuple(emitter.body), gradients=gradients, seed=seed
     )
+
+
+def _terms(
+    a: Assign, g: sp.Expr, shapes: dict
+) -> list[tuple[Operand, str, sp.Expr | None]]:
+    """(operand, its local derivative as text, ∂out/∂operand) for each operand of `a`."""
+    if a.op in TENSOR:
+        arg_shapes = tuple(
+            shapes.get(arg, ()) if isinstance(arg, str) else () for arg in a.args
+        )
+        vjps = vjp(a.op, g, a.args, a.name, arg_shapes, a.params)
+        return [
+            (arg, f"∂{a.name}/∂{arg}: {t}", t)
+            for arg, t in zip(a.args, vjps, strict=True)
+        ]
+    result = []
+    for arg, local in zip(a.args, local_derivatives(a.op, a.args, a.name), strict=True):
+        if local is None or local == 0:
+            continue
+        term = g * local
+        if term.has(sp.Piecewise):
+            term = sp.piecewise_fold(term)
+        # An operand broadcast to the result's shape gets the sum of its adjoint back.
+        target = shapes.get(arg, ())
+        if target != a.shape:
+            axes = reduction_to(a.shape, target)
+            if axes is not None:
+                axis, keepdims = axes
+                axis = None if target == () else axis[0] if len(axis) == 1 else axis
+                term = tensor("sum", term, params=(axis, keepdims))
+        result.append((arg, f"∂{a.name}/∂{arg} = {local}", term))
+    return result
 
 
 def _depending_on(program: Program) -> set[str]:

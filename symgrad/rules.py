@@ -17,8 +17,8 @@ from functools import cache
 
 import sympy as sp
 
-from symgrad.functions import relu, sigmoid, softplus
-from symgrad.ir import ARITY, Operand
+from symgrad.functions import relu, sigmoid, softplus, tensor
+from symgrad.ir import ARITY, TENSOR, Operand
 
 Rule = Callable[..., tuple[sp.Expr | None, ...]]
 
@@ -68,8 +68,90 @@ HAND: dict[str, Rule] = {
 BOOLEAN = frozenset({"gt", "ge", "lt", "le", "eq", "ne", "and", "or", "not"})
 """Operations whose value is a condition: nothing flows back through them."""
 
-_missing = set(ARITY) - set(SYMPY)
-assert not _missing, f"operations without a meaning in rules.SYMPY: {sorted(_missing)}"
+
+def _matmul(g, a, b, *, out, shapes, params):
+    """C = A @ B: dA = dC @ B.T, dB = A.T @ dC, with the vector cases."""
+    ranks = (len(shapes[0]), len(shapes[1]))
+    if ranks == (2, 2):
+        return _mm(g, _t(b)), _mm(_t(a), g)
+    if ranks == (2, 1):
+        return tensor("outer", g, b), _mm(_t(a), g)
+    if ranks == (1, 2):
+        return _mm(b, g), tensor("outer", a, g)
+    return g * b, g * a
+
+
+def _sum(g, a, *, out, shapes, params):
+    axis, keepdims = params
+    return (tensor("broadcast", g, a, params=(None if keepdims else axis,)),)
+
+
+def _mean(g, a, *, out, shapes, params):
+    (axis,) = params
+    share = (
+        g / tensor("size", a)
+        if axis is None
+        else g * tensor("size", out) / tensor("size", a)
+    )
+    return (tensor("broadcast", share, a, params=(axis,)),)
+
+
+def _softmax(g, a, *, out, shapes, params):
+    (axis,) = params
+    return (out * (g - tensor("sum", g * out, params=(axis, True))),)
+
+
+def _logsumexp(g, a, *, out, shapes, params):
+    (axis,) = params
+    expand = {"params": (axis,)}
+    return (
+        tensor("broadcast", g, a, **expand)
+        * sp.exp(a - tensor("broadcast", out, a, **expand)),
+    )
+
+
+def _mm(a, b):
+    return tensor("matmul", a, b)
+
+
+def _t(a):
+    return tensor("transpose", a)
+
+
+# Tensor operations: vector-Jacobian products, (g, *operands, out, shapes, params) -> terms.
+VJP: dict[str, Callable[..., tuple[sp.Expr | None, ...]]] = {
+    "matmul": _matmul,
+    "transpose": lambda g, a, **_: (_t(g),),
+    "sum": _sum,
+    "mean": _mean,
+    "index": lambda g, a, *, params, **_: (tensor("scatter", g, a, params=params),),
+    "softmax": _softmax,
+    "logsumexp": _logsumexp,
+    # only in backward passes, which are not differentiated again
+    **{
+        op: lambda g, *args, **_: (None,) * len(args)
+        for op in ("scatter", "broadcast", "outer", "size")
+    },
+}
+
+_missing = set(ARITY) - set(SYMPY) - set(VJP)
+assert not _missing, f"operations without a derivative rule: {sorted(_missing)}"
+assert set(VJP) == TENSOR, "every tensor operation needs a VJP rule"
+
+
+def vjp(
+    op: str, g: sp.Expr, args: tuple, out: str, shapes: tuple, params: tuple
+) -> tuple:
+    """The terms ∂L/∂arg for each operand of the tensor operation `out = op(*args)`."""
+    operands = [
+        sp.Symbol(a, real=True) if isinstance(a, str) else sp.sympify(a) for a in args
+    ]
+    terms = VJP[op](
+        g, *operands, out=sp.Symbol(out, real=True), shapes=shapes, params=params
+    )
+    return tuple(
+        None if not isinstance(a, str) else t for a, t in zip(args, terms, strict=True)
+    )
 
 
 def local_derivatives(

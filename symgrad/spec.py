@@ -21,8 +21,16 @@ from typing import Any
 
 import sympy as sp
 import yaml
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from symgrad.functions import CONSTANTS, FUNCTIONS, unsupported_function
+from symgrad.functions import (
+    CONSTANTS,
+    FUNCTIONS,
+    TENSOR_FUNCTIONS,
+    tensor,
+    tensor_call,
+    unsupported_function,
+)
 
 MAX_SPEC_BYTES = 5_000_000
 MAX_EXPRESSION_CHARS = 20_000
@@ -322,21 +330,39 @@ class _Builder:
                         "inputs",
                         name,
                     )
-            shape = options.get("shape", [])
-            if shape not in ([], ()):
-                raise self.error(
-                    f"input {name!r} has shape {shape}: only scalar inputs are "
-                    f"supported so far",
-                    "inputs",
-                    name,
-                )
+            shape = self.shape(name, options.get("shape", []))
             positive = options.get("positive", False)
             if not isinstance(positive, bool):
                 raise self.error(
                     f"input {name!r}: 'positive' must be true or false", "inputs", name
                 )
-            inputs.append(Input(name, (), positive))
+            inputs.append(Input(name, shape, positive))
         return tuple(inputs)
+
+    def shape(self, name: str, raw: Any) -> tuple[int | str, ...]:
+        """A declared shape: a list of sizes (positive ints) and dimension names."""
+        if not isinstance(raw, list | tuple):
+            raise self.error(
+                f"input {name!r}: shape must be a list like [3, 2] or [n], not {raw!r}",
+                "inputs",
+                name,
+            )
+        for dim in raw:
+            ok_int = isinstance(dim, int) and not isinstance(dim, bool) and dim > 0
+            if not ok_int and not (isinstance(dim, str) and _IDENTIFIER.match(dim)):
+                raise self.error(
+                    f"input {name!r}: dimension {dim!r} is neither a positive size "
+                    f"nor a name",
+                    "inputs",
+                    name,
+                )
+        if len(raw) > 2:
+            raise self.error(
+                f"input {name!r}: only scalars, vectors and matrices are supported",
+                "inputs",
+                name,
+            )
+        return tuple(raw)
 
     def steps(self, raw: Any, symbols: dict[str, sp.Expr]) -> tuple[Step, ...]:
         if not raw:
@@ -571,11 +597,9 @@ class _Expression:
         raise SpecError(f"operator {ast.unparse(node)!r} is not allowed")
 
     def _BinOp(self, node: ast.BinOp) -> sp.Expr:
-        if isinstance(node.op, ast.MatMult):
-            raise SpecError(
-                "'@' (matrix product) needs matrix inputs, which are not supported yet"
-            )
         left, right = self.number(node.left), self.number(node.right)
+        if isinstance(node.op, ast.MatMult):
+            return tensor("matmul", left, right)
         if isinstance(node.op, ast.Pow):
             return _power(left, right)
         if type(node.op) not in _BINARY:
@@ -607,6 +631,8 @@ class _Expression:
             if name in self.symbols:
                 raise SpecError(f"{name!r} is a value, not a function")
             raise SpecError(f"unknown function {name!r}{_suggest(name, FUNCTIONS)}")
+        if name in TENSOR_FUNCTIONS:
+            return self._tensor_call(name, node)
         if node.keywords:
             raise SpecError(f"{name}() takes no keyword arguments")
         func, counts = FUNCTIONS[name]
@@ -621,6 +647,42 @@ class _Expression:
             return func(self.condition(cond), self.number(a), self.number(b))
         return func(*[self.number(a) for a in node.args])
 
+    def _tensor_call(self, name: str, node: ast.Call) -> sp.Expr:
+        counts = TENSOR_FUNCTIONS[name]
+        args = list(node.args)
+        for kw in node.keywords:
+            if kw.arg != "axis" or 2 not in counts:
+                raise SpecError(f"{name}() takes no keyword argument {kw.arg!r}")
+            args.append(kw.value)
+        if len(args) not in counts:
+            raise SpecError(
+                f"{name}() takes {_counts(counts)} argument(s), not {len(args)}"
+            )
+        if name in ("dot", "transpose"):
+            return tensor_call(name, [self.number(a) for a in args], None)
+        axis = _constant_int(args[1], "axis") if len(args) == 2 else None
+        return tensor_call(name, [self.number(args[0])], axis)
+
+    def _Attribute(self, node: ast.Attribute) -> sp.Expr:
+        if node.attr != "T":
+            raise SpecError(
+                f"attribute access {ast.unparse(node)!r} is not allowed (only .T)"
+            )
+        return tensor("transpose", self.number(node.value))
+
+    def _Subscript(self, node: ast.Subscript) -> sp.Expr:
+        parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        key = []
+        for part in parts:
+            if isinstance(part, ast.Slice):
+                key.append(tuple(
+                    None if p is None else _constant_int(p, "a slice bound")
+                    for p in (part.lower, part.upper, part.step)
+                ))  # fmt: skip
+            else:
+                key.append(_constant_int(part, "an index"))
+        return tensor("index", self.number(node.value), params=(tuple(key),))
+
     def _piecewise(self, node: ast.Call) -> sp.Expr:
         pieces = []
         for arg in node.args:
@@ -632,6 +694,16 @@ class _Expression:
                 "the last Piecewise pair must have the condition True (the otherwise case)"
             )
         return sp.Piecewise(*pieces)
+
+
+def _constant_int(node: ast.AST, what: str) -> int:
+    """A literal integer such as 0 or -1 (indices and axes are constants)."""
+    sign = 1
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        sign, node = -1, node.operand
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return sign * node.value
+    raise SpecError(f"{what} must be a constant integer, not {ast.unparse(node)!r}")
 
 
 def _power(base: sp.Expr, exponent: sp.Expr) -> sp.Expr:
@@ -687,12 +759,8 @@ def from_sympy(
         ) from None
     if not isinstance(expr, sp.Expr):
         raise SpecError(f"expected a SymPy expression, not {type(expr).__name__}")
-    bad = unsupported_function(expr)
-    if bad:
-        raise SpecError(
-            f"unsupported function {bad!r}; supported: {', '.join(sorted(FUNCTIONS))}"
-        )
-    free = sorted((s.name for s in expr.free_symbols), key=str)
+    shapes = _free_shapes(expr)
+    free = sorted(shapes)
     wrt_names = free if wrt is None else [_symbol_name(w) for w in _as_list(wrt)]
     names = (
         [_symbol_name(s) for s in _as_list(inputs)]
@@ -707,10 +775,13 @@ def from_sympy(
     if len(set(names)) != len(names):
         raise SpecError(f"inputs {names} name a symbol twice")
     positive = {s.name for s in expr.free_symbols if s.is_positive}
-    new_inputs = tuple(Input(n, (), n in positive) for n in names)
-    expr = expr.xreplace(
-        {s: make_symbol(s.name, positive=s.name in positive) for s in expr.free_symbols}
-    )
+    new_inputs = tuple(Input(n, shapes.get(n, ()), n in positive) for n in names)
+    expr = _from_matrices(expr, {i.name: i.symbol for i in new_inputs})
+    bad = unsupported_function(expr)
+    if bad:
+        raise SpecError(
+            f"unsupported function {bad!r}; supported: {', '.join(sorted(FUNCTIONS))}"
+        )
     output = next(n for n in ("y", "out", "result", "value") if n not in names)
     step = Step(output, expr, sp.sstr(expr))
     return Spec(
@@ -723,12 +794,60 @@ def from_sympy(
     )
 
 
+def _free_shapes(expr: sp.Expr) -> dict[str, tuple[int | str, ...]]:
+    """The shape of every free symbol: () for scalars, a MatrixSymbol's own shape."""
+    matrices = expr.atoms(sp.MatrixSymbol)
+    dims = {d for m in matrices for d in m.shape if isinstance(d, sp.Symbol)}
+    shapes = {
+        s.name: ()
+        for s in expr.free_symbols
+        if isinstance(s, sp.Symbol) and s not in dims
+    }
+    for m in matrices:
+        shape = []
+        for d in m.shape:
+            if not (d.is_Integer or isinstance(d, sp.Symbol)):
+                raise SpecError(
+                    f"matrix {m.name}: dimension {d} is neither a size nor a name"
+                )
+            shape.append(int(d) if d.is_Integer else d.name)
+        shapes[m.name] = tuple(shape)
+    return shapes
+
+
+def _from_matrices(expr: sp.Basic, symbols: dict[str, sp.Symbol]) -> sp.Expr:
+    """SymPy's matrix expressions as symgrad's: MatMul -> @, HadamardProduct -> *."""
+    if isinstance(expr, sp.MatrixSymbol | sp.Symbol):
+        return symbols.get(expr.name, expr)
+    args = [_from_matrices(a, symbols) for a in expr.args]
+    if isinstance(expr, sp.MatMul):
+        scalars = [a for a, m in zip(args, expr.args, strict=True) if not m.is_Matrix]
+        matrices = [a for a, m in zip(args, expr.args, strict=True) if m.is_Matrix]
+        product = matrices[0]
+        for m in matrices[1:]:
+            product = tensor("matmul", product, m)
+        return sp.Mul(*scalars) * product
+    if isinstance(expr, sp.MatAdd):
+        return sp.Add(*args)
+    if isinstance(expr, sp.HadamardProduct):
+        return sp.Mul(*args)
+    if isinstance(expr, sp.HadamardPower):
+        return args[0] ** args[1]
+    if isinstance(expr, sp.Transpose):
+        return tensor("transpose", args[0])
+    if isinstance(expr, ElementwiseApplyFunction):
+        return expr.function(args[1])
+    if isinstance(expr, sp.MatrixExpr):
+        raise SpecError(f"unsupported matrix expression {type(expr).__name__}: {expr}")
+    return expr.func(*args) if args else expr
+
+
 def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _symbol_name(value: Any) -> str:
-    if isinstance(value, sp.Symbol):
+    if isinstance(value, sp.Symbol | sp.MatrixSymbol):
         return value.name
     if isinstance(value, str):
         return value

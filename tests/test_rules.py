@@ -7,13 +7,13 @@ import sympy as sp
 
 import symgrad
 from symgrad.functions import relu, sigmoid, softplus
-from symgrad.ir import ARITY
+from symgrad.ir import ARITY, TENSOR
 from symgrad.rules import BOOLEAN, SYMPY, local_derivatives
 from tests.conftest import independent
 
 # A point inside every operation's domain and away from its kinks.
 POINTS = {1: (sp.Rational(3, 10),), 2: (sp.Rational(7, 10), sp.Rational(-4, 10))}
-NUMERIC = sorted(op for op in ARITY if op not in BOOLEAN | {"where"})
+NUMERIC = sorted(op for op in ARITY if op not in BOOLEAN | TENSOR | {"where"})
 
 
 @pytest.mark.parametrize("op", NUMERIC)

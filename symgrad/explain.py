@@ -1,0 +1,1106 @@
+"""`spec | module, point -> Explanation`: the chain rule of a spec, step by step.
+
+`explain` evaluates a compiled spec at one point and lays out what a backprop
+course writes on the board: the forward pass (each step, its expression and
+its value), the backward pass (each adjoint ∂y/∂v, the chain-rule product it
+comes from, the local derivative ∂u/∂v as a formula in the forward names and
+its value), the gradients the generated module returns, the short closed
+forms SymPy finds for some adjoints (∂L/∂Z = a - y for sigmoid and binary
+cross-entropy), and the expression-swell line: how many operations the fully
+expanded `sympy.diff` derivatives take against symgrad's backward pass.
+
+The rows are built at the level of the spec's named steps (the notebook's
+f0, h1, ...), with local derivatives from `sympy.diff` of each step, or, for
+a one-step spec, at the level of the single operations the compiler emits,
+with local derivatives from `symgrad.rules`. Values come from the generated
+module's own tape; adjoints are accumulated from the local values, and the
+final gradients are the module's. The result renders as text, Markdown,
+LaTeX (an `align*` block in the notebook's notation), HTML (Jupyter) and
+Graphviz DOT; `plot` draws a function, its derivative and finite differences.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import sympy as sp
+
+from symgrad.check import OutOfDomain, parameters, sample_point
+from symgrad.pipeline import Compiled, build, import_source, load_spec, source
+from symgrad.render import templates_dir
+from symgrad.rules import BOOLEAN, SYMPY, local_derivatives
+from symgrad.spec import Spec, make_symbol
+
+FORMATS = ("text", "markdown", "latex", "html")
+LEVELS = ("auto", "steps", "ops")
+UNAVAILABLE = "(tensor rule)"
+"""Shown for a local derivative that has no scalar formula (matmul, sum, ...)."""
+
+SHORT_FORM_OPS = 20
+"""A simplified adjoint is shown when it has at most this many operations (and fewer
+than the chain-rule product it simplifies)."""
+SHORT_FORM_INPUT_LIMIT = 200
+"""Adjoint expressions larger than this (tree nodes) are not simplified."""
+SWELL_EXPANDED_LIMIT = 5_000
+"""`sympy.diff` is not tried on an expanded output with more tree nodes than this."""
+SWELL_DERIVATIVE_LIMIT = 2_000_000
+"""`count_ops` is not run on a derivative with more tree nodes than this."""
+
+
+class ExplainError(ValueError):
+    """Bad input to explain, graph or plot (the command line exits with status 2)."""
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class ForwardRow:
+    """One forward step: `name = expression`, its value at the point."""
+
+    name: str
+    expression: str
+    latex: str
+    value: Any
+    kind: str = "step"  # "step", or "temporary" for compiler-made names at op level
+    operands: tuple[str, ...] = ()  # the names it uses
+
+
+@dataclass(frozen=True)
+class Term:
+    """One chain-rule term of ∂out/∂v: ∂out/∂user · ∂user/∂v."""
+
+    user: str
+    local: sp.Expr | None  # ∂user/∂v over the forward names; None if unavailable
+    local_value: Any
+    value: Any  # ∂out/∂user · ∂user/∂v at the point
+
+
+@dataclass(frozen=True)
+class BackwardRow:
+    """The adjoint ∂out/∂name, the terms it sums, its value and maybe a short form."""
+
+    name: str
+    terms: tuple[Term, ...]
+    value: Any
+    short: sp.Expr | None = None
+    is_input: bool = False
+
+
+@dataclass(frozen=True)
+class Swell:
+    """Operations in the fully expanded `sympy.diff` derivatives against symgrad's."""
+
+    gradients: int
+    symgrad_backward: int
+    symgrad_forward: int
+    sympy_ops: int | None  # None when not attempted (`reason` says why)
+    reason: str = ""
+
+    def line(self, output: str) -> str:
+        ours = (
+            f"symgrad's backward pass takes {self.symgrad_backward} operations "
+            f"(reusing the values of its {self.symgrad_forward} forward operations)"
+        )
+        if self.sympy_ops is None:
+            return f"Expression swell: {self.reason}; {ours}."
+        what = (
+            "a derivative" if self.gradients == 1 else f"{self.gradients} derivatives"
+        )
+        return (
+            f"Expression swell: sympy.diff of {output} written out in the inputs gives "
+            f"{what} of {self.sympy_ops} operations in all (count_ops, no common "
+            f"subexpressions); {ours}."
+        )
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The forward and backward passes of a spec at one point, in several formats."""
+
+    name: str
+    output: str
+    level: str
+    point: dict[str, Any]
+    inputs: tuple[str, ...]
+    wrt: tuple[str, ...]
+    forward: tuple[ForwardRow, ...]
+    backward: tuple[BackwardRow, ...]
+    gradients: dict[str, Any]
+    swell: Swell | None
+    input_values: dict[str, Any] = field(default_factory=dict)
+
+    # ---- look-ups
+
+    def value(self, name: str) -> Any:
+        """The forward value of a step (or an input)."""
+        for row in self.forward:
+            if row.name == name:
+                return row.value
+        if name in self.input_values:
+            return self.input_values[name]
+        raise KeyError(name)
+
+    def adjoint(self, name: str) -> Any:
+        """∂output/∂name at the point, as the backward table accumulates it."""
+        for row in self.backward:
+            if row.name == name:
+                return row.value
+        raise KeyError(name)
+
+    @property
+    def short_forms(self) -> list[tuple[str, sp.Expr]]:
+        return [(r.name, r.short) for r in self.backward if r.short is not None]
+
+    # ---- output formats
+
+    def render(self, fmt: str = "text") -> str:
+        if fmt not in FORMATS:
+            raise ExplainError(
+                f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}"
+            )
+        return getattr(self, fmt)()
+
+    def text(self) -> str:
+        return _text(self)
+
+    def markdown(self) -> str:
+        return _template("markdown/explain.md.j2").render(_context(self))
+
+    def latex(self) -> str:
+        return _template("latex/explain.tex.j2").render(_context(self))
+
+    def html(self) -> str:
+        return _template("markdown/explain.html.j2").render(_context(self, html=True))
+
+    def dot(self) -> str:
+        return graph_dot(self)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def _repr_latex_(self) -> str:
+        return self.latex()
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+
+def attach_display(module: types.ModuleType) -> types.ModuleType:
+    """Give a module made by `symgrad.compile` Jupyter's rich display (explain tables).
+
+    The tables are computed when the notebook displays the module, at a point
+    sampled reproducibly (use `symgrad.explain(module, at=...)` for a chosen one).
+    """
+
+    def shown(fmt: str):
+        return lambda: explain(module, swell=False).render(fmt)
+
+    module._repr_html_ = shown("html")
+    module._repr_latex_ = shown("latex")
+    module._repr_markdown_ = shown("markdown")
+    return module
+
+
+# --------------------------------------------------------------------------- explain
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A name the chain rule passes through, with what it is made of."""
+
+    name: str
+    expr: sp.Expr  # its definition over the symbols of earlier names
+    text: str
+    operands: tuple[str, ...]  # names it uses, in order
+    locals: dict[str, sp.Expr | None]  # operand -> ∂name/∂operand
+    kind: str = "step"
+
+
+def explain(
+    target: Any,
+    at: dict[str, Any] | None = None,
+    *,
+    level: str = "auto",
+    seed: int = 0,
+    swell: bool = True,
+) -> Explanation:
+    """Explain the chain rule of `target` at the point `at`.
+
+    `target` is a spec (a path, a dict, a `Spec`, a SymPy expression) or a
+    module made by `symgrad.compile`. Inputs missing from `at` are sampled
+    inside the function's domain (reproducibly, from `seed`). `level` is
+    "steps" (the spec's named steps), "ops" (every single operation) or
+    "auto" (steps, unless the spec is one step of several operations).
+    """
+    if level not in LEVELS:
+        raise ExplainError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}")
+    compiled, module = _compiled_module(target)
+    spec = compiled.spec
+    point = _point(module, spec, at, seed)
+    args = {n: _as_value(v) for n, v in point.items()}
+    try:
+        with np.errstate(divide="raise", over="raise", invalid="raise"):
+            _, tape = module.forward(**args)
+            _, grads = module.value_and_grad(**args)
+    except (ValueError, ZeroDivisionError, OverflowError, FloatingPointError) as err:
+        raise ExplainError(
+            f"the function is not defined at that point ({err})"
+        ) from None
+    values = dict(tape._asdict())
+    emitted = _backward_locals(module, tape)
+
+    if level == "auto":
+        one_step_of_several_ops = (
+            len(spec.steps) == 1 and len(compiled.backward.forward) > 1
+        )
+        level = "ops" if one_step_of_several_ops else "steps"
+    nodes = _op_nodes(compiled) if level == "ops" else _step_nodes(spec)
+    forward = tuple(
+        ForwardRow(
+            n.name,
+            n.text,
+            _latex(n.expr),
+            values.get(n.name),
+            n.kind,
+            n.operands,
+        )
+        for n in nodes
+    )
+    backward = _backward(nodes, spec, values)
+    backward = _fill_from_module(backward, spec.output, emitted, grads._asdict())
+    return Explanation(
+        name=spec.name,
+        output=spec.output,
+        level=level,
+        point=point,
+        inputs=tuple(i.name for i in spec.inputs),
+        wrt=tuple(spec.wrt),
+        forward=forward,
+        backward=backward,
+        gradients=dict(grads._asdict()),
+        swell=swell_count(compiled) if swell else None,
+        input_values={i.name: values.get(i.name) for i in spec.inputs},
+    )
+
+
+def _backward_locals(module: types.ModuleType, tape: Any) -> dict[str, Any]:
+    """The local variables of the generated `backward` (dy = 1) when it returns.
+
+    These are the adjoints exactly as the emitted code computes them (`dL_dz`),
+    read where the table's own products are not available (tensor steps).
+    """
+    captured: dict[str, Any] = {}
+    code = getattr(module.backward, "__code__", None)
+
+    def profiler(frame, event, arg):
+        if event == "return" and frame.f_code is code:
+            captured.update(frame.f_locals)
+
+    previous = sys.getprofile()
+    sys.setprofile(profiler)
+    try:
+        with np.errstate(all="ignore"):
+            module.backward(tape)
+    except Exception:
+        return {}
+    finally:
+        sys.setprofile(previous)
+    return captured
+
+
+def _fill_from_module(
+    rows: tuple[BackwardRow, ...],
+    out: str,
+    emitted: dict[str, Any],
+    gradients: dict[str, Any],
+) -> tuple[BackwardRow, ...]:
+    """Adjoint values the chain-rule products could not give, from the generated code."""
+    filled = []
+    for row in rows:
+        if row.value is None:
+            value = gradients.get(row.name) if row.is_input else None
+            if value is None:
+                value = emitted.get(f"d{out}_d{row.name}")
+            row = replace(row, value=value)
+        filled.append(row)
+    return tuple(filled)
+
+
+def _compiled_module(target: Any) -> tuple[Compiled, types.ModuleType]:
+    if isinstance(target, Explanation):
+        raise ExplainError("already an explanation")
+    if isinstance(target, types.ModuleType):
+        compiled = getattr(target, "__symgrad__", None)
+        if compiled is None:
+            raise ExplainError(
+                f"module {target.__name__!r} was not made by symgrad.compile "
+                "(it has no __symgrad__)"
+            )
+        return compiled, target
+    if isinstance(target, Compiled):
+        compiled = target
+    else:
+        spec = target if isinstance(target, Spec) else load_spec(target)
+        compiled = build(spec)
+    return compiled, import_source(source(compiled), compiled.spec.name, compiled)
+
+
+def _point(
+    module: types.ModuleType, spec: Spec, at: dict[str, Any] | None, seed: int
+) -> dict[str, Any]:
+    fixed = dict(at or {})
+    names = parameters(module)
+    unknown = [n for n in fixed if n not in names]
+    if unknown:
+        raise ExplainError(
+            f"{spec.name} has no input {unknown[0]!r} (inputs: {', '.join(names)})"
+        )
+    if all(n in fixed for n in names):
+        return {n: fixed[n] for n in names}
+    try:
+        return sample_point(module, np.random.default_rng(seed), fixed)
+    except OutOfDomain as err:
+        raise ExplainError(str(err)) from None
+
+
+def _as_value(v: Any) -> Any:
+    return v if np.ndim(v) == 0 else np.asarray(v, dtype=float)
+
+
+def _step_nodes(spec: Spec) -> list[_Node]:
+    """One node per named step; ∂step/∂v by `sympy.diff`, reusing the step's name."""
+    position = {i.name: k for k, i in enumerate(spec.inputs)}
+    position.update({s.name: len(position) + k for k, s in enumerate(spec.steps)})
+    known = {i.name for i in spec.inputs}
+    nodes = []
+    for step in spec.steps:
+        by_name = {
+            s.name: s for s in step.expr.free_symbols if isinstance(s, sp.Symbol)
+        }
+        operands = tuple(sorted((n for n in by_name if n in known), key=position.get))
+        out = make_symbol(step.name)
+        locals_: dict[str, sp.Expr | None] = {}
+        for name in operands:
+            try:
+                local = sp.diff(step.expr, by_name[name])
+                if not (step.expr.is_Symbol or step.expr.is_number):
+                    # d exp(f1)/d f1 reads h2; only whole subtrees are replaced,
+                    # so d(1/w)/dw stays -1/w**2 rather than -J**2.
+                    local = local.xreplace({step.expr: out})
+                if local.has(sp.Derivative, sp.Subs):
+                    local = None  # SymPy could only name it: a tensor operation
+                locals_[name] = local
+            except Exception:  # e.g. a tensor operation SymPy cannot differentiate
+                locals_[name] = None
+        nodes.append(
+            _Node(step.name, step.expr, " ".join(step.text.split()), operands, locals_)
+        )
+        known.add(step.name)
+    return nodes
+
+
+def _op_nodes(compiled: Compiled) -> list[_Node]:
+    """One node per operation of the forward program; local derivatives from `rules`."""
+    steps = {s.name for s in compiled.spec.steps}
+    nodes = []
+    for a in compiled.backward.forward:
+        operands = tuple(dict.fromkeys(x for x in a.args if isinstance(x, str)))
+        symbols = [_operand_symbol(x) for x in a.args]
+        try:
+            expr = SYMPY[a.op](*symbols)
+        except Exception:
+            # a tensor operation with no scalar meaning: show it as a call
+            expr = sp.Function(a.op)(*symbols)
+        try:
+            formulas = local_derivatives(a.op, a.args, a.name)
+        except Exception:  # no formula for this operation: shown as UNAVAILABLE
+            formulas = (None,) * len(a.args)
+        locals_: dict[str, sp.Expr | None] = {}
+        for arg, f in zip(a.args, formulas, strict=True):
+            if not isinstance(arg, str) or a.op in BOOLEAN:
+                continue
+            if arg in locals_ and f is not None and locals_[arg] is not None:
+                locals_[arg] = locals_[arg] + f  # the same name twice, e.g. x*x
+            elif arg not in locals_:
+                locals_[arg] = f
+        nodes.append(
+            _Node(
+                a.name,
+                expr,
+                sp.sstr(expr),
+                operands,
+                locals_,
+                "step" if a.name in steps else "temporary",
+            )
+        )
+    return nodes
+
+
+def _operand_symbol(x: Any) -> sp.Expr:
+    return sp.Symbol(x, real=True) if isinstance(x, str) else sp.sympify(x)
+
+
+def _backward(
+    nodes: list[_Node], spec: Spec, values: dict[str, Any]
+) -> tuple[BackwardRow, ...]:
+    """Accumulate the adjoints from the output back, numerically and symbolically."""
+    out = spec.output
+    depends = set(spec.wrt)
+    for n in nodes:
+        if any(v in depends and v in n.locals for v in n.operands):
+            depends.add(n.name)
+    if out not in depends:
+        return ()
+    terms: dict[str, list[Term]] = {}
+    adjoint: dict[str, Any] = {out: 1.0}
+    # The adjoints as formulas over the forward names (for the short forms);
+    # None when too big.
+    formula: dict[str, sp.Expr | None] = {out: sp.Integer(1)}
+    size: dict[str, int] = {out: 1}
+    rows = [BackwardRow(out, (), 1.0)]
+    by_name = {n.name: n for n in nodes}
+    for node in reversed(nodes):
+        if node.name != out:
+            if node.name not in terms:
+                continue
+            rows.append(_row(node.name, terms, adjoint, formula, size, values))
+        g = adjoint[node.name]
+        for v in node.operands:
+            if v not in depends or v not in node.locals:
+                continue
+            local = node.locals[v]
+            local_value = _evaluate(local, values) if local is not None else None
+            value = _times(g, local_value, values.get(v))
+            terms.setdefault(v, []).append(Term(node.name, local, local_value, value))
+            _accumulate(formula, size, v, node.name, local)
+    for w in spec.wrt:
+        if w in terms and w not in by_name:
+            rows.append(_row(w, terms, adjoint, formula, size, values, is_input=True))
+    return tuple(rows)
+
+
+def _row(name, terms, adjoint, formula, size, values, *, is_input=False) -> BackwardRow:
+    collected = tuple(terms.pop(name))
+    total = _sum(t.value for t in collected)
+    adjoint[name] = total
+    return BackwardRow(
+        name,
+        collected,
+        total,
+        _short_form(formula.get(name), size.get(name, 0), collected),
+        is_input,
+    )
+
+
+def _accumulate(formula, size, v: str, user: str, local: sp.Expr | None) -> None:
+    upstream = formula.get(user)
+    if upstream is None or local is None or formula.get(v, 0) is None:
+        formula[v] = None
+        return
+    n = size.get(v, 0) + size[user] + _tree_size(local) + 1
+    if n > SHORT_FORM_INPUT_LIMIT:
+        formula[v] = None
+        return
+    formula[v] = formula.get(v, sp.Integer(0)) + upstream * local
+    size[v] = n
+
+
+def _short_form(expr: sp.Expr | None, size: int, terms: tuple[Term, ...]):
+    """A simplified total ∂out/∂v, when short and shorter than the chain-rule product."""
+    if expr is None or size > SHORT_FORM_INPUT_LIMIT:
+        return None
+    if len(terms) == 1 and expr == terms[0].local:
+        return None  # a local derivative of the output itself, not a chain product
+    try:
+        cancelled = sp.cancel(expr)
+        candidates = [cancelled, sp.factor_terms(cancelled), sp.factor(cancelled)]
+    except (sp.PolynomialError, TypeError, ValueError, NotImplementedError):
+        return None
+    best = min(candidates, key=lambda e: (sp.count_ops(e), len(sp.sstr(e))))
+    ops = sp.count_ops(best)
+    if ops <= SHORT_FORM_OPS and ops < sp.count_ops(expr):
+        return best
+    return None
+
+
+def _sum(values) -> Any:
+    total: Any = 0.0
+    for v in values:
+        if v is None:
+            return None
+        total = total + v
+    return total
+
+
+def _times(g: Any, local: Any, target: Any) -> Any:
+    """∂out/∂user · ∂user/∂v, summed back to v's shape when v was broadcast."""
+    if g is None or local is None:
+        return None
+    try:
+        product = g * local
+    except (TypeError, ValueError):
+        return None
+    shape = np.shape(target) if target is not None else ()
+    if np.shape(product) != shape:
+        try:
+            product = _sum_to(np.asarray(product, dtype=float), shape)
+        except ValueError:
+            return None
+    return product
+
+
+def _sum_to(g: np.ndarray, shape: tuple[int, ...]) -> Any:
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
+    )
+    result = np.sum(g, axis=axes).reshape(shape)
+    return float(result) if shape == () else result
+
+
+_NUMERIC = {
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "softplus": lambda x: np.logaddexp(0, x),
+    "relu": lambda x: np.maximum(x, 0),
+    "erf": np.vectorize(math.erf, otypes=[float]),
+}
+
+
+def _evaluate(expr: sp.Expr, values: dict[str, Any]) -> Any:
+    """The value of a formula over forward names."""
+    symbols = sorted(expr.free_symbols, key=lambda s: s.name)
+    missing = [s.name for s in symbols if s.name not in values]
+    if missing:
+        return None
+    try:
+        fn = _lambdify(tuple(symbols), expr)
+        with np.errstate(all="ignore"):
+            value = fn(*(values[s.name] for s in symbols))
+    except (TypeError, ValueError, NameError, ZeroDivisionError, AttributeError):
+        return None
+    if np.ndim(value) == 0:
+        return float(value)
+    return np.asarray(value, dtype=float)
+
+
+@lru_cache(maxsize=4096)
+def _lambdify(symbols: tuple[sp.Symbol, ...], expr: sp.Expr):
+    return sp.lambdify(symbols, expr, modules=[_NUMERIC, "numpy"])
+
+
+# --------------------------------------------------------------------------- swell
+
+
+def swell_count(compiled: Compiled) -> Swell:
+    """count_ops of the fully expanded `sympy.diff` derivatives against symgrad's backward pass."""
+    spec = compiled.spec
+    ours = len(compiled.unit.backward)
+    forward = len(compiled.unit.forward)
+    if any(getattr(i, "shape", ()) for i in spec.inputs):
+        return Swell(
+            len(spec.wrt),
+            ours,
+            forward,
+            None,
+            "the expanded sympy.diff count is made for scalar specs only",
+        )
+    try:
+        expanded = spec.expanded()
+    except Exception as err:
+        return Swell(len(spec.wrt), ours, forward, None, f"not expanded ({err})")
+    nodes = _tree_size(expanded)
+    if nodes > SWELL_EXPANDED_LIMIT:
+        return Swell(
+            len(spec.wrt),
+            ours,
+            forward,
+            None,
+            f"{spec.output} written out in the inputs is already a tree of {nodes} "
+            "nodes, so sympy.diff of it was not attempted",
+        )
+    symbols = {s.name: s for s in expanded.free_symbols if isinstance(s, sp.Symbol)}
+    total = 0
+    for w in spec.wrt:
+        if w not in symbols:
+            continue
+        try:
+            derivative = sp.diff(expanded, symbols[w])
+        except (TypeError, ValueError, NotImplementedError) as err:
+            return Swell(
+                len(spec.wrt), ours, forward, None, f"sympy.diff failed ({err})"
+            )
+        size = _tree_size(derivative)
+        if size > SWELL_DERIVATIVE_LIMIT:
+            return Swell(
+                len(spec.wrt),
+                ours,
+                forward,
+                None,
+                f"the sympy.diff derivative for {w} alone is a tree of {size} nodes",
+            )
+        total += int(sp.count_ops(derivative))
+    return Swell(len(spec.wrt), ours, forward, total)
+
+
+def _tree_size(expr: sp.Basic) -> int:
+    """Nodes of `expr` written out as a tree (shared subexpressions counted each time)."""
+    memo: dict[sp.Basic, int] = {}
+    stack = [(expr, False)]
+    while stack:
+        e, ready = stack.pop()
+        if e in memo:
+            continue
+        if ready or not e.args:
+            memo[e] = 1 + sum(memo[a] for a in e.args)
+        else:
+            stack.append((e, True))
+            stack.extend((a, False) for a in e.args if a not in memo)
+    return memo[expr]
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def fmt(value: Any) -> str:
+    """A value as a learner reads it: 6 significant digits, arrays abbreviated."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if np.ndim(value) == 0:
+        v = float(value)
+        if v == 0:
+            return "0"
+        return f"{v:.6g}"
+    text = np.array2string(
+        np.asarray(value, dtype=float),
+        precision=4,
+        threshold=6,
+        edgeitems=2,
+        separator=", ",
+        max_line_width=10**6,
+    )
+    return re.sub(r"\n\s*", " ", text)  # one line, to stay in its table cell
+
+
+def _adj(out: str, v: str) -> str:
+    return f"∂{out}/∂{v}"
+
+
+def _chain(out: str, row: BackwardRow) -> str:
+    if not row.terms:
+        return "(seed)"
+    return " + ".join(
+        f"{_adj(out, t.user)}·{_adj(t.user, row.name)}" for t in row.terms
+    )
+
+
+def _locals(row: BackwardRow) -> str:
+    return "; ".join(
+        f"{_adj(t.user, row.name)} = {UNAVAILABLE if t.local is None else sp.sstr(t.local)}"
+        for t in row.terms
+    )
+
+
+def _local_values(row: BackwardRow) -> str:
+    return "; ".join(fmt(t.local_value) for t in row.terms)
+
+
+def _point_text(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={fmt(v)}" for k, v in point.items())
+
+
+def _table(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return (
+            indent + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def _text(e: Explanation) -> str:
+    out = e.output
+    lines = [f"{e.name}: the chain rule at {_point_text(e.point)}", ""]
+    what = "each step" if e.level == "steps" else "each single operation"
+    lines.append(f"Forward pass: {what} and its value")
+    lines += _table(
+        ["step", "expression", "value"],
+        [[r.name, r.expression, fmt(r.value)] for r in e.forward],
+    )
+    lines += [
+        "",
+        f"Backward pass: {_adj(out, 'v')} = sum of {_adj(out, 'u')}·{_adj('u', 'v')} "
+        "over the steps u that use v",
+    ]
+    lines += _table(
+        ["adjoint", "chain rule", "local derivative", "local value", "value"],
+        [
+            [
+                _adj(out, r.name),
+                _chain(out, r),
+                _locals(r),
+                _local_values(r),
+                fmt(r.value),
+            ]
+            for r in e.backward
+        ],
+    )
+    lines += ["", "Gradients (from the generated module)"]
+    lines += _table(
+        ["gradient", "value"],
+        [[_adj(out, w), fmt(v)] for w, v in e.gradients.items()],
+    )
+    if e.short_forms:
+        lines += ["", "Short forms (the chain-rule product, simplified by SymPy)"]
+        lines += [f"  {_adj(out, n)} = {sp.sstr(f)}" for n, f in e.short_forms]
+    if e.swell is not None:
+        lines += ["", e.swell.line(out)]
+    return "\n".join(lines) + "\n"
+
+
+def _latex(expr: sp.Expr | None) -> str:
+    if expr is None:
+        return r"\text{(tensor rule)}"
+    try:
+        return sp.latex(expr)
+    except Exception:  # noqa: BLE001 (a printer gap must not break the table)
+        return sp.sstr(expr)
+
+
+def _name_latex(name: str) -> str:
+    return sp.latex(sp.Symbol(name))
+
+
+def _partial(top: str, bottom: str) -> str:
+    return rf"\frac{{\partial {_name_latex(top)}}}{{\partial {_name_latex(bottom)}}}"
+
+
+def _context(e: Explanation, html: bool = False) -> dict[str, Any]:
+    """What the templates lay out: every cell already printed."""
+    out = e.output
+    backward = []
+    align = [
+        {
+            "lhs": _name_latex(r.name),
+            "rhs": r.latex,
+            "value": fmt(r.value),
+            "gap": k == len(e.forward) - 1,
+        }
+        for k, r in enumerate(e.forward)
+    ]
+    for r in e.backward:
+        products = [
+            _partial(out, t.user)
+            if t.user == out
+            else f"{_partial(out, t.user)} {_partial(t.user, r.name)}"
+            for t in r.terms
+        ]
+        substituted = [_substituted(out, t) for t in r.terms]
+        chain, rhs = " + ".join(products), " + ".join(substituted)
+        if r.terms:
+            direct = all(t.user == out for t in r.terms)
+            align.append(
+                {
+                    "lhs": _partial(out, r.name),
+                    "rhs": rhs if direct or chain == rhs else f"{chain} = {rhs}",
+                    "value": fmt(r.value),
+                    "gap": False,
+                }
+            )
+        backward.append(
+            {
+                "name": r.name,
+                "adjoint": _adj(out, r.name),
+                "chain": _chain(out, r),
+                "locals": _locals(r),
+                "local_values": _local_values(r),
+                "value": fmt(r.value),
+            }
+        )
+    for n, f in e.short_forms:
+        align.append(
+            {
+                "lhs": _partial(out, n),
+                "rhs": _latex(f),
+                "value": None,
+                "gap": False,
+            }
+        )
+    return {
+        "name": e.name,
+        "output": out,
+        "level": e.level,
+        "point": _point_text(e.point),
+        "forward": [
+            {
+                "name": r.name,
+                "latex_name": _name_latex(r.name),
+                "expression": r.expression,
+                "latex": r.latex,
+                "value": fmt(r.value),
+                "kind": r.kind,
+            }
+            for r in e.forward
+        ],
+        "backward": backward,
+        "align": align,
+        "gradients": [
+            {
+                "adjoint": _adj(out, w),
+                "latex_adjoint": _partial(out, w),
+                "value": fmt(v),
+            }
+            for w, v in e.gradients.items()
+        ],
+        "short_forms": [
+            {
+                "adjoint": _adj(out, n),
+                "latex_adjoint": _partial(out, n),
+                "formula": sp.sstr(f),
+                "latex": _latex(f),
+            }
+            for n, f in e.short_forms
+        ],
+        "swell": e.swell.line(out) if e.swell else "",
+    }
+
+
+def _substituted(out: str, t: Term) -> str:
+    """∂out/∂user · ∂user/∂v with the local derivative written out."""
+    if t.user == out:
+        return _latex(t.local)
+    if t.local == 1:
+        return _partial(out, t.user)
+    text = _latex(t.local)
+    if t.local is not None and (
+        isinstance(t.local, sp.Add) or t.local.could_extract_minus_sign()
+    ):
+        text = rf"\left({text}\right)"
+    return f"{_partial(out, t.user)} \\cdot {text}"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=jinja2.select_autoescape(["html.j2"], default=False),
+    )
+    environment.filters["cell"] = _markdown_cell
+    return environment
+
+
+def _template(name: str) -> jinja2.Template:
+    return _environment().get_template(name)
+
+
+def _markdown_cell(text: str) -> str:
+    """Text that stays inside one cell of a Markdown table."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------- graph
+
+
+def graph_dot(e: Explanation) -> str:
+    """The computation graph as Graphviz DOT: values on nodes, values and adjoints on edges."""
+    out = e.output
+    adjoints = {r.name: r.value for r in e.backward}
+    users: dict[str, list[tuple[str, Term | None]]] = {}
+    for r in e.backward:
+        for t in r.terms:
+            users.setdefault(r.name, []).append((t.user, t))
+    steps = {r.name: r for r in e.forward}
+    used = {r.name: r.operands for r in e.forward}
+    lines = [
+        f"digraph {_dot_id(e.name)} {{",
+        "  rankdir=LR;",
+        '  node [fontname="Helvetica", fontsize=11];',
+        '  edge [fontname="Helvetica", fontsize=9];',
+        f'  label="{_dot_text(f"{e.name} at {_point_text(e.point)}")}";',
+        "  labelloc=t;",
+    ]
+    needed = {v for operands in used.values() for v in operands}
+    for name in e.inputs:
+        if name not in needed:
+            continue
+        label = f"{name} = {fmt(e.point.get(name, e.input_values.get(name)))}"
+        style = ""
+        if name in adjoints:
+            label += f"\n{_adj(out, name)} = {fmt(adjoints[name])}"
+            style = ', style=filled, fillcolor="#e8f0fe"'
+        lines.append(
+            f'  {_dot_id(name)} [shape=ellipse, label="{_dot_text(label)}"{style}];'
+        )
+    for name, row in steps.items():
+        label = f"{name} = {row.expression}\n= {fmt(row.value)}"
+        if name in adjoints:
+            label += f"\n{_adj(out, name)} = {fmt(adjoints[name])}"
+        shape = "box, peripheries=2" if name == out else "box"
+        style = ", style=dashed" if row.kind == "temporary" else ""
+        lines.append(
+            f'  {_dot_id(name)} [shape={shape}{style}, label="{_dot_text(label)}"];'
+        )
+    for user, operands in used.items():
+        for v in operands:
+            value = steps[v].value if v in steps else e.point.get(v)
+            label = f"→ {fmt(value)}"
+            term = next((t for u, t in users.get(v, []) if u == user), None)
+            if term is not None:
+                local = UNAVAILABLE if term.local is None else sp.sstr(term.local)
+                label += (
+                    f"\n← {fmt(term.value)}  ({_adj(out, user)}·{_adj(user, v)}, "
+                    f"{_adj(user, v)} = {local})"
+                )
+            lines.append(
+                f'  {_dot_id(v)} -> {_dot_id(user)} [label="{_dot_text(label)}"];'
+            )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_id(name: str) -> str:
+    return f'"{_dot_text(name)}"'
+
+
+def _dot_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def write_graph(e: Explanation, path: str | Path) -> list[Path]:
+    """Write DOT to `path` (and SVG beside it when Graphviz's `dot` is on PATH); the files written.
+
+    A path ending in .svg writes the .dot beside it and the SVG from it.
+    """
+    path = Path(path)
+    dot_path = path.with_suffix(".dot") if path.suffix == ".svg" else path
+    dot_path.parent.mkdir(parents=True, exist_ok=True)
+    dot_path.write_text(e.dot(), encoding="utf-8")
+    written = [dot_path]
+    dot = shutil.which("dot")
+    if dot is not None:
+        svg = path if path.suffix == ".svg" else dot_path.with_suffix(".svg")
+        subprocess.run([dot, "-Tsvg", str(dot_path), "-o", str(svg)], check=True)
+        written.append(svg)
+    return written
+
+
+# --------------------------------------------------------------------------- plot
+
+
+class PlotUnavailable(ExplainError):
+    """matplotlib is not installed."""
+
+
+def plot(
+    target: Any,
+    wrt: str,
+    at: dict[str, Any] | None = None,
+    path: str | Path | None = None,
+    *,
+    span: tuple[float, float] | None = None,
+    points: int = 200,
+    seed: int = 0,
+) -> Path:
+    """Plot the output, its derivative with respect to `wrt`, and central differences.
+
+    Other inputs are fixed at `at` (missing ones sampled); the range defaults
+    to the point's value of `wrt` ± 3. Writes a PNG to `path` (default
+    `<name>_<wrt>.png`) and returns its path. Needs matplotlib.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotUnavailable(
+            "symgrad plot needs matplotlib: pip install 'symgrad[plot]' "
+            "(or pip install matplotlib)"
+        ) from None
+    compiled, _ = _compiled_module(target)
+    spec = compiled.spec
+    inputs = {i.name: i for i in spec.inputs}
+    if wrt not in inputs:
+        raise ExplainError(
+            f"{spec.name} has no input {wrt!r} (inputs: {', '.join(inputs)})"
+        )
+    if inputs[wrt].shape:
+        raise ExplainError(
+            f"plot needs a scalar input; {wrt!r} has shape {inputs[wrt].shape}"
+        )
+    spec = replace(spec, wrt=(wrt,))
+    compiled = build(spec)
+    module = import_source(source(compiled), spec.name, compiled)
+    point = _point(module, spec, at, seed)
+    center = float(point[wrt])
+    lo, hi = span if span is not None else (center - 3.0, center + 3.0)
+    if span is None and inputs[wrt].positive:
+        lo = max(lo, 1e-3)
+    if not lo < hi:
+        raise ExplainError(f"empty range {lo} .. {hi}")
+    xs = np.linspace(lo, hi, points)
+    coarse = np.linspace(lo, hi, 21)
+    others = {n: _as_value(v) for n, v in point.items() if n != wrt}
+
+    def f(x: np.ndarray) -> np.ndarray:
+        y, _ = module.forward(**others, **{wrt: x})
+        return np.broadcast_to(np.asarray(y, dtype=float), np.shape(x))
+
+    with np.errstate(all="ignore"):
+        ys = f(xs)
+        _, tape = module.forward(**others, **{wrt: xs})
+        dys = np.broadcast_to(
+            np.asarray(getattr(module.backward(tape), wrt), dtype=float), xs.shape
+        )
+        h = 1e-4 * np.maximum(1.0, np.abs(coarse))
+        fd = (f(coarse + h) - f(coarse - h)) / (2 * h)
+
+    out = spec.output
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    ax.plot(xs, ys, label=f"{out}")
+    ax.plot(xs, dys, label=f"∂{out}/∂{wrt} (symgrad backward)")
+    ax.plot(coarse, fd, "g.", markersize=8, label="central difference")
+    ax.axvline(center, color="0.8", linewidth=0.8, zorder=0)
+    ax.axhline(0, color="0.8", linewidth=0.8, zorder=0)
+    ax.set_xlabel(wrt)
+    fixed = {n: v for n, v in point.items() if n != wrt}
+    title = f"{spec.name}: {out} and ∂{out}/∂{wrt}"
+    if fixed:
+        title += "\n" + textwrap.fill(f"at {_point_text(fixed)}", 80)
+    ax.set_title(title, fontsize=9)
+    shown = np.concatenate([ys, dys])
+    shown = shown[np.isfinite(shown)]
+    if shown.size:
+        # Near a singularity the curves shoot off; keep the bulk of them in view.
+        low, high = np.percentile(shown, [2, 98])
+        pad = 0.1 * max(high - low, 1e-9)
+        ax.set_ylim(min(low, 0) - pad, max(high, 0) + pad)
+    ax.legend()
+    figure.tight_layout()
+    target_path = Path(path) if path is not None else Path(f"{spec.name}_{wrt}.png")
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target_path, dpi=100)
+    return target_path
