@@ -13,8 +13,9 @@ The rows are built at the level of the spec's named steps (the notebook's
 f0, h1, ...), with local derivatives from `sympy.diff` of each step, or, for
 a one-step spec, at the level of the single operations the compiler emits,
 with local derivatives from `symgrad.rules`. Values come from the generated
-module's own tape; adjoints are accumulated from the local values, and the
-final gradients are the module's. The result renders as text, Markdown,
+module's own tape; adjoints are accumulated from the local values (tensor
+steps, which have no scalar local formula, take theirs from the generated
+`backward`), and the final gradients are the module's. The result renders as text, Markdown,
 LaTeX (an `align*` block in the notebook's notation), HTML (Jupyter) and
 Graphviz DOT; `plot` draws a function, its derivative and finite differences.
 """
@@ -36,6 +37,7 @@ from typing import Any
 import jinja2
 import numpy as np
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 
 from symgrad.check import OutOfDomain, parameters, sample_point
 from symgrad.pipeline import Compiled, build, import_source, load_spec, source
@@ -777,17 +779,27 @@ def _text(e: Explanation) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _LatexPrinter(LatexPrinter):
+    """SymPy's LaTeX, with exp written as a function like sin and log (not e^x,
+    which a step named e would make ambiguous)."""
+
+    def _print_exp(self, expr, exp=None):
+        arg = self._print(expr.args[0])
+        tex = rf"\exp{{\left({arg} \right)}}"
+        return tex if exp is None else rf"{tex}^{{{exp}}}"
+
+
 def _latex(expr: sp.Expr | None) -> str:
     if expr is None:
         return r"\text{(tensor rule)}"
     try:
-        return sp.latex(expr)
+        return _LatexPrinter().doprint(expr)
     except Exception:  # noqa: BLE001 (a printer gap must not break the table)
         return sp.sstr(expr)
 
 
 def _name_latex(name: str) -> str:
-    return sp.latex(sp.Symbol(name))
+    return _LatexPrinter().doprint(sp.Symbol(name))
 
 
 def _partial(top: str, bottom: str) -> str:

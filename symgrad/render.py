@@ -258,6 +258,7 @@ def render(
         # A non-scalar output of a tensor spec: dy is broadcast to its shape.
         "seed_dy": backward.tensor and bool(backward.shapes()[backward.output]),
         "call": call,
+        "listing": listing,
         "INDENT": INDENT,
     }
     return _environment().get_template(f"{target}/module.py.j2").render(context)
@@ -335,11 +336,20 @@ def call(prefix: str, args, indent: str, suffix: str = "") -> list[str]:
     inner = f"{indent}{INDENT}{', '.join(args)}"
     if len(inner) <= LINE_LENGTH:
         return [f"{indent}{prefix}(", inner, f"{indent}){suffix}"]
-    return [
-        f"{indent}{prefix}(",
-        *[f"{indent}{INDENT}{a}," for a in args],
-        f"{indent}){suffix}",
-    ]
+    return _one_per_line(f"{indent}{prefix}(", args, f"{indent}){suffix}", indent)
+
+
+def listing(prefix: str, items, indent: str) -> list[str]:
+    """`prefix[items]` as ruff format lays out a list: one line, or one item per line."""
+    items = list(items)
+    one_line = f"{indent}{prefix}[{', '.join(items)}]"
+    if len(one_line) <= LINE_LENGTH:
+        return [one_line]
+    return _one_per_line(f"{indent}{prefix}[", items, f"{indent}]", indent)
+
+
+def _one_per_line(opening: str, items: list[str], closing: str, indent: str) -> list[str]:
+    return [opening, *[f"{indent}{INDENT}{item}," for item in items], closing]
 
 
 def _docstring_safe(text: str) -> str:

@@ -63,7 +63,7 @@ RESERVED = frozenset(
         "dy",
         "Gradients",
     }
-    | {"forward", "backward", "value_and_grad", "grad", "symgrad"}
+    | {"forward", "backward", "value_and_grad", "grad", "gradients", "symgrad"}
 )
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")

@@ -131,9 +131,10 @@ def test_logistic_regression_reproduces_seed_000():
 
 def test_mlp_backward_reads_like_hand_written_numpy():
     text = (ROOT / "generated/mlp.py").read_text()
-    backward = text[text.index("def backward(") : text.index("def value_and_grad(")]
-    code = [line.strip() for line in backward.splitlines()[6:] if line.strip()]
-    code = [line for line in code if not line.startswith(("#", "return"))]
+    start = text.index('"""', text.index("def backward(") + 40) + 3  # after the docstring
+    backward = text[start : text.index("gradients = [", start)]
+    code = [line.strip() for line in backward.splitlines() if line.strip()]
+    code = [line for line in code if not line.startswith("#")]
     assert "dL_dW1 = X.T @ dL_dt1" in code
     assert "dL_dW2 = hidden.T @ dL_dt3" in code
     assert "dL_dhidden = dL_dt3 @ W2.T" in code
