@@ -156,6 +156,10 @@ class TensorOp(sp.Function):
     def params(self) -> tuple:
         return ast.literal_eval(self.args[-1].name)
 
+    def _latex(self, printer) -> str:
+        args = [printer.parenthesize(a, 60) for a in self.operands]
+        return _LATEX.get(self.op, _latex_default)(self.op, *args, *self.params)
+
     def _sympystr(self, printer) -> str:
         args = [
             printer.parenthesize(a, 60) for a in self.operands
@@ -197,6 +201,26 @@ _TEXT = {
     "outer": lambda a, b: f"outer({a}, {b})",
     "size": lambda a: f"size({a})",
 }
+
+
+def _latex_default(op: str, *args) -> str:
+    return rf"\operatorname{{{op}}}\left({args[0]}\right)"
+
+
+_LATEX = {
+    "matmul": lambda op, a, b: f"{a} {b}",
+    "transpose": lambda op, a: f"{a}^{{T}}",
+    "sum": lambda op, a, axis, keepdims=False: (
+        rf"\textstyle\sum{_latex_axis(axis)} {a}"
+    ),
+    "mean": lambda op, a, axis: rf"\operatorname{{mean}}{_latex_axis(axis)} {a}",
+    "index": lambda op, a, key: f"{a}{key_text(key)}",
+}
+
+
+def _latex_axis(axis) -> str:
+    return "" if axis is None else rf"_{{\text{{axis}} {axis}}}"
+
 
 TENSOR_OPS: dict[str, type] = {op: type(op, (TensorOp,), {"op": op}) for op in _TEXT}
 

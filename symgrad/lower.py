@@ -104,19 +104,19 @@ class Emitter:
 
     def lower(
         self,
-        expr: sp.Basic,
+        expr: sp.Basic | list[sp.Expr],
         *,
         name: str | None = None,
         note: str = "",
         alias: bool = True,
     ) -> Operand:
-        """Emit `expr`; its value is called `name`.
+        """Emit `expr` (or the sum of a list of terms); its value is called `name`.
 
         When `expr` is already held by a name (or is a constant), return that
         operand if `alias`, else copy it into `name`.
         """
         start = len(self.body)
-        result = self._lower(expr)
+        result = self.sum(expr) if isinstance(expr, list) else self._lower(expr)
         if name is not None and result != name:
             if len(self.body) > start and self.body[-1].name == result:
                 self._rename(result, name)  # a new temporary: give it the name
@@ -173,10 +173,14 @@ class Emitter:
         return acc
 
     def _add(self, e: sp.Add) -> Operand:
-        # a - b reads as subtraction: split off terms with a minus sign.
+        return self.sum(e.as_ordered_terms())
+
+    def sum(self, terms: list[sp.Expr]) -> Operand:
+        """Emit the sum of `terms` left to right; a - b reads as subtraction."""
+        if len(terms) == 1:
+            return self._lower(terms[0])
         signed = [
-            (-t, "sub") if t.could_extract_minus_sign() else (t, "add")
-            for t in e.as_ordered_terms()
+            (-t, "sub") if t.could_extract_minus_sign() else (t, "add") for t in terms
         ]
         first = next((i for i, (_, op) in enumerate(signed) if op == "add"), None)
         if first is None:

@@ -8,7 +8,9 @@ unit = dce(reverse(forward, seed=1))          # for value_and_grad: dy = 1 folde
 from __future__ import annotations
 
 import linecache
+import sys
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,5 +94,36 @@ def compile_module(
     The module has `forward`, `backward`, `value_and_grad` and `grad`, and
     `__symgrad__` (the spec and programs it was printed from).
     """
-    compiled = build(load_spec(source_, wrt, inputs, name))
-    return import_source(source(compiled, target), compiled.spec.name, compiled)
+    from symgrad.explain import attach_display  # explain imports this module
+
+    with _recursion_for(source_):
+        compiled = build(load_spec(source_, wrt, inputs, name))
+        module = import_source(source(compiled, target), compiled.spec.name, compiled)
+    return attach_display(module)
+
+
+@contextmanager
+def _recursion_for(expr: Any):
+    """Let SymPy walk a deeply nested expression (a k-layer composition, say).
+
+    SymPy's printing, free-symbol and lowering walks recurse once per level;
+    the limit is raised for the duration, by the expression's node count (an
+    upper bound on its depth). Specs with named steps never need this.
+    """
+    limit = sys.getrecursionlimit()
+    nodes = _node_count(expr) if isinstance(expr, sp.Basic) else 0
+    sys.setrecursionlimit(max(limit, 1000 + 8 * nodes))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _node_count(expr: sp.Basic) -> int:
+    seen, stack = set(), [expr]
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node.args)
+    return len(seen)

@@ -348,7 +348,9 @@ def listing(prefix: str, items, indent: str) -> list[str]:
     return _one_per_line(f"{indent}{prefix}[", items, f"{indent}]", indent)
 
 
-def _one_per_line(opening: str, items: list[str], closing: str, indent: str) -> list[str]:
+def _one_per_line(
+    opening: str, items: list[str], closing: str, indent: str
+) -> list[str]:
     return [opening, *[f"{indent}{INDENT}{item}," for item in items], closing]
 
 

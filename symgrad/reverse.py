@@ -44,8 +44,9 @@ def reverse(program: Program, seed: Operand = SEED) -> Program:
         collected = terms.pop(v)
         chain = " + ".join(f"∂{out}/∂{u}·∂{u}/∂{v}" for u, _, _ in collected)
         locals_ = ", ".join(local for _, local, _ in collected)
+        # Each use adds its term (fan-out accumulates), left to right as collected.
         return emitter.lower(
-            sp.Add(*[term for _, _, term in collected]),
+            [term for _, _, term in collected],
             name=_adjoint_name(out, v, emitter.taken),
             note=f"∂{out}/∂{v} = {chain}   ({locals_})",
         )
