@@ -66,7 +66,7 @@ def backward(tape, dy=1.0):
     J = tape.J
     # ∂J/∂w = ∂J/∂J·∂J/∂w   (∂J/∂w = -J**2)
     t0 = J**2
-    t1 = t0 * dy
+    t1 = dy * t0
     dJ_dw = -t1
     gradients = [_sum_to(dJ_dw, np.shape(w), np.shape(J))]
     return tuple.__new__(Gradients, gradients)

@@ -68,7 +68,7 @@ def backward(tape, dy=1.0):
     J = tape.J
     # ∂J/∂t0 = ∂J/∂J·∂J/∂t0   (∂J/∂t0 = -J**2)
     t1 = J**2
-    t2 = t1 * dy
+    t2 = dy * t1
     dJ_dt0 = -t2
     # ∂J/∂w = ∂J/∂t0·∂t0/∂w   (∂t0/∂w = 2*w)
     t3 = 2 * dJ_dt0

@@ -57,7 +57,7 @@ def forward(x):
     # e = exp(x)
     e = np.exp(x)
     # y = log(1 + e)
-    t0 = e + 1
+    t0 = 1 + e
     y = np.log(t0)
     tape = Tape(x, e, t0, y)
     return y, tape
@@ -86,7 +86,7 @@ def value_and_grad(x):
     # e = exp(x)
     e = np.exp(x)
     # y = log(1 + e)
-    t0 = e + 1
+    t0 = 1 + e
     y = np.log(t0)
     # ∂y/∂t0 = ∂y/∂y·∂y/∂t0   (∂y/∂t0 = 1/t0)
     dy_dt0 = 1 / t0

@@ -128,12 +128,29 @@ OPS: dict[type, str] = {
 }  # fmt: skip
 
 
+def nodes(expr: sp.Basic) -> set[sp.Basic]:
+    """Every distinct subexpression, each visited once.
+
+    SymPy's own walks (preorder_traversal, atoms, has) follow the tree through
+    nested generators, which is quadratic in depth for a deep composition.
+    """
+    seen, stack = set(), [expr]
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node.args)
+    return seen
+
+
 def unsupported_function(expr: sp.Basic) -> str | None:
-    """The name of the first function in `expr` that symgrad cannot compile, if any."""
-    for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Function) and not isinstance(node, (TensorOp, *OPS)):
-            return type(node).__name__
-    return None
+    """The name of a function in `expr` that symgrad cannot compile, if any."""
+    bad = sorted(
+        type(node).__name__
+        for node in nodes(expr)
+        if isinstance(node, sp.Function) and not isinstance(node, (TensorOp, *OPS))
+    )
+    return bad[0] if bad else None
 
 
 class TensorOp(sp.Function):

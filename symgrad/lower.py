@@ -173,7 +173,9 @@ class Emitter:
         return acc
 
     def _add(self, e: sp.Add) -> Operand:
-        return self.sum(e.as_ordered_terms())
+        # SymPy's canonical order: deterministic, and unlike as_ordered_terms()
+        # it costs nothing on deep expressions.
+        return self.sum(list(e.args))
 
     def sum(self, terms: list[sp.Expr]) -> Operand:
         """Emit the sum of `terms` left to right; a - b reads as subtraction."""
@@ -198,7 +200,7 @@ class Emitter:
         coefficient = sp.Integer(1)
         numerator: list[sp.Expr] = []
         denominator: list[sp.Expr] = []
-        for f in e.as_ordered_factors():
+        for f in e.args:
             if f.is_number:
                 coefficient *= f
             elif f.is_Pow and f.exp.is_number and f.exp.is_negative:

@@ -15,10 +15,12 @@ import difflib
 import keyword
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mpmath
 import sympy as sp
 import yaml
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -27,12 +29,16 @@ from symgrad.functions import (
     CONSTANTS,
     FUNCTIONS,
     TENSOR_FUNCTIONS,
+    nodes,
     tensor,
     tensor_call,
     unsupported_function,
 )
 
-MAX_SPEC_BYTES = 5_000_000
+# Limits on what a spec may ask for, so that hostile input ends quickly with an error.
+MAX_SPEC_BYTES = 1_000_000
+MAX_YAML_DEPTH = 20
+MAX_NAMES = 10_000  # inputs, and steps
 MAX_EXPRESSION_CHARS = 20_000
 MAX_NESTING = 100
 MAX_CONSTANT_BITS = 4096
@@ -80,6 +86,7 @@ class SpecError(Exception):
         line: int | None = None,
         step: str | None = None,
     ) -> None:
+        message = _abridged(message)
         super().__init__(message)
         self.message = message
         self.path = path
@@ -146,14 +153,15 @@ def load(path: str | Path) -> Spec:
     """Read and validate the spec file at `path`."""
     where = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as file:  # never more than the limit, whatever the file
+            raw = file.read(MAX_SPEC_BYTES + 1)
     except OSError as err:
         raise SpecError(
             f"cannot read spec: {err.strerror or err}", path=where
         ) from None
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecError(
-            f"spec is {len(raw)} bytes; the limit is {MAX_SPEC_BYTES}", path=where
+            f"spec is larger than {MAX_SPEC_BYTES} bytes, the limit", path=where, line=1
         )
     try:
         text = raw.decode("utf-8")
@@ -166,7 +174,7 @@ def load(path: str | Path) -> Spec:
 def parse(text: str, path: str = "<spec>", *, default_name: str | None = None) -> Spec:
     """Validate the YAML text of a spec."""
     data, lines = _read_yaml(text, path)
-    return _Builder(path, lines).spec(data, default_name)
+    return _Builder(path, lines, default_line=1).spec(data, default_name)
 
 
 def from_dict(data: dict[str, Any], *, path: str = "<dict>") -> Spec:
@@ -174,23 +182,49 @@ def from_dict(data: dict[str, Any], *, path: str = "<dict>") -> Spec:
     return _Builder(path, {}).spec(data, None)
 
 
+# libyaml's parser when PyYAML has it (fast on large files), else PyYAML's own.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML safely, refusing anchors and aliases; return the data and a line per key."""
+    """Parse YAML safely, refusing anchors and aliases; return the data and a line per key.
+
+    A first pass over the parser's events refuses anchors and aliases (so an
+    alias bomb is never expanded) and nesting deeper than MAX_YAML_DEPTH (the
+    composer recurses); only then is the document composed, once, with the safe
+    loader (no Python tags).
+    """
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        depth = 0
+        for event in yaml.parse(text, Loader=_SAFE_LOADER):
+            line = event.start_mark.line + 1 if event.start_mark else 1
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise SpecError(
                     "YAML anchors and aliases are not allowed in a spec",
                     path=path,
-                    line=event.start_mark.line + 1,
+                    line=line,
                 )
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise SpecError(
+                        f"YAML is nested more than {MAX_YAML_DEPTH} levels deep",
+                        path=path,
+                        line=line,
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        loader = _SAFE_LOADER(text)
+        try:
+            root = loader.get_single_node()
+            data = None if root is None else loader.construct_document(root)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SpecError(
-            f"invalid YAML: {problem}", path=path, line=mark.line + 1 if mark else None
+            f"invalid YAML: {problem}", path=path, line=mark.line + 1 if mark else 1
         ) from None
     lines: dict[tuple, int] = {}
     if isinstance(root, yaml.MappingNode):
@@ -198,13 +232,18 @@ def _read_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
     return data, lines
 
 
-def _record_lines(
-    node: yaml.MappingNode, prefix: tuple, lines: dict, path: str
-) -> None:
+def _record_lines(node: yaml.Node, prefix: tuple, lines: dict, path: str) -> None:
+    """The line of every mapping key, by its path of keys; refuse duplicate keys."""
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _record_lines(item, prefix, lines, path)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
     for key_node, value_node in node.value:
-        key = key_node.value
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
         line = key_node.start_mark.line + 1
-        if prefix + (key,) in lines:
+        if key is not None and prefix + (key,) in lines:
             first = lines[prefix + (key,)]
             raise SpecError(
                 f"duplicate key {key!r} (first defined at line {first})",
@@ -212,9 +251,8 @@ def _record_lines(
                 line=line,
                 step=key if prefix == ("steps",) else None,
             )
-        lines[prefix + (key,)] = line
-        if not prefix and isinstance(value_node, yaml.MappingNode):
-            _record_lines(value_node, (key,), lines, path)
+        lines.setdefault(prefix + (key,), line)
+        _record_lines(value_node, prefix + (key,), lines, path)
 
 
 # --------------------------------------------------------------------------- validation
@@ -223,17 +261,22 @@ def _record_lines(
 class _Builder:
     """Turns plain data into a Spec, raising SpecError with file and line."""
 
-    def __init__(self, path: str, lines: dict[tuple, int]) -> None:
+    def __init__(
+        self, path: str, lines: dict[tuple, int], default_line: int | None = None
+    ) -> None:
         self.path = path
         self.lines = lines
+        self.default_line = default_line  # where a missing key is reported (files: 1)
 
     def error(self, message: str, *key: str, step: str | None = None) -> SpecError:
         line = None
         for depth in range(len(key), 0, -1):  # the most precise line known
-            line = self.lines.get(tuple(key[:depth]))
+            line = _lookup(self.lines, tuple(key[:depth]))
             if line:
                 break
-        return SpecError(message, path=self.path, line=line, step=step)
+        return SpecError(
+            message, path=self.path, line=line or self.default_line, step=step
+        )
 
     def spec(self, data: Any, default_name: str | None) -> Spec:
         if data is None:
@@ -250,7 +293,7 @@ class _Builder:
                 raise self.error(
                     f"unknown key {key!r}{_suggest(str(key), TOP_LEVEL_KEYS)}", key
                 )
-        name = self.module_name(data.get("name", default_name))
+        name = self.module_name(data.get("name"), default_name)
         description = self.text(data, "description")
         source = self.text(data, "source")
         inputs = self.inputs(data.get("inputs"))
@@ -260,23 +303,40 @@ class _Builder:
         wrt = self.wrt(data.get("wrt"), inputs, steps)
         return Spec(name, inputs, wrt, steps, output, description, source, self.path)
 
-    def module_name(self, name: Any) -> str:
-        if name is None:
+    def module_name(self, name: Any, default: str | None = None) -> str:
+        if name is None and default is None:
             raise self.error("missing key 'name' (the generated module's name)")
+        if name is None:
+            if default.isidentifier() and not keyword.iskeyword(default):
+                name = default
+            else:
+                raise self.error(
+                    f"missing key 'name' (the file name {default!r} is not a Python "
+                    f"identifier, so it cannot be the module's name)"
+                )
         if (
             not isinstance(name, str)
             or not name.isidentifier()
             or keyword.iskeyword(name)
         ):
             raise self.error(f"name {name!r} is not a Python identifier", "name")
+        if name.startswith("_") or name in _MODULE_NAMES_TAKEN:
+            raise self.error(
+                f"name {name!r} cannot be the generated module's name (it would "
+                f"shadow a module or file Python needs)",
+                "name",
+            )
         return name
 
     def text(self, data: dict, key: str) -> str:
         value = data.get(key, "")
         if value is None:
             return ""
-        if not isinstance(value, str | int | float):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise self.error(f"{key!r} must be text, not {_kind(value)}", key)
+        bad = _unprintable(str(value))
+        if bad:
+            raise self.error(f"{key!r} contains the control character {bad}", key)
         return str(value)
 
     def check_name(self, name: Any, what: str, *key: str) -> str:
@@ -303,7 +363,7 @@ class _Builder:
         return name
 
     def inputs(self, raw: Any) -> tuple[Input, ...]:
-        if not raw:
+        if raw is None:
             raise self.error(
                 "missing key 'inputs' (the free symbols, in order)", "inputs"
             )
@@ -311,6 +371,10 @@ class _Builder:
             raise self.error(
                 f"'inputs' must be a mapping of names, not {_kind(raw)}", "inputs"
             )
+        if not raw:
+            raise self.error("'inputs' is empty: name at least one input", "inputs")
+        if len(raw) > MAX_NAMES:
+            raise self.error(f"more than {MAX_NAMES} inputs", "inputs")
         inputs = []
         for name, options in raw.items():
             self.check_name(name, "input", "inputs", name)
@@ -365,7 +429,7 @@ class _Builder:
         return tuple(raw)
 
     def steps(self, raw: Any, symbols: dict[str, sp.Expr]) -> tuple[Step, ...]:
-        if not raw:
+        if raw is None:
             raise self.error(
                 "missing key 'steps' (named expressions, in order)", "steps"
             )
@@ -374,6 +438,10 @@ class _Builder:
                 f"'steps' must be a mapping of names to expressions, not {_kind(raw)}",
                 "steps",
             )
+        if not raw:
+            raise self.error("'steps' is empty: define at least one step", "steps")
+        if len(raw) > MAX_NAMES:
+            raise self.error(f"more than {MAX_NAMES} steps", "steps")
         later = {name for name in raw if isinstance(name, str)}
         steps = []
         for name, text in raw.items():
@@ -421,6 +489,8 @@ class _Builder:
         else:
             output, key = steps[-1].name, None
         names = [s.name for s in steps]
+        if not isinstance(output, str):
+            raise self.error(f"output must be a step's name, not {_kind(output)}", key)
         if output not in names:
             if output in {i.name for i in inputs}:
                 raise self.error(
@@ -442,6 +512,10 @@ class _Builder:
             raise self.error("'wrt' must be a list of input names", "wrt")
         steps_by_name = {s.name for s in steps}
         for name in raw:
+            if not isinstance(name, str):
+                raise self.error(
+                    f"'wrt' must be a list of input names, not of {_kind(name)}", "wrt"
+                )
             if name in steps_by_name:
                 raise self.error(
                     f"wrt names step {name!r}; gradients are taken with respect to "
@@ -476,6 +550,53 @@ def _suggest(word: str, options) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _lookup(lines: dict[tuple, int], key: tuple) -> int | None:
+    try:
+        return lines.get(key)
+    except TypeError:  # an unhashable key (a list where a name belongs)
+        return None
+
+
+# Module names that would shadow what the generated module (or its user) imports.
+_MODULE_NAMES_TAKEN = frozenset({"numpy", "np", "math", "typing", "symgrad"})
+
+# Bidirectional-text controls, which can make text display differently from what it
+# is (Trojan Source, CVE-2021-42574).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e")
+_BIDI |= frozenset("\u2066\u2067\u2068\u2069")
+
+
+def _unprintable(text: str) -> str | None:
+    """The first character of `text` that must not reach generated code, as U+XXXX.
+
+    Text fields go into the generated module's docstring and comments: control
+    characters (a NUL byte makes the module unloadable), lone surrogates (not
+    UTF-8) and bidirectional-text controls are refused; tabs and newlines are fine.
+    """
+    for char in text:
+        code = ord(char)
+        if char in "\t\n":
+            continue
+        if code < 32 or 127 <= code < 160 or 0xD800 <= code < 0xE000 or char in _BIDI:
+            return f"U+{code:04X}"
+    return None
+
+
+def _abridged(message: str, limit: int = 80) -> str:
+    """`message` with long quoted text and long numbers cut short, to stay readable."""
+
+    def cut(match: re.Match) -> str:
+        quoted = match.group(0)
+        if len(quoted) <= limit:
+            return quoted
+        return quoted[: limit - 4] + "..." + quoted[-1]
+
+    message = re.sub(r"'[^'\n]*'|\"[^\"\n]*\"", cut, message)
+    return re.sub(
+        r"\d{40,}", lambda m: f"{m.group()[:8]}...({len(m.group())} digits)", message
+    )
+
+
 # --------------------------------------------------------------------------- expressions
 
 _BINARY = {
@@ -503,16 +624,26 @@ def parse_expression(
         )
     if not text.strip():
         raise SpecError("empty expression")
+    bad = _unprintable(text)
+    if bad:
+        raise SpecError(f"the expression contains the control character {bad}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
         raise SpecError(f"invalid syntax in {text.strip()!r}: {err.msg}") from None
-    except (RecursionError, MemoryError, ValueError) as err:
+    except (RecursionError, MemoryError):  # CPython's parser gives up on deep nesting
         raise SpecError(
-            f"cannot parse expression: {err.__class__.__name__}: {err}"
+            f"expression is nested too deeply to parse (more than {MAX_NESTING} "
+            f"levels); split it into steps"
         ) from None
+    except ValueError as err:  # e.g. an integer literal of more than 4300 digits
+        raise SpecError(f"cannot parse expression: {err}") from None
     _check_depth(tree)
-    result = _Expression(symbols, later).build(tree.body)
+    try:
+        result = _Expression(symbols, later).build(tree.body)
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as err:
+        # SymPy refusing to build something (e.g. a relation it cannot decide).
+        raise SpecError(f"cannot build {text.strip()!r}: {err}") from None
     if not isinstance(result, sp.Expr):
         raise SpecError(f"{text.strip()!r} is a condition, not a number")
     if result.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
@@ -538,12 +669,17 @@ class _Expression:
     def __init__(self, symbols: dict[str, sp.Expr], later: set[str]) -> None:
         self.symbols = symbols
         self.later = later
+        self.constants: dict[sp.Expr, Any] = {}
 
     def build(self, node: ast.AST) -> sp.Basic:
         method = getattr(self, f"_{type(node).__name__}", None)
         if method is None:
             raise SpecError(f"{_describe(node)} is not allowed in an expression")
-        return method(node)
+        result = method(node)
+        if isinstance(result, sp.Expr) and result.is_number:
+            # Checked as soon as it exists, before SymPy computes anything with it.
+            check_constant(result, self.constants, ast.unparse(node))
+        return result
 
     def number(self, node: ast.AST) -> sp.Expr:
         value = self.build(node)
@@ -555,7 +691,7 @@ class _Expression:
 
     def condition(self, node: ast.AST) -> sp.Basic:
         value = self.build(node)
-        if isinstance(value, sp.Expr) and not isinstance(value, sp.Symbol):
+        if isinstance(value, sp.Expr):  # a name holds a number, never a condition
             raise SpecError(
                 f"{ast.unparse(node)!r} is a number where a condition is expected"
             )
@@ -721,6 +857,97 @@ def _power(base: sp.Expr, exponent: sp.Expr) -> sp.Expr:
     return base**exponent
 
 
+# --------------------------------------------------------------------------- constants
+
+_MP = mpmath.MPContext()  # a private context: 64-bit estimates, bounded magnitude
+_MP.prec = 64
+_MAX_INTERMEDIATE = _MP.mpf(2) ** MAX_CONSTANT_BITS
+_MAX_FLOAT = _MP.mpf(sys.float_info.max)
+_MP_FUNCTIONS = {
+    sp.exp: _MP.exp, sp.log: _MP.log, sp.sin: _MP.sin, sp.cos: _MP.cos,
+    sp.tan: _MP.tan, sp.sinh: _MP.sinh, sp.cosh: _MP.cosh, sp.tanh: _MP.tanh,
+    sp.asin: _MP.asin, sp.acos: _MP.acos, sp.atan: _MP.atan, sp.erf: _MP.erf,
+    sp.Abs: abs, sp.sign: _MP.sign, sp.Max: max, sp.Min: min,
+    sp.atan2: _MP.atan2,
+}  # fmt: skip
+
+
+class _NotConstant(Exception):
+    """Raised inside `_estimate` for a constant that is not a finite real number."""
+
+
+def check_constant(
+    value: sp.Expr, cache: dict | None = None, text: str | None = None
+) -> None:
+    """Refuse a numeric constant that float64 code cannot hold.
+
+    The constant must be real, finite and within float64's range; an exact
+    fraction's numerator and denominator each too (the generated code prints
+    them). The value is estimated in 64-bit floating point with every
+    intermediate result bounded, so that no constant (exp(exp(exp(100)))) can
+    make SymPy compute for ever.
+    """
+    cache = {} if cache is None else cache
+    what = f"constant {text!r}" if text else f"constant {sp.sstr(value)}"
+    if value.is_Rational:
+        try:
+            float(value.p), float(value.q)
+        except OverflowError:
+            raise SpecError(f"{what} is outside the range of float64 numbers") from None
+        return
+    try:
+        estimate = _estimate(value, cache)
+    except _NotConstant as err:
+        raise SpecError(f"{what} {err}") from None
+    if estimate is not None and abs(estimate) > _MAX_FLOAT:
+        raise SpecError(f"{what} is outside the range of float64 numbers")
+
+
+def _estimate(e: sp.Expr, cache: dict) -> Any:
+    """A 64-bit estimate of the numeric expression `e`, or None where unknown."""
+    if e in cache:
+        return cache[e]
+    value = _estimate_uncached(e, cache)
+    if value is not None:
+        if isinstance(value, _MP.mpc):
+            if value.imag != 0:
+                raise _NotConstant("is not a real number")
+            value = value.real
+        if not _MP.isfinite(value):
+            raise _NotConstant("is undefined or infinite")
+        if abs(value) > _MAX_INTERMEDIATE:
+            raise _NotConstant("is outside the range of float64 numbers")
+    cache[e] = value
+    return value
+
+
+def _estimate_uncached(e: sp.Expr, cache: dict) -> Any:
+    if e.is_Rational:
+        return _MP.mpf(e.p) / _MP.mpf(e.q)
+    if e.is_Float or isinstance(e, sp.NumberSymbol):
+        return _MP.mpf(e.evalf(20))
+    if e.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise _NotConstant("is undefined or infinite")
+    if e is sp.I:
+        raise _NotConstant("is not a real number")
+    args = [_estimate(a, cache) for a in e.args]
+    if any(a is None for a in args):
+        return None
+    try:
+        with _MP.workprec(64):
+            if isinstance(e, sp.Add):
+                return _MP.fsum(args)
+            if isinstance(e, sp.Mul):
+                return _MP.fprod(args)
+            if isinstance(e, sp.Pow):
+                return _MP.power(*args)
+            if type(e) in _MP_FUNCTIONS:
+                return _MP_FUNCTIONS[type(e)](*args)
+    except (ZeroDivisionError, ValueError, OverflowError):
+        raise _NotConstant("is undefined") from None
+    return None  # something this estimate does not know: left to SymPy
+
+
 def _counts(counts: tuple[int, ...]) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
 
@@ -734,6 +961,8 @@ def _describe(node: ast.AST) -> str:
         ast.Starred: "unpacking (*)", ast.Await: "await", ast.Yield: "yield",
         ast.List: "a list", ast.Tuple: "a tuple", ast.Dict: "a mapping", ast.Set: "a set",
     }  # fmt: skip
+    if isinstance(node, ast.Constant) and isinstance(node.value, str | bytes):
+        return f"a string ({node.value!r})"
     if isinstance(node, ast.Constant):
         return f"constant {node.value!r}"
     return names.get(type(node), type(node).__name__)
@@ -776,14 +1005,18 @@ def from_sympy(
         raise SpecError(f"inputs {names} name a symbol twice")
     positive = {s.name for s in expr.free_symbols if s.is_positive}
     new_inputs = tuple(Input(n, shapes.get(n, ()), n in positive) for n in names)
-    expr = _from_matrices(expr, {i.name: i.symbol for i in new_inputs})
+    if any(shapes.values()):  # scalar expressions keep the user's own symbols
+        expr = _from_matrices(expr, {i.name: i.symbol for i in new_inputs})
     bad = unsupported_function(expr)
     if bad:
         raise SpecError(
             f"unsupported function {bad!r}; supported: {', '.join(sorted(FUNCTIONS))}"
         )
+    _check_constants(expr)
     output = next(n for n in ("y", "out", "result", "value") if n not in names)
-    step = Step(output, expr, sp.sstr(expr))
+    size = len(nodes(expr))
+    text = sp.sstr(expr) if size <= 200 else f"(a SymPy expression of {size} nodes)"
+    step = Step(output, expr, text)
     return Spec(
         builder.module_name(name),
         new_inputs,
@@ -794,9 +1027,27 @@ def from_sympy(
     )
 
 
+def _check_constants(expr: sp.Basic) -> None:
+    """`check_constant` for every numeric part of `expr` (a DAG: each node once)."""
+    if nodes(expr) & {sp.zoo, sp.nan, sp.oo, -sp.oo}:
+        raise SpecError(f"{sp.sstr(expr)} is undefined (it contains {sp.zoo} or nan)")
+    cache: dict = {}
+    seen: set = set()
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, sp.Expr) and node.is_number:
+            check_constant(node, cache)
+        else:
+            stack.extend(node.args)
+
+
 def _free_shapes(expr: sp.Expr) -> dict[str, tuple[int | str, ...]]:
     """The shape of every free symbol: () for scalars, a MatrixSymbol's own shape."""
-    matrices = expr.atoms(sp.MatrixSymbol)
+    matrices = {n for n in nodes(expr) if isinstance(n, sp.MatrixSymbol)}
     dims = {d for m in matrices for d in m.shape if isinstance(d, sp.Symbol)}
     shapes = {
         s.name: ()
