@@ -20,7 +20,8 @@ to, such as Dask or CuPy); they broadcast together. For a batch, the default
 dy = 1 gives the gradient of the sum of L over the batch, and each
 gradient is summed back to its input's shape.
 
-Checked: symgrad compared these gradients with central finite differences at 3 random points before writing this file.
+Checked: symgrad compared these gradients with central finite differences at 3
+random points before writing this file.
 """
 
 from typing import Any, NamedTuple

@@ -18,7 +18,8 @@ Inputs have the spec's shapes (X [n, d], y [n], w [d], b scalar); named
 dimensions take their size from the arguments. Arguments may be NumPy arrays or
 any array type NumPy dispatches to, such as Dask or CuPy.
 
-Checked: symgrad compared these gradients with central finite differences at 3 random points before writing this file.
+Checked: symgrad compared these gradients with central finite differences at 3
+random points before writing this file.
 """
 
 from typing import Any, NamedTuple

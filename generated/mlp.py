@@ -12,12 +12,13 @@ Backward pass: reverse-mode differentiation of L with respect to W1, b1, W2,
 b2. The adjoint dL_dv holds ∂L/∂v; t0, t1, ... are temporaries that hold one
 operation each.
 
-Inputs have the spec's shapes (X [n, d_in], Y [n, d_out], W1 [d_in, d_hidden], b1
-[d_hidden], W2 [d_hidden, d_out], b2 [d_out]); named
-dimensions take their size from the arguments. Arguments may be NumPy arrays or
-any array type NumPy dispatches to, such as Dask or CuPy.
+Inputs have the spec's shapes (X [n, d_in], Y [n, d_out], W1 [d_in, d_hidden],
+b1 [d_hidden], W2 [d_hidden, d_out], b2 [d_out]); named dimensions take their
+size from the arguments. Arguments may be NumPy arrays or any array type NumPy
+dispatches to, such as Dask or CuPy.
 
-Checked: symgrad compared these gradients with central finite differences at 3 random points before writing this file.
+Checked: symgrad compared these gradients with central finite differences at 3
+random points before writing this file.
 """
 
 from typing import Any, NamedTuple

@@ -238,19 +238,21 @@ def render(
         "gradients": gradients,
         "unit_backward": unit_lines,
         "unit_gradients": _gradients(unit, target),
-        "checked": checked,
+        "checked": textwrap.fill(checked, width=79),
         "uses_math": any(
             "math." in line for line in forward + backward_lines + unit_lines
         ),
         "tensor": backward.tensor,
         "shapes": textwrap.fill(
-            ", ".join(
+            "Inputs have the spec's shapes ("
+            + ", ".join(
                 f"{name} {show(shape)}"
-                for name, shape in zip(
-                    backward.inputs, backward.input_shapes, strict=True
-                )
-            ),
-            width=60,
+                for name, shape in zip(backward.inputs, backward.input_shapes, strict=True)
+            )
+            + "); named dimensions take their size from the arguments. Arguments may "
+            "be NumPy arrays or any array type NumPy dispatches to, such as Dask or CuPy.",
+            width=79,
+            break_long_words=False,
         ),
         "helpers": sorted(
             ops & {"erf", "softmax", "logsumexp", "scatter", "broadcast"}
