@@ -163,6 +163,9 @@ def backward(tape, dy=1.0):
     dL_dw2 = dL_dZ * x2
     # ∂L/∂w3 = ∂L/∂t4·∂t4/∂w3   (∂t4/∂w3 = x3)
     dL_dw3 = dL_dZ * x3
+    if np.ndim(dy) == 0 and np.ndim(L) == 0:  # one point, not a batch
+        gradients = [dL_dw1, dL_dw2, dL_dw3, dL_dZ]
+        return tuple.__new__(Gradients, gradients)
     gradients = [
         _sum_to(dL_dw1, np.shape(w1), np.shape(L)),
         _sum_to(dL_dw2, np.shape(w2), np.shape(L)),
@@ -210,6 +213,9 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     dL_dw2 = dL_dZ * x2
     # ∂L/∂w3 = ∂L/∂t4·∂t4/∂w3   (∂t4/∂w3 = x3)
     dL_dw3 = dL_dZ * x3
+    if np.ndim(L) == 0:  # one point, not a batch: no sums needed
+        gradients = [dL_dw1, dL_dw2, dL_dw3, dL_dZ]
+        return L, tuple.__new__(Gradients, gradients)
     gradients = [
         _sum_to(dL_dw1, np.shape(w1), np.shape(L)),
         _sum_to(dL_dw2, np.shape(w2), np.shape(L)),

@@ -203,6 +203,20 @@ def backward(tape, dy=1.0):
     dy_domega3 = dy_df3 * h3
     # ∂y/∂omega4 = ∂y/∂t4·∂t4/∂omega4   (∂t4/∂omega4 = h4)
     dy_domega4 = dy * h4
+    if np.ndim(dy) == 0 and np.ndim(y) == 0:  # one point, not a batch
+        gradients = [
+            dy_df0,
+            dy_df1,
+            dy_df2,
+            dy_df3,
+            dy,
+            dy_domega0,
+            dy_domega1,
+            dy_domega2,
+            dy_domega3,
+            dy_domega4,
+        ]
+        return tuple.__new__(Gradients, gradients)
     gradients = [
         _sum_to(dy_df0, np.shape(beta0), np.shape(y)),
         _sum_to(dy_df1, np.shape(beta1), np.shape(y)),
@@ -270,6 +284,20 @@ def value_and_grad(
     dy_domega2 = dy_df2 * h2
     # ∂y/∂omega3 = ∂y/∂t3·∂t3/∂omega3   (∂t3/∂omega3 = h3)
     dy_domega3 = dy_df3 * h3
+    if np.ndim(y) == 0:  # one point, not a batch: no sums needed
+        gradients = [
+            dy_df0,
+            dy_df1,
+            dy_df2,
+            dy_df3,
+            1.0,
+            dy_domega0,
+            dy_domega1,
+            dy_domega2,
+            dy_domega3,
+            h4,
+        ]
+        return y, tuple.__new__(Gradients, gradients)
     gradients = [
         _sum_to(dy_df0, np.shape(beta0), np.shape(y)),
         _sum_to(dy_df1, np.shape(beta1), np.shape(y)),

@@ -5,6 +5,14 @@ generated `forward`. Points are sampled where the function is defined (every
 intermediate finite) and away from kinks (|x| for abs, relu, sign, a tie in
 max/min, the condition of a Piecewise), where finite differences cannot see
 the subgradient symgrad returns.
+
+Outside its domain (log of a negative number, a division by zero, an
+overflow) a generated module behaves like the library it is written in: the
+numpy target returns nan or inf (with NumPy's RuntimeWarning), the python
+target raises what the math module raises (ValueError, ZeroDivisionError,
+OverflowError). The check treats all of these, and any complex or non-finite
+value or gradient, as a point outside the domain (`OutOfDomain`), never as a
+gradient mismatch.
 """
 
 from __future__ import annotations
@@ -151,8 +159,12 @@ def sample_point(
             continue
         if not _kinks(module, args, KINK_MARGIN):
             return point
+    if fixed and len(fixed) == len(parameters(module)):
+        _evaluate(module, {n: _value(v) for n, v in fixed.items()})  # says why
+    given = ", ".join(f"{n}={_fmt(v)}" for n, v in fixed.items())
     raise OutOfDomain(
-        f"found no point inside the function's domain in {tries} tries; give one with --at"
+        f"found no point inside the function's domain in {tries} tries"
+        + (f" with {given}" if given else "; give one with --at")
     )
 
 
@@ -191,22 +203,42 @@ def _evaluate(module: types.ModuleType, args: dict[str, object]):
             value, gradients = module.value_and_grad(**args)
             _, tape = module.forward(**args)
     except _DOMAIN_ERRORS as err:
-        raise OutOfDomain(f"the function is not defined there ({err})") from None
+        raise OutOfDomain(f"{_reason(err)} there ({err})") from None
     for name, v in zip(type(tape)._fields, tape, strict=True):
-        if not np.all(np.isfinite(np.asarray(v, dtype=float))):
-            raise OutOfDomain(f"{name} is {v} there")
+        if not _real_and_finite(v):
+            raise OutOfDomain(f"{name} is {_fmt(v)} there")
     for name, g in zip(gradients._fields, gradients, strict=True):
-        if not np.all(np.isfinite(np.asarray(g, dtype=float))):
-            raise OutOfDomain(f"the gradient for {name} is {g} there")
+        if not _real_and_finite(g):
+            raise OutOfDomain(f"the gradient for {name} is {_fmt(g)} there")
     return float(np.sum(value)), gradients
+
+
+def _real_and_finite(v: object) -> bool:
+    """True for real, finite numbers and arrays (a Python float ** 1.5 may be complex)."""
+    array = np.asarray(v)
+    if array.dtype == object or np.iscomplexobj(array):
+        return False
+    return bool(np.all(np.isfinite(array.astype(float))))
+
+
+def _reason(err: Exception) -> str:
+    text = str(err)
+    if isinstance(err, OverflowError) or "overflow" in text:
+        return "the function overflows float64"
+    if isinstance(err, ZeroDivisionError) or "divide by zero" in text:
+        return "the function divides by zero"
+    return "the function is not defined"
 
 
 def _forward_value(module: types.ModuleType, args: dict[str, object]) -> float:
     try:
         with np.errstate(all="raise"):
-            value = float(np.sum(module.forward(**args)[0]))
+            output = module.forward(**args)[0]
     except _DOMAIN_ERRORS as err:
-        raise OutOfDomain(f"the function is not defined near there ({err})") from None
+        raise OutOfDomain(f"{_reason(err)} near there ({err})") from None
+    if not _real_and_finite(output):
+        raise OutOfDomain(f"the function is {_fmt(output)} near there")
+    value = float(np.sum(output))
     if not math.isfinite(value):
         raise OutOfDomain("the function is not finite near there")
     return value

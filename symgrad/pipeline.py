@@ -41,7 +41,12 @@ def build(spec: Spec) -> Compiled:
     # array: then dy must have its shape (np.ones) for the matrix products.
     array_output = forward.tensor and forward.shapes()[forward.output] != ()
     unit_seed = SEED if array_output else 1
-    return Compiled(spec, dce(reverse(forward, SEED)), dce(reverse(forward, unit_seed)))
+    memo: dict = {}  # local derivatives, shared by the two backward passes
+    return Compiled(
+        spec,
+        dce(reverse(forward, SEED, memo)),
+        dce(reverse(forward, unit_seed, memo)),
+    )
 
 
 def source(compiled: Compiled, target: str = "numpy", checked: str = "") -> str:

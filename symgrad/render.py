@@ -238,6 +238,10 @@ def render(
         "gradients": gradients,
         "unit_backward": unit_lines,
         "unit_gradients": _gradients(unit, target),
+        # numpy, scalar spec: a call at one point skips the reductions of a batch
+        "one_point": target == "numpy" and not backward.tensor,
+        "one_point_gradients": _gradients(backward, target, one_point=True),
+        "unit_one_point_gradients": _gradients(unit, target, one_point=True),
         "checked": textwrap.fill(checked, width=79),
         "uses_math": any(
             "math." in line for line in forward + backward_lines + unit_lines
@@ -247,7 +251,9 @@ def render(
             "Inputs have the spec's shapes ("
             + ", ".join(
                 f"{name} {show(shape)}"
-                for name, shape in zip(backward.inputs, backward.input_shapes, strict=True)
+                for name, shape in zip(
+                    backward.inputs, backward.input_shapes, strict=True
+                )
             )
             + "); named dimensions take their size from the arguments. Arguments may "
             "be NumPy arrays or any array type NumPy dispatches to, such as Dask or CuPy.",
@@ -316,12 +322,16 @@ def _operand(arg: Operand, position: int, op: str) -> str:
     return text
 
 
-def _gradients(program: Program, target: str) -> list[str]:
-    """The value of each gradient, summed back to its input's shape on the numpy target."""
+def _gradients(program: Program, target: str, one_point: bool = False) -> list[str]:
+    """The value of each gradient, summed back to its input's shape on the numpy target.
+
+    `one_point`: the output is 0-d, so every input it depends on is 0-d too and
+    only the gradients of inputs it does not depend on need a shape.
+    """
     result = []
     for name, grad in program.gradients:
         value = grad if isinstance(grad, str) else repr(float(grad))
-        if target == "numpy" and not program.tensor:
+        if target == "numpy" and not program.tensor and not (one_point and grad != 0):
             value = f"_sum_to({value}, np.shape({name}), np.shape({program.output}))"
         elif program.tensor and grad == 0:
             value = f"np.zeros(np.shape({name}))"

@@ -24,8 +24,14 @@ SEED = "dy"
 """The upstream gradient's parameter name in `backward(tape, dy=1.0)`."""
 
 
-def reverse(program: Program, seed: Operand = SEED) -> Program:
-    """`program` with a backward pass seeded by `seed` (the name `dy`, or the constant 1)."""
+def reverse(
+    program: Program, seed: Operand = SEED, memo: dict | None = None
+) -> Program:
+    """`program` with a backward pass seeded by `seed` (the name `dy`, or the constant 1).
+
+    `memo` keeps local derivatives between calls on the same program.
+    """
+    memo = {} if memo is None else memo
     depends = _depending_on(program)
     out = program.output
     shapes = program.shapes()
@@ -57,7 +63,7 @@ def reverse(program: Program, seed: Operand = SEED) -> Program:
         g = adjoint(a.name)
         if g == 0:
             continue
-        for arg, local, term in _terms(a, _symbol(g), shapes):
+        for arg, local, term in _terms(a, _symbol(g), shapes, memo):
             if arg in depends and term is not None and term != 0:
                 terms.setdefault(arg, []).append((a.name, local, term))
 
@@ -68,7 +74,7 @@ def reverse(program: Program, seed: Operand = SEED) -> Program:
 
 
 def _terms(
-    a: Assign, g: sp.Expr, shapes: dict
+    a: Assign, g: sp.Expr, shapes: dict, memo: dict
 ) -> list[tuple[Operand, str, sp.Expr | None]]:
     """(operand, its local derivative as text, ∂out/∂operand) for each operand of `a`."""
     if a.op in TENSOR:
@@ -80,12 +86,18 @@ def _terms(
             (arg, f"∂{a.name}/∂{arg}: {t}", t)
             for arg, t in zip(a.args, vjps, strict=True)
         ]
+    if a.name not in memo:  # the same for every seed: computed and printed once
+        memo[a.name] = [
+            (arg, local, f"∂{a.name}/∂{arg} = {local}")
+            for arg, local in zip(
+                a.args, local_derivatives(a.op, a.args, a.name), strict=True
+            )
+            if local is not None and local != 0
+        ]
     result = []
-    for arg, local in zip(a.args, local_derivatives(a.op, a.args, a.name), strict=True):
-        if local is None or local == 0:
-            continue
+    for arg, local, text in memo[a.name]:
         term = g * local
-        if term.has(sp.Piecewise):
+        if local.has(sp.Piecewise):
             term = sp.piecewise_fold(term)
         # An operand broadcast to the result's shape gets the sum of its adjoint back.
         target = shapes.get(arg, ())
@@ -95,7 +107,7 @@ def _terms(
                 axis, keepdims = axes
                 axis = None if target == () else axis[0] if len(axis) == 1 else axis
                 term = tensor("sum", term, params=(axis, keepdims))
-        result.append((arg, f"∂{a.name}/∂{arg} = {local}", term))
+        result.append((arg, text, term))
     return result
 
 

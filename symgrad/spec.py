@@ -28,7 +28,9 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from symgrad.functions import (
     CONSTANTS,
     FUNCTIONS,
+    OPS,
     TENSOR_FUNCTIONS,
+    TensorOp,
     nodes,
     tensor,
     tensor_call,
@@ -42,6 +44,7 @@ MAX_NAMES = 10_000  # inputs, and steps
 MAX_EXPRESSION_CHARS = 20_000
 MAX_NESTING = 100
 MAX_CONSTANT_BITS = 4096
+MAX_SYMPY_DEPTH = 2_000  # a SymPy expression given to from_sympy (SymPy recurses)
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -337,7 +340,8 @@ class _Builder:
         bad = _unprintable(str(value))
         if bad:
             raise self.error(f"{key!r} contains the control character {bad}", key)
-        return str(value)
+        # Trailing blanks mean nothing, and would be trailing whitespace in the module.
+        return "\n".join(line.rstrip() for line in str(value).splitlines())
 
     def check_name(self, name: Any, what: str, *key: str) -> str:
         if not isinstance(name, str) or not _IDENTIFIER.match(name):
@@ -648,7 +652,23 @@ def parse_expression(
         raise SpecError(f"{text.strip()!r} is a condition, not a number")
     if result.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
         raise SpecError(f"{text.strip()!r} is undefined (it evaluates to {result})")
+    introduced = _introduced_function(result)
+    if introduced:
+        raise SpecError(
+            f"SymPy rewrote {text.strip()!r} into {introduced}(...), which symgrad "
+            f"cannot compile; split the expression into steps"
+        )
     return result
+
+
+def _introduced_function(expr: sp.Basic) -> str | None:
+    """A function SymPy introduced while simplifying (re, im, ...), which cannot be lowered."""
+    for node in nodes(expr):
+        if isinstance(node, sp.Function) and not isinstance(
+            node, (sp.Piecewise, TensorOp, *OPS)
+        ):
+            return type(node).__name__
+    return None
 
 
 def _check_depth(tree: ast.AST) -> None:
@@ -988,6 +1008,13 @@ def from_sympy(
         ) from None
     if not isinstance(expr, sp.Expr):
         raise SpecError(f"expected a SymPy expression, not {type(expr).__name__}")
+    depth = _sympy_depth(expr)
+    if depth > MAX_SYMPY_DEPTH:
+        raise SpecError(
+            f"expression is nested {depth} levels deep; the limit is "
+            f"{MAX_SYMPY_DEPTH} (SymPy recurses once per level): write it as a spec "
+            f"with named steps"
+        )
     shapes = _free_shapes(expr)
     free = sorted(shapes)
     wrt_names = free if wrt is None else [_symbol_name(w) for w in _as_list(wrt)]
@@ -1027,22 +1054,51 @@ def from_sympy(
     )
 
 
+def _sympy_depth(expr: sp.Basic) -> int:
+    """The depth of `expr`, without recursion (each shared node measured once)."""
+    depth: dict[sp.Basic, int] = {}
+    stack = [expr]
+    while stack:
+        node = stack[-1]
+        if node in depth:
+            stack.pop()
+            continue
+        pending = [a for a in node.args if a not in depth]
+        if pending:
+            stack.extend(pending)
+        else:
+            stack.pop()
+            depth[node] = 1 + max((depth[a] for a in node.args), default=0)
+    return depth[expr]
+
+
 def _check_constants(expr: sp.Basic) -> None:
     """`check_constant` for every numeric part of `expr` (a DAG: each node once)."""
     if nodes(expr) & {sp.zoo, sp.nan, sp.oo, -sp.oo}:
         raise SpecError(f"{sp.sstr(expr)} is undefined (it contains {sp.zoo} or nan)")
-    cache: dict = {}
-    seen: set = set()
+    # Which nodes are numbers, bottom-up (Expr.is_number would recurse from each node).
+    numeric: dict[sp.Basic, bool] = {}
     stack = [expr]
     while stack:
-        node = stack.pop()
-        if node in seen:
+        node = stack[-1]
+        if node in numeric:
+            stack.pop()
             continue
-        seen.add(node)
-        if isinstance(node, sp.Expr) and node.is_number:
-            check_constant(node, cache)
+        pending = [a for a in node.args if a not in numeric]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        if not isinstance(node, sp.Expr):
+            numeric[node] = False
+        elif node.args:
+            numeric[node] = all(numeric[a] for a in node.args)
         else:
-            stack.extend(node.args)
+            numeric[node] = bool(node.is_number)
+    cache: dict = {}
+    for node, is_number in numeric.items():  # children before parents
+        if is_number:
+            check_constant(node, cache)
 
 
 def _free_shapes(expr: sp.Expr) -> dict[str, tuple[int | str, ...]]:
