@@ -81,8 +81,7 @@ def value_and_grad(w):
     # J = w**3
     J = w**3
     # ∂J/∂w = ∂J/∂J·∂J/∂w   (∂J/∂w = 3*w**2)
-    t0 = w**2
-    dJ_dw = 3 * t0
+    dJ_dw = 3 * w**2
     if np.ndim(J) == 0:  # one point, not a batch: no sums needed
         gradients = [dJ_dw]
         return J, tuple.__new__(Gradients, gradients)

@@ -81,8 +81,7 @@ def value_and_grad(w):
     # J = 1/w
     J = 1 / w
     # ∂J/∂w = ∂J/∂J·∂J/∂w   (∂J/∂w = -J**2)
-    t0 = J**2
-    dJ_dw = -t0
+    dJ_dw = -(J**2)
     if np.ndim(J) == 0:  # one point, not a batch: no sums needed
         gradients = [dJ_dw]
         return J, tuple.__new__(Gradients, gradients)

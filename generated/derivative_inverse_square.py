@@ -84,14 +84,11 @@ def backward(tape, dy=1.0):
 def value_and_grad(w):
     """(J, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
     # J = 1/w**2
-    t0 = w**2
-    J = 1 / t0
+    J = 1 / w**2
     # ∂J/∂t0 = ∂J/∂J·∂J/∂t0   (∂J/∂t0 = -J**2)
-    t1 = J**2
-    dJ_dt0 = -t1
+    dJ_dt0 = -(J**2)
     # ∂J/∂w = ∂J/∂t0·∂t0/∂w   (∂t0/∂w = 2*w)
-    t2 = 2 * dJ_dt0
-    dJ_dw = t2 * w
+    dJ_dw = 2 * dJ_dt0 * w
     if np.ndim(J) == 0:  # one point, not a batch: no sums needed
         gradients = [dJ_dw]
         return J, tuple.__new__(Gradients, gradients)

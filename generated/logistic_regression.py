@@ -178,23 +178,13 @@ def backward(tape, dy=1.0):
 def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     """(L, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
     # Z = w1*x1 + w2*x2 + w3*x3 + b
-    t0 = w1 * x1
-    t1 = b + t0
-    t2 = w2 * x2
-    t3 = t1 + t2
-    t4 = w3 * x3
-    Z = t3 + t4
+    Z = b + w1 * x1 + w2 * x2 + w3 * x3
     # a = sigmoid(Z)
     a = 1 / (1 + np.exp(-Z))
     # L = -y*log(a) - (1 - y)*log(1 - a)
-    t5 = np.log(a)
-    t6 = y * t5
-    t7 = -t6
     t8 = 1 - y
     t9 = 1 - a
-    t10 = np.log(t9)
-    t11 = t8 * t10
-    L = t7 - t11
+    L = -(y * np.log(a)) - t8 * np.log(t9)
     # ∂L/∂t10 = ∂L/∂t11·∂t11/∂t10   (∂t11/∂t10 = t8)
     dL_dt10 = -t8
     # ∂L/∂t9 = ∂L/∂t10·∂t10/∂t9   (∂t10/∂t9 = 1/t9)
@@ -202,11 +192,9 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     # ∂L/∂t5 = ∂L/∂t6·∂t6/∂t5   (∂t6/∂t5 = y)
     dL_dt5 = -y
     # ∂L/∂a = ∂L/∂t9·∂t9/∂a + ∂L/∂t5·∂t5/∂a   (∂t9/∂a = -1, ∂t5/∂a = 1/a)
-    t12 = dL_dt5 / a
-    dL_da = t12 - dL_dt9
+    dL_da = dL_dt5 / a - dL_dt9
     # ∂L/∂Z = ∂L/∂a·∂a/∂Z   (∂a/∂Z = a*(1 - a))
-    t13 = a * dL_da
-    dL_dZ = t13 * t9
+    dL_dZ = a * dL_da * t9
     # ∂L/∂w1 = ∂L/∂t0·∂t0/∂w1   (∂t0/∂w1 = x1)
     dL_dw1 = dL_dZ * x1
     # ∂L/∂w2 = ∂L/∂t2·∂t2/∂w2   (∂t2/∂w2 = x2)

@@ -125,19 +125,13 @@ def backward(tape, dy=1.0):
 def value_and_grad(X, y, w, b):
     """(L, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
     # z = X @ w + b
-    t0 = X @ w
-    z = b + t0
+    z = b + X @ w
     # a = sigmoid(z)
     a = 1 / (1 + np.exp(-z))
     # L = sum(-y*log(a) - (1 - y)*log(1 - a))
-    t1 = np.log(a)
-    t2 = y * t1
-    t3 = -t2
     t4 = 1 - y
     t5 = 1 - a
-    t6 = np.log(t5)
-    t7 = t4 * t6
-    t8 = t3 - t7
+    t8 = -(y * np.log(a)) - t4 * np.log(t5)
     L = np.sum(t8)
     # ∂L/∂t8 = ∂L/∂L·∂L/∂t8   (∂L/∂t8: broadcast(1 to t8))
     dL_dt8 = _broadcast(1, t8)
@@ -150,11 +144,9 @@ def value_and_grad(X, y, w, b):
     # ∂L/∂t1 = ∂L/∂t2·∂t2/∂t1   (∂t2/∂t1 = y)
     dL_dt1 = dL_dt7 * y
     # ∂L/∂a = ∂L/∂t5·∂t5/∂a + ∂L/∂t1·∂t1/∂a   (∂t5/∂a = -1, ∂t1/∂a = 1/a)
-    t9 = dL_dt1 / a
-    dL_da = t9 - dL_dt5
+    dL_da = dL_dt1 / a - dL_dt5
     # ∂L/∂z = ∂L/∂a·∂a/∂z   (∂a/∂z = a*(1 - a))
-    t10 = a * dL_da
-    dL_dz = t10 * t5
+    dL_dz = a * dL_da * t5
     # ∂L/∂w = ∂L/∂t0·∂t0/∂w   (∂t0/∂w: X.T @ dL_dz)
     dL_dw = X.T @ dL_dz
     # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)

@@ -120,29 +120,21 @@ def backward(tape, dy=1.0):
 def value_and_grad(X, Y, W1, b1, W2, b2):
     """(L, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
     # hidden = tanh(X @ W1 + b1)
-    t0 = X @ W1
-    t1 = b1 + t0
-    hidden = np.tanh(t1)
+    hidden = np.tanh(b1 + X @ W1)
     # out = hidden @ W2 + b2
-    t2 = hidden @ W2
-    out = b2 + t2
+    out = b2 + hidden @ W2
     # L = mean((out - Y)**2)
     t3 = out - Y
     t4 = t3**2
     L = np.mean(t4)
     # ∂L/∂t4 = ∂L/∂L·∂L/∂t4   (∂L/∂t4: broadcast((1/size(t4)) to t4))
-    t5 = np.size(t4)
-    t6 = 1 / t5
-    dL_dt4 = _broadcast(t6, t4)
+    dL_dt4 = _broadcast(1 / np.size(t4), t4)
     # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3 = 2*t3)
-    t7 = 2 * dL_dt4
-    dL_dt3 = t7 * t3
+    dL_dt3 = 2 * dL_dt4 * t3
     # ∂L/∂hidden = ∂L/∂t2·∂t2/∂hidden   (∂t2/∂hidden: dL_dt3 @ W2.T)
     dL_dhidden = dL_dt3 @ W2.T
     # ∂L/∂t1 = ∂L/∂hidden·∂hidden/∂t1   (∂hidden/∂t1 = 1 - hidden**2)
-    t9 = hidden**2
-    t10 = 1 - t9
-    dL_dt1 = dL_dhidden * t10
+    dL_dt1 = dL_dhidden * (1 - hidden**2)
     # ∂L/∂W1 = ∂L/∂t0·∂t0/∂W1   (∂t0/∂W1: X.T @ dL_dt1)
     dL_dW1 = X.T @ dL_dt1
     # ∂L/∂b1 = ∂L/∂t1·∂t1/∂b1   (∂t1/∂b1 = 1)

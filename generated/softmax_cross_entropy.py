@@ -121,31 +121,23 @@ def backward(tape, dy=1.0):
 def value_and_grad(X, Y, W, b):
     """(L, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
     # logits = X @ W + b
-    t0 = X @ W
-    logits = b + t0
+    logits = b + X @ W
     # loss = logsumexp(logits, axis=1) - sum(Y*logits, axis=1)
     t1 = _logsumexp(logits, axis=1)
     t2 = Y * logits
-    t3 = np.sum(t2, axis=1)
-    loss = t1 - t3
+    loss = t1 - np.sum(t2, axis=1)
     # L = mean(loss)
     L = np.mean(loss)
     # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss: broadcast((1/size(loss)) to loss))
-    t4 = np.size(loss)
-    t5 = 1 / t4
-    dL_dloss = _broadcast(t5, loss)
+    dL_dloss = _broadcast(1 / np.size(loss), loss)
     # ∂L/∂t3 = ∂L/∂loss·∂loss/∂t3   (∂loss/∂t3 = -1)
     dL_dt3 = -dL_dloss
     # ∂L/∂t2 = ∂L/∂t3·∂t3/∂t2   (∂t3/∂t2: broadcast(dL_dt3, axis=1 to t2))
     dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
-    # ∂L/∂logits = ∂L/∂t2·∂t2/∂logits + ∂L/∂t1·∂t1/∂logits   (∂t2/∂logits = Y, ∂t1/∂logits: broadcast(dL_dloss, axis=1 to logits)*exp(logits - broadcast(t1, axis=1 to logits)))
-    t6 = Y * dL_dt2
     t7 = _broadcast(dL_dloss, logits, axis=1)
-    t8 = _broadcast(t1, logits, axis=1)
-    t9 = logits - t8
-    t10 = np.exp(t9)
-    t11 = t7 * t10
-    dL_dlogits = t6 + t11
+    t10 = np.exp(logits - _broadcast(t1, logits, axis=1))
+    # ∂L/∂logits = ∂L/∂t2·∂t2/∂logits + ∂L/∂t1·∂t1/∂logits   (∂t2/∂logits = Y, ∂t1/∂logits: broadcast(dL_dloss, axis=1 to logits)*exp(logits - broadcast(t1, axis=1 to logits)))
+    dL_dlogits = Y * dL_dt2 + t7 * t10
     # ∂L/∂W = ∂L/∂t0·∂t0/∂W   (∂t0/∂W: X.T @ dL_dlogits)
     dL_dW = X.T @ dL_dlogits
     # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)

@@ -237,36 +237,29 @@ def value_and_grad(
 ):
     """(y, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
     # f0 = beta0 + omega0*x
-    t0 = omega0 * x
-    f0 = beta0 + t0
+    f0 = beta0 + omega0 * x
     # h1 = sin(f0)
     h1 = np.sin(f0)
     # f1 = beta1 + omega1*h1
-    t1 = h1 * omega1
-    f1 = beta1 + t1
+    f1 = beta1 + h1 * omega1
     # h2 = exp(f1)
     h2 = np.exp(f1)
     # f2 = beta2 + omega2*h2
-    t2 = h2 * omega2
-    f2 = beta2 + t2
+    f2 = beta2 + h2 * omega2
     # h3 = cos(f2)
     h3 = np.cos(f2)
     # f3 = beta3 + omega3*h3
-    t3 = h3 * omega3
-    f3 = beta3 + t3
+    f3 = beta3 + h3 * omega3
     # h4 = log(f3)
     h4 = np.log(f3)
     # y = beta4 + omega4*h4
-    t4 = h4 * omega4
-    y = beta4 + t4
+    y = beta4 + h4 * omega4
     # ∂y/∂f3 = ∂y/∂h4·∂h4/∂f3   (∂h4/∂f3 = 1/f3)
     dy_df3 = omega4 / f3
     # ∂y/∂h3 = ∂y/∂t3·∂t3/∂h3   (∂t3/∂h3 = omega3)
     dy_dh3 = dy_df3 * omega3
     # ∂y/∂f2 = ∂y/∂h3·∂h3/∂f2   (∂h3/∂f2 = -sin(f2))
-    t5 = np.sin(f2)
-    t6 = dy_dh3 * t5
-    dy_df2 = -t6
+    dy_df2 = -(dy_dh3 * np.sin(f2))
     # ∂y/∂h2 = ∂y/∂t2·∂t2/∂h2   (∂t2/∂h2 = omega2)
     dy_dh2 = dy_df2 * omega2
     # ∂y/∂f1 = ∂y/∂h2·∂h2/∂f1   (∂h2/∂f1 = h2)
@@ -274,8 +267,7 @@ def value_and_grad(
     # ∂y/∂h1 = ∂y/∂t1·∂t1/∂h1   (∂t1/∂h1 = omega1)
     dy_dh1 = dy_df1 * omega1
     # ∂y/∂f0 = ∂y/∂h1·∂h1/∂f0   (∂h1/∂f0 = cos(f0))
-    t7 = np.cos(f0)
-    dy_df0 = dy_dh1 * t7
+    dy_df0 = dy_dh1 * np.cos(f0)
     # ∂y/∂omega0 = ∂y/∂t0·∂t0/∂omega0   (∂t0/∂omega0 = x)
     dy_domega0 = dy_df0 * x
     # ∂y/∂omega1 = ∂y/∂t1·∂t1/∂omega1   (∂t1/∂omega1 = h1)

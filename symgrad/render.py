@@ -36,7 +36,10 @@ _COMMON: dict[str, Format] = {
     "sub": "{0} - {1}",
     "mul": "{0} * {1}",
     "div": "{0} / {1}",
-    "pow": "{0}**{1}",
+    # ruff format hugs ** only between simple operands
+    "pow": lambda a, b: (
+        f"{a}**{b}" if _SIMPLE.match(a) and _SIMPLE.match(b) else f"{a} ** {b}"
+    ),
     "gt": "{0} > {1}",
     "ge": "{0} >= {1}",
     "lt": "{0} < {1}",
@@ -140,6 +143,37 @@ PYTHON: dict[str, Format] = {
     "where": "{1} if {0} else {2}",
 }
 
+_SIMPLE = re.compile(r"-?[\w.]+\Z")
+_TEMPORARY = re.compile(r"t\d+\Z")  # Emitter.fresh's names, never a user's
+FUSED_LENGTH = 48  # longer expressions keep a line of their own
+
+# op -> (precedence of its printed expression, least precedence each operand needs
+# to go without parentheses), as in Python's grammar; calls are atoms (100).
+PRECEDENCE: dict[str, tuple[int, tuple[int, ...]]] = {
+    "add": (13, (13, 14)),
+    "sub": (13, (13, 14)),
+    "mul": (14, (14, 15)),
+    "div": (14, (14, 15)),
+    "matmul": (14, (14, 15)),
+    "neg": (15, (17,)),  # ruff format writes -(a**2)
+    "pow": (16, (17, 15)),
+    **{op: (10, (11, 11)) for op in ("gt", "ge", "lt", "le", "eq", "ne")},
+    "index": (100, (100,)),
+    "transpose": (100, (100,)),
+    "copy": (100, (100,)),
+}
+NUMPY_PRECEDENCE = {"sigmoid": (14, (15,))}
+PYTHON_PRECEDENCE = {
+    "where": (1, (2, 2, 2)),
+    "heaviside": (1, (11, 0)),
+    "sign": (1, (2,)),
+    "sigmoid": (13, (15,)),
+    "softplus": (13, (0,)),
+    "and": (5, (6, 6)),
+    "or": (4, (5, 5)),
+    "not": (6, (7,)),
+}
+
 _INFIX = {
     "add",
     "sub",
@@ -161,11 +195,15 @@ class Target:
     name: str
     printer: dict[str, Format]
     value_type: str  # the annotation of Tape and Gradients fields
+    precedences: dict[str, tuple[int, tuple[int, ...]]]
+
+    def precedence(self, op: str, arity: int) -> tuple[int, tuple[int, ...]]:
+        return self.precedences.get(op) or PRECEDENCE.get(op) or (100, (0,) * arity)
 
 
 TARGETS = {
-    "numpy": Target("numpy", NUMPY, "Any"),
-    "python": Target("python", PYTHON, "float"),
+    "numpy": Target("numpy", NUMPY, "Any", NUMPY_PRECEDENCE),
+    "python": Target("python", PYTHON, "float", PYTHON_PRECEDENCE),
 }
 
 for _target in TARGETS.values():
@@ -196,11 +234,20 @@ def render(
             "vectors and matrices",
             path=spec.path,
         )
-    printer = TARGETS[target].printer
+    t = TARGETS[target]
     tape = list(backward.inputs) + [a.name for a in backward.forward]
-    forward = body(backward.forward, printer)
-    backward_lines = body(backward.backward, printer, inline=True)
-    unit_lines = body(unit.backward, printer, inline=True)
+    # forward and backward: one line per operation, the full tape (teaching form);
+    # value_and_grad: temporaries used once are printed where they are used.
+    forward = body(backward.forward, t)
+    graded = {g for _, g in backward.gradients if isinstance(g, str)}
+    transposes = fusible(backward.backward, graded, only={"transpose"})
+    backward_lines = body(backward.backward, t, transposes)
+    unit_graded = {g for _, g in unit.gradients if isinstance(g, str)}
+    read_by_backward = {arg for a in unit.backward for arg in a.args} | unit_graded
+    fused_forward = body(
+        unit.forward, t, fusible(unit.forward, read_by_backward | {unit.output})
+    )
+    unit_lines = body(unit.backward, t, fusible(unit.backward, unit_graded))
     ops = {a.op for a in backward.forward + backward.backward + unit.backward}
     gradients = _gradients(backward, target)
     read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
@@ -237,6 +284,7 @@ def render(
         "backward": backward_lines,
         "gradients": gradients,
         "unit_backward": unit_lines,
+        "fused_forward": fused_forward,
         "unit_gradients": _gradients(unit, target),
         # numpy, scalar spec: a call at one point skips the reductions of a batch
         "one_point": target == "numpy" and not backward.tensor,
@@ -273,34 +321,58 @@ def render(
 
 
 def body(
-    assigns: tuple[Assign, ...], printer: dict[str, Format], inline: bool = False
+    assigns: tuple[Assign, ...], target: Target, fuse: frozenset[str] = frozenset()
 ) -> list[str]:
     """One line per assignment, each group of lines under a comment with its math.
 
-    With `inline`, a transpose used once is printed where it is used (`X.T @ g`,
-    as one writes by hand) instead of on a line of its own.
+    A name in `fuse` is not given a line: its expression is printed where it is
+    used (once), parenthesized as precedence needs, unless that line would get
+    too long. `X.T @ g` reads as one writes it by hand.
     """
-    uses = Counter(arg for a in assigns for arg in a.args if isinstance(arg, str))
-    views: dict[str, str] = {}
+    pending: dict[str, tuple[str, int]] = {}  # fused name -> (expression, precedence)
     lines, note = [], ""
+
+    def line(name: str, op: str, args: tuple, params: tuple) -> tuple[str, int]:
+        precedence, needs = target.precedence(op, len(args))
+        printed = list(args)
+        for i, arg in enumerate(args):
+            if isinstance(arg, str) and arg in pending:
+                text, p = pending[arg]
+                printed[i] = f"({text})" if p < needs[i] else text
+        text = expression(op, tuple(printed), target.printer, params)
+        if len(f"{INDENT * 2}{name} = {text}") > LINE_LENGTH:  # give operands lines
+            for arg in args:
+                if isinstance(arg, str) and arg in pending:
+                    lines.append(f"{arg} = {pending.pop(arg)[0]}")
+            text = expression(op, args, target.printer, params)
+        for arg in args:
+            pending.pop(arg, None) if isinstance(arg, str) else None
+        return text, precedence
+
     for a in assigns:
         note = a.note or note
-        args = tuple(
-            views.get(arg, arg) if isinstance(arg, str) else arg for arg in a.args
-        )
-        if (
-            inline
-            and a.op == "transpose"
-            and uses[a.name] == 1
-            and isinstance(args[0], str)
-        ):
-            views[a.name] = expression(a.op, args, printer, a.params)
+        text, precedence = line(a.name, a.op, a.args, a.params)
+        if a.name in fuse and len(text) <= FUSED_LENGTH:
+            pending[a.name] = (text, precedence)
             continue
         if note:
             lines.append(f"# {note}")
             note = ""
-        lines.append(f"{a.name} = {expression(a.op, args, printer, a.params)}")
+        lines.append(f"{a.name} = {text}")
     return lines
+
+
+def fusible(assigns: tuple[Assign, ...], keep: set[str], only: set[str] | None = None):
+    """Temporaries used exactly once by `assigns` and nowhere in `keep`."""
+    uses = Counter(arg for a in assigns for arg in a.args if isinstance(arg, str))
+    return frozenset(
+        a.name
+        for a in assigns
+        if uses[a.name] == 1
+        and a.name not in keep
+        and _TEMPORARY.match(a.name)
+        and (only is None or a.op in only)
+    )
 
 
 def expression(
