@@ -87,7 +87,7 @@ def forward(w1, w2, w3, b, x1, x2, x3, y):
     t4 = w3 * x3
     Z = t3 + t4
     # a = sigmoid(Z)
-    a = 1 / (1 + np.exp(-Z))
+    a = np.exp(-np.logaddexp(0, -Z))
     # L = -y*log(a) - (1 - y)*log(1 - a)
     t5 = np.log(a)
     t6 = y * t5
@@ -180,7 +180,7 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
     # a = sigmoid(Z)
-    a = 1 / (1 + np.exp(-Z))
+    a = np.exp(-np.logaddexp(0, -Z))
     # L = -y*log(a) - (1 - y)*log(1 - a)
     t8 = 1 - y
     t9 = 1 - a

@@ -71,7 +71,7 @@ def forward(X, y, w, b):
     t0 = X @ w
     z = b + t0
     # a = sigmoid(z)
-    a = 1 / (1 + np.exp(-z))
+    a = np.exp(-np.logaddexp(0, -z))
     # L = sum(-y*log(a) - (1 - y)*log(1 - a))
     t1 = np.log(a)
     t2 = y * t1
@@ -127,7 +127,7 @@ def value_and_grad(X, y, w, b):
     # z = X @ w + b
     z = b + X @ w
     # a = sigmoid(z)
-    a = 1 / (1 + np.exp(-z))
+    a = np.exp(-np.logaddexp(0, -z))
     # L = sum(-y*log(a) - (1 - y)*log(1 - a))
     t4 = 1 - y
     t5 = 1 - a

@@ -47,6 +47,9 @@ class sigmoid(_Learner):  # noqa: N801 (SymPy function classes are lower case)
     def fdiff(self, argindex=1):
         return self * (1 - self)
 
+    def _eval_is_positive(self):
+        return self.args[0].is_extended_real
+
 
 class softplus(_Learner):  # noqa: N801
     """softplus(x) = log(1 + exp(x)); its derivative is sigmoid(x)."""
@@ -58,6 +61,9 @@ class softplus(_Learner):  # noqa: N801
     def fdiff(self, argindex=1):
         return sigmoid(self.args[0])
 
+    def _eval_is_positive(self):
+        return self.args[0].is_extended_real
+
 
 class relu(_Learner):  # noqa: N801
     """relu(x) = max(x, 0); its derivative is 1 for x > 0 and 0 otherwise (PyTorch's relu'(0) = 0)."""
@@ -68,6 +74,9 @@ class relu(_Learner):  # noqa: N801
 
     def fdiff(self, argindex=1):
         return sp.Heaviside(self.args[0], 0)
+
+    def _eval_is_nonnegative(self):
+        return self.args[0].is_extended_real
 
 
 def _where(cond, a, b):

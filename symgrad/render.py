@@ -74,7 +74,8 @@ NUMPY: dict[str, Format] = {
     "max": "np.maximum({0}, {1})",
     "min": "np.minimum({0}, {1})",
     "heaviside": "np.heaviside({0}, {1})",
-    "sigmoid": "1 / (1 + np.exp(-{0}))",
+    # exp(-log(1 + exp(-x))): no overflow for any x, unlike 1 / (1 + np.exp(-x))
+    "sigmoid": "np.exp(-np.logaddexp(0, -{0}))",
     "softplus": "np.logaddexp(0, {0})",
     "relu": "np.maximum({0}, 0)",
     "and": "np.logical_and({0}, {1})",
@@ -133,8 +134,10 @@ PYTHON: dict[str, Format] = {
         if float(h0) == 0
         else f"1.0 if {x} > 0 else {h0} if {x} == 0 else 0.0"
     ),
-    # 1 / (1 + exp(-x)) would raise OverflowError for x < -709; this form cannot overflow.
-    "sigmoid": "0.5 + 0.5 * math.tanh(0.5 * {0})",
+    # exp of a negative argument only: no OverflowError, and exact in both tails
+    "sigmoid": (
+        "1 / (1 + math.exp(-{0})) if {0} >= 0 else math.exp({0}) / (1 + math.exp({0}))"
+    ),
     "softplus": "max({0}, 0.0) + math.log1p(math.exp(-abs({0})))",
     "relu": "max({0}, 0.0)",
     "and": "{0} and {1}",
@@ -162,12 +165,12 @@ PRECEDENCE: dict[str, tuple[int, tuple[int, ...]]] = {
     "transpose": (100, (100,)),
     "copy": (100, (100,)),
 }
-NUMPY_PRECEDENCE = {"sigmoid": (14, (15,))}
+NUMPY_PRECEDENCE = {"sigmoid": (100, (17,))}
 PYTHON_PRECEDENCE = {
     "where": (1, (2, 2, 2)),
     "heaviside": (1, (11, 0)),
     "sign": (1, (2,)),
-    "sigmoid": (13, (15,)),
+    "sigmoid": (1, (17,)),
     "softplus": (13, (0,)),
     "and": (5, (6, 6)),
     "or": (4, (5, 5)),
@@ -196,6 +199,15 @@ class Target:
     printer: dict[str, Format]
     value_type: str  # the annotation of Tape and Gradients fields
     precedences: dict[str, tuple[int, tuple[int, ...]]]
+
+    @property
+    def repeats(self) -> frozenset[str]:
+        """Operations whose printed form names an operand twice (never inline into them)."""
+        return frozenset(
+            op
+            for op, f in self.printer.items()
+            if isinstance(f, str) and f.count("{0}") > 1
+        ) | ({"heaviside"} if self.name == "python" else frozenset())
 
     def precedence(self, op: str, arity: int) -> tuple[int, tuple[int, ...]]:
         return self.precedences.get(op) or PRECEDENCE.get(op) or (100, (0,) * arity)
@@ -334,6 +346,10 @@ def body(
 
     def line(name: str, op: str, args: tuple, params: tuple) -> tuple[str, int]:
         precedence, needs = target.precedence(op, len(args))
+        if op in target.repeats:  # an inlined operand would be computed twice
+            for arg in args:
+                if isinstance(arg, str) and arg in pending:
+                    lines.append(f"{arg} = {pending.pop(arg)[0]}")
         printed = list(args)
         for i, arg in enumerate(args):
             if isinstance(arg, str) and arg in pending:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import yaml
 
+import symgrad
 from symgrad import cli
+from symgrad.check import OutOfDomain, check_gradients
 from tests.conftest import ROOT
 
 CORPUS = ROOT / "tests" / "bad_specs"
@@ -75,3 +78,84 @@ def test_debug_shows_the_traceback(capsys):
     assert cli.main(["compile", "--debug", str(spec), "-o", "-"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.rstrip().endswith(EXPECTED[spec.name]["message"])
+
+
+# --------------------------------------------------------------------------- bad points
+# Outside its domain a generated module behaves like the library it is written in:
+# the numpy target returns nan/inf (with NumPy's RuntimeWarning), the python target
+# raises what `math` raises. `symgrad check` reports such a point as outside the
+# domain (exit status 2), never as a gradient mismatch (exit status 1).
+
+OUTSIDE = [
+    ("log(x)", -1.0),
+    ("log(x)", 0.0),
+    ("sqrt(x)", -4.0),
+    ("sqrt(x)", 0.0),  # defined, but the gradient is infinite
+    ("1/x", 0.0),
+    ("acos(x)", 2.0),
+    ("asin(x)", -1.5),
+    ("x**1.5", -1.0),  # Python's float ** 1.5 would be complex
+    ("x**1.5", 0.0),  # defined at 0, but not just left of it
+    ("exp(x)", 1000.0),  # overflows float64
+    ("log(1 - x**2)", 1.0),
+    ("x**x", -0.5),
+]
+
+
+def _module(expression: str, target: str):
+    spec = {"name": "outside", "inputs": {"x": {}}, "steps": {"y": expression}}
+    return symgrad.compile(spec, target=target)
+
+
+@pytest.mark.parametrize("target", ["numpy", "python"])
+@pytest.mark.parametrize("expression, x", OUTSIDE)
+def test_points_outside_the_domain_are_reported_as_such(expression, x, target):
+    with pytest.raises(OutOfDomain):
+        check_gradients(_module(expression, target), {"x": x})
+
+
+@pytest.mark.parametrize("target", ["numpy", "python"])
+@pytest.mark.parametrize("expression, x", OUTSIDE[:6])
+def test_check_at_a_point_outside_the_domain_exits_2(
+    expression, x, target, tmp_path, capsys
+):
+    spec = tmp_path / "outside.yaml"
+    spec.write_text(f"name: outside\ninputs: {{x: {{}}}}\nsteps:\n  y: {expression}\n")
+    assert cli.main(["check", str(spec), "--at", f"x={x}", "--target", target]) == 2
+    captured = capsys.readouterr()
+    assert f"{spec}: outside the function's domain: " in captured.err
+    assert "MISMATCH" not in captured.out + captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_a_fixed_input_that_leaves_no_domain_is_named(tmp_path, capsys):
+    spec = tmp_path / "partly.yaml"
+    spec.write_text("name: partly\ninputs: {x: {}, w: {}}\nsteps:\n  y: w*log(x)\n")
+    assert cli.main(["check", str(spec), "--at", "x=-1"]) == 2
+    assert "with x=-1" in capsys.readouterr().err
+
+
+def test_numpy_target_returns_nan_and_inf_as_numpy_does():
+    module = _module("log(x) + 1/(x - 2)", "numpy")
+    with pytest.warns(RuntimeWarning):
+        value, _ = module.value_and_grad(x=-1.0)
+    assert np.isnan(value)
+    with pytest.warns(RuntimeWarning):
+        value, grads = module.value_and_grad(x=np.array([0.0, 2.0, 3.0]))
+    assert np.isneginf(value[0]) and np.isposinf(value[1]) and np.isfinite(value[2])
+
+
+@pytest.mark.parametrize(
+    "expression, x, error",
+    [
+        ("log(x)", -1.0, ValueError),
+        ("sqrt(x)", -1.0, ValueError),
+        ("acos(x)", 2.0, ValueError),
+        ("1/x", 0.0, ZeroDivisionError),
+        ("exp(x)", 1000.0, OverflowError),
+    ],
+)
+def test_python_target_raises_as_math_does(expression, x, error):
+    module = _module(expression, "python")
+    with pytest.raises(error):
+        module.value_and_grad(x=x)

@@ -1,0 +1,559 @@
+"""Correctness fuzzer: random expression DAGs against `sympy.diff`, evaluated exactly.
+
+Hypothesis builds a random DAG over the inputs a, b, c: every node is one
+operation (every elementwise function of the spec language, arithmetic, powers,
+kinks, selections, constants near domain edges) whose operands are earlier
+nodes, drawn either from the most recent ones (deep chains) or from any
+(shared subexpressions). The DAG is compiled with both targets, either as a
+spec with one named step per node or as one SymPy expression, and its value
+and gradient are compared at a rational point with `sympy.diff` of the
+expression (learners' functions rewritten into exp/log first), evaluated to
+30 digits. Points where an operation leaves its domain, sits within 1e-6 of a
+kink, or where the numbers grow past 1e8 are rejected (`assume`): there,
+float64 results and the exact reference cannot be compared.
+
+Profiles: "ci" (the default, a few hundred cases in seconds) and "long"
+(SYMGRAD_FUZZ=long python -m pytest tests/test_fuzz.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import mpmath
+import pytest
+import sympy as sp
+from hypothesis import HealthCheck, assume, event, given, note, settings
+from hypothesis import strategies as st
+
+import symgrad
+from symgrad.functions import FUNCTIONS, TENSOR_FUNCTIONS, relu, sigmoid, softplus
+from symgrad.spec import SpecError, from_dict
+
+settings.register_profile(
+    "ci",
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
+settings.register_profile(
+    "long",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
+PROFILE_NAME = os.environ.get("SYMGRAD_FUZZ", "ci")
+PROFILE = settings.get_profile(PROFILE_NAME)
+MAX_NODES = 12 if PROFILE_NAME == "long" else 7
+
+NAMES = ("a", "b", "c")
+SYMBOLS = tuple(sp.Symbol(n, real=True) for n in NAMES)
+MARGIN = 1e-6  # distance kept from every kink and domain edge
+LARGEST = 1e8  # values and gradients beyond this are not compared
+RTOL = 1e-7  # |symgrad - exact| <= RTOL * max(1, |exact|)
+CONSTANTS = (0.5, 2.0, -1.0, 3.0, 0.001, 0.999, 1.001, -0.25, 1e-06, 1000.0, 0.1)
+"""Constants for the `C` operations: several sit near a domain edge (log, acos, ...)."""
+
+mp = mpmath.MPContext()  # the test's own context: 40 digits for domain checks
+mp.dps = 40
+
+
+def _away(*distances) -> bool:
+    return all(abs(d) > MARGIN for d in distances)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One node kind: spec text, SymPy expression, an mpmath value, and where it is defined."""
+
+    name: str
+    arity: int
+    text: str  # str.format over the operands' names (and C, the constant)
+    build: Callable[..., sp.Expr]  # over SymPy operands (and the constant)
+    value: Callable[..., object]  # over mpmath operands (and the constant)
+    ok: Callable[..., bool] = field(default=lambda *v: True)  # domain and kinks
+    constant: bool = False
+
+
+def _q(c: float) -> sp.Rational:
+    return sp.Rational(repr(c))  # what the spec parser makes of the printed constant
+
+
+OPS = [
+    # arithmetic
+    Op("add", 2, "{0} + {1}", lambda u, v: u + v, lambda u, v: u + v),
+    Op("sub", 2, "{0} - {1}", lambda u, v: u - v, lambda u, v: u - v),
+    Op("mul", 2, "{0}*{1}", lambda u, v: u * v, lambda u, v: u * v),
+    Op(
+        "div",
+        2,
+        "{0}/{1}",
+        lambda u, v: u / v,
+        lambda u, v: u / v,
+        lambda u, v: _away(v),
+    ),
+    Op("neg", 1, "-{0}", lambda u: -u, lambda u: -u),
+    Op(
+        "pow",
+        2,
+        "{0}**{1}",
+        lambda u, v: u**v,
+        lambda u, v: u**v,
+        lambda u, v: u > MARGIN,
+    ),
+    Op("square", 1, "{0}**2", lambda u: u**2, lambda u: u**2),
+    Op("cube", 1, "{0}**3", lambda u: u**3, lambda u: u**3),
+    Op("recip", 1, "1/{0}", lambda u: 1 / u, lambda u: 1 / u, lambda u: _away(u)),
+    Op("inv_sq", 1, "{0}**-2", lambda u: u**-2, lambda u: u**-2, lambda u: _away(u)),
+    Op("half", 1, "{0}**0.5", lambda u: u**sp.S.Half, mp.sqrt, lambda u: u > MARGIN),
+    Op(
+        "pow15",
+        1,
+        "{0}**1.5",
+        lambda u: u ** sp.Rational(3, 2),
+        lambda u: u ** mp.mpf(1.5),
+        lambda u: u > MARGIN,
+    ),
+    # with a constant
+    Op(
+        "shift",
+        1,
+        "{0} + {C}",
+        lambda u, c: u + _q(c),
+        lambda u, c: u + c,
+        constant=True,
+    ),
+    Op(
+        "scale", 1, "{C}*{0}", lambda u, c: _q(c) * u, lambda u, c: c * u, constant=True
+    ),
+    Op(
+        "csub",
+        1,
+        "{C} - {0}",
+        lambda u, c: _q(c) - u,
+        lambda u, c: c - u,
+        constant=True,
+    ),
+    Op(
+        "cdiv",
+        1,
+        "{C}/{0}",
+        lambda u, c: _q(c) / u,
+        lambda u, c: c / u,
+        lambda u, c: _away(u),
+        constant=True,
+    ),
+    Op(
+        "cpow",
+        1,
+        "{A}**{0}",  # A = |C|: a positive base
+        lambda u, c: abs(_q(c)) ** u,
+        lambda u, c: abs(c) ** u,
+        constant=True,
+    ),
+    Op(
+        "max_c",
+        1,
+        "max({0}, {C})",
+        lambda u, c: sp.Max(u, _q(c)),
+        lambda u, c: max(u, c),
+        lambda u, c: _away(u - c),
+        constant=True,
+    ),
+    # elementwise functions
+    Op("exp", 1, "exp({0})", sp.exp, mp.exp),
+    Op("log", 1, "log({0})", sp.log, mp.log, lambda u: u > MARGIN),
+    Op(
+        "log1p_sq",
+        1,
+        "log(1 + {0}**2)",
+        lambda u: sp.log(1 + u**2),
+        lambda u: mp.log(1 + u**2),
+    ),
+    Op("sqrt", 1, "sqrt({0})", sp.sqrt, mp.sqrt, lambda u: u > MARGIN),
+    Op(
+        "sqrt_sq",
+        1,
+        "sqrt({0}**2 + 0.5)",
+        lambda u: sp.sqrt(u**2 + sp.S.Half),
+        lambda u: mp.sqrt(u**2 + 0.5),
+    ),
+    Op("sin", 1, "sin({0})", sp.sin, mp.sin),
+    Op("cos", 1, "cos({0})", sp.cos, mp.cos),
+    Op("tan", 1, "tan({0})", sp.tan, mp.tan, lambda u: _away(mp.cos(u))),
+    Op("sinh", 1, "sinh({0})", sp.sinh, mp.sinh),
+    Op("cosh", 1, "cosh({0})", sp.cosh, mp.cosh),
+    Op("tanh", 1, "tanh({0})", sp.tanh, mp.tanh),
+    Op("asin", 1, "asin({0})", sp.asin, mp.asin, lambda u: abs(u) < 1 - MARGIN),
+    Op("acos", 1, "acos({0})", sp.acos, mp.acos, lambda u: abs(u) < 1 - MARGIN),
+    Op("atan", 1, "atan({0})", sp.atan, mp.atan),
+    Op(
+        "atan2",
+        2,
+        "atan2({0}, {1})",
+        sp.atan2,
+        mp.atan2,
+        lambda y, x: _away(y) or (x > MARGIN),  # not on the branch cut, nor at 0
+    ),
+    Op("erf", 1, "erf({0})", sp.erf, mp.erf),
+    Op("abs", 1, "abs({0})", sp.Abs, abs, lambda u: _away(u)),
+    Op("Abs", 1, "Abs({0})", sp.Abs, abs, lambda u: _away(u)),
+    Op("sign", 1, "sign({0})", sp.sign, mp.sign, lambda u: _away(u)),
+    Op("sigmoid", 1, "sigmoid({0})", sigmoid, lambda u: 1 / (1 + mp.exp(-u))),
+    Op("softplus", 1, "softplus({0})", softplus, lambda u: mp.log(1 + mp.exp(u))),
+    Op("relu", 1, "relu({0})", relu, lambda u: max(u, 0), lambda u: _away(u)),
+    Op("max", 2, "max({0}, {1})", sp.Max, max, lambda u, v: _away(u - v)),
+    Op("min", 2, "min({0}, {1})", sp.Min, min, lambda u, v: _away(u - v)),
+    Op(
+        "Max3",
+        3,
+        "Max({0}, {1}, {2})",
+        sp.Max,
+        max,
+        lambda u, v, w: _away(u - v, v - w, u - w),
+    ),
+    Op(
+        "Min3",
+        3,
+        "Min({0}, {1}, {2})",
+        sp.Min,
+        min,
+        lambda u, v, w: _away(u - v, v - w, u - w),
+    ),
+    # selections and conditions
+    Op(
+        "where",
+        3,
+        "where({0} > {1}, {2}, {1})",
+        lambda u, v, w: sp.Piecewise((w, u > v), (v, True)),
+        lambda u, v, w: w if u > v else v,
+        lambda u, v, w: _away(u - v),
+    ),
+    Op(
+        "where_and",
+        3,
+        "where({0} > 0 and {1} < {2}, {0}, {2})",
+        lambda u, v, w: sp.Piecewise((u, (u > 0) & (v < w)), (w, True)),
+        lambda u, v, w: u if (u > 0 and v < w) else w,
+        lambda u, v, w: _away(u, v - w),
+    ),
+    Op(
+        "where_or_not",
+        2,
+        "where(not ({0} <= 0.5) or {1} >= 1, {1}, {0})",
+        lambda u, v: sp.Piecewise((v, sp.Not(u <= sp.S.Half) | (v >= 1)), (u, True)),
+        lambda u, v: v if (not (u <= 0.5) or v >= 1) else u,
+        lambda u, v: _away(u - 0.5, v - 1),
+    ),
+    Op(
+        "Piecewise",
+        3,
+        "Piecewise(({0}, {1} < -0.5), ({2}, {1} < 0.5), ({0}*{2}, True))",
+        lambda u, v, w: sp.Piecewise(
+            (u, v < -sp.S.Half), (w, v < sp.S.Half), (u * w, True)
+        ),
+        lambda u, v, w: u if v < -0.5 else (w if v < 0.5 else u * w),
+        lambda u, v, w: _away(v + 0.5, v - 0.5),
+    ),
+]
+OPS_BY_NAME = {op.name: op for op in OPS}
+
+
+def test_every_function_of_the_spec_language_is_fuzzed():
+    elementwise = set(FUNCTIONS) - set(TENSOR_FUNCTIONS)
+    fuzzed = {op.text.split("(")[0] for op in OPS}
+    assert elementwise <= fuzzed, elementwise - fuzzed
+
+
+@dataclass
+class Dag:
+    """Nodes over the inputs; node i is step `s{i}`."""
+
+    ops: list[tuple[Op, tuple[int, ...], float | None]]
+
+    def texts(self) -> dict[str, str]:
+        steps = {}
+        for i, (op, operands, c) in enumerate(self.ops):
+            names = [self.name(k) for k in operands]
+            steps[f"s{i}"] = op.text.format(*names, C=repr(c), A=repr(abs(c or 0)))
+        return steps
+
+    @staticmethod
+    def name(k: int) -> str:
+        return NAMES[k] if k < len(NAMES) else f"s{k - len(NAMES)}"
+
+    def expressions(self) -> list[sp.Expr]:
+        nodes = list(SYMBOLS)
+        for op, operands, c in self.ops:
+            args = [nodes[k] for k in operands] + ([c] if op.constant else [])
+            nodes.append(op.build(*args))
+        return nodes[len(NAMES) :]
+
+    def values(self, point: dict[str, Fraction]) -> list | None:
+        """Every node's value (mpmath, 40 digits), or None where a node is not defined."""
+        nodes = [mp.mpf(point[n].numerator) / point[n].denominator for n in NAMES]
+        for op, operands, c in self.ops:
+            args = [nodes[k] for k in operands] + ([mp.mpf(c)] if op.constant else [])
+            if not op.ok(*args):
+                return None
+            try:
+                value = op.value(*args)
+            except (ZeroDivisionError, ValueError, OverflowError):
+                return None
+            if isinstance(value, mp.mpc) or not mp.isfinite(value):
+                return None
+            if abs(value) > LARGEST:
+                return None
+            nodes.append(value)
+        return nodes
+
+
+@st.composite
+def dags(draw, max_nodes: int = MAX_NODES) -> Dag:
+    count = draw(st.integers(1, max_nodes))
+    ops = []
+    for i in range(count):
+        op = draw(st.sampled_from(OPS))
+        available = len(NAMES) + i
+        operands = []
+        for _ in range(op.arity):
+            if i and draw(st.booleans()):  # a chain: one of the last two nodes
+                k = available - 1 - draw(st.integers(0, min(1, i - 1)))
+            else:  # sharing: any earlier node or input
+                k = draw(st.integers(0, available - 1))
+            operands.append(k)
+        c = draw(st.sampled_from(CONSTANTS)) if op.constant else None
+        ops.append((op, tuple(operands), c))
+    return Dag(ops)
+
+
+coordinates = st.integers(-96, 96).map(lambda n: Fraction(n, 32))
+points = st.fixed_dictionaries({n: coordinates for n in NAMES})
+
+
+def independent(expr: sp.Expr) -> sp.Expr:
+    """`expr` in SymPy's own functions: learners by their definitions, sign as a step.
+
+    (conftest.independent uses `.rewrite(sp.exp)`, which also rewrites the
+    arguments: sigmoid(a**2) becomes 1/(1 + exp(-exp(2*log(a)))), nan at a = 0.)
+    SymPy cannot differentiate sign(u) for every u, hence the step function.
+    """
+    return (
+        expr.replace(sigmoid, lambda u: 1 / (1 + sp.exp(-u)))
+        .replace(softplus, lambda u: sp.log(1 + sp.exp(u)))
+        .replace(relu, lambda u: sp.Piecewise((u, u > 0), (0, True)))
+        .replace(sp.sign, _Step)
+    )
+
+
+class _Step(sp.Function):
+    """sign, with the derivative 0 that it has away from 0."""
+
+    @classmethod
+    def eval(cls, arg):
+        return sp.sign(arg) if arg.is_number else None
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _eval_evalf(self, prec):
+        return sp.sign(self.args[0].evalf(prec))
+
+
+def _exact(expr: sp.Expr, point: dict[str, Fraction]) -> tuple[float, dict[str, float]]:
+    """Value and gradient of `expr` at `point` from sympy.diff, to 30 digits."""
+    reference = independent(expr)
+    subs = {
+        s: sp.Rational(point[s.name].numerator, point[s.name].denominator)
+        for s in SYMBOLS
+    }
+
+    def evaluate(e: sp.Expr) -> float:
+        # Exact rationals first (evalf's own subs= substitutes floats, and SymPy then
+        # stumbles over rounding, e.g. a Max of two numbers with 1e-13j parts).
+        try:
+            value = complex(e.xreplace(subs).evalf(30))
+        except (TypeError, ValueError):
+            # Rare: SymPy builds every branch of a Piecewise with numbers, and one
+            # it does not take may compare a nan (or leave a condition undecided).
+            event("the exact reference could not be evaluated")
+            assume(False)
+        assume(math.isfinite(value.real) and abs(value.imag) <= 1e-20)
+        return value.real
+
+    value = evaluate(reference)
+    grads = {}
+    for s in SYMBOLS:
+        derivative = sp.diff(reference, s)
+        # An unevaluated Derivative would mean the reference itself is incomplete.
+        assert not derivative.has(sp.Derivative), derivative
+        grads[s.name] = evaluate(derivative)
+    return value, grads
+
+
+KNOWN_SYMPY_INPUT_BUGS = (
+    "unsupported function 'Piecewise'",  # functions.unsupported_function
+    "unsupported function 're'",  # learners are not known positive: Abs(2**s) -> re
+    "unsupported function 'im'",
+)
+
+
+def _close(got: float, want: float) -> bool:
+    return abs(got - want) <= RTOL * max(1.0, abs(want))
+
+
+def _compare(module, point: dict[str, Fraction], value: float, grads: dict[str, float]):
+    args = {n: float(point[n]) for n in NAMES if n in _parameters(module)}
+    got_value, got_grads = module.value_and_grad(**args)
+    assert _close(float(got_value), value), (got_value, value)
+    for name in got_grads._fields:
+        assert _close(float(getattr(got_grads, name)), grads[name]), (
+            name,
+            getattr(got_grads, name),
+            grads[name],
+        )
+    # backward is the vector-Jacobian product: dy scales every gradient
+    y, tape = module.forward(**args)
+    assert _close(float(y), value)
+    scaled = module.backward(tape, 2.5)
+    for name in got_grads._fields:
+        assert _close(float(getattr(scaled, name)), 2.5 * grads[name]), name
+
+
+def _parameters(module) -> list[str]:
+    return list(inspect.signature(module.forward).parameters)
+
+
+@settings(PROFILE)
+@given(dag=dags(), point=points, as_steps=st.booleans())
+def test_random_dags_match_sympy_diff(dag, point, as_steps):
+    values = dag.values(point)
+    assume(values is not None)
+    expr = dag.expressions()[-1]
+    note(f"steps: {dag.texts()}\npoint: {point}\nexpression: {expr}")
+    free = sorted(s.name for s in expr.free_symbols)
+    assume(free)  # a constant output has no gradient to compare
+    value, grads = _exact(expr, point)
+    assume(all(abs(g) <= LARGEST for g in grads.values()))
+    for target in ("numpy", "python"):
+        if as_steps:
+            spec = {
+                "name": "fuzz",
+                "inputs": {n: {} for n in NAMES},
+                "steps": dag.texts(),
+            }
+            module = symgrad.compile(spec, target=target)
+        else:
+            try:
+                module = symgrad.compile(expr, wrt=free, target=target)
+            except SpecError as err:
+                if not any(bug in str(err) for bug in KNOWN_SYMPY_INPUT_BUGS):
+                    raise
+                # A known bug (see the xfail regressions below): use the steps instead.
+                spec = {
+                    "name": "fuzz",
+                    "inputs": {n: {} for n in NAMES},
+                    "steps": dag.texts(),
+                }
+                module = symgrad.compile(spec, target=target)
+        with _float_errors():
+            _compare(module, point, value, grads)
+
+
+class _float_errors:
+    """Floating-point warnings are failures here: the point is inside the domain."""
+
+    def __enter__(self):
+        import numpy as np
+
+        # Underflow to 0 (exp(-1000)) is fine; overflow, 0/0 and x/0 are not.
+        self._state = np.seterr(over="raise", invalid="raise", divide="raise")
+
+    def __exit__(self, *exc):
+        import numpy as np
+
+        np.seterr(**self._state)
+        return False
+
+
+# --------------------------------------------------------------------------- regressions
+# What the fuzzer found. Bugs in files this test does not own are strict xfails: each
+# one turns into a failure (remove the mark) once its fix lands.
+
+
+def test_a_function_sympy_introduces_is_a_spec_error_with_its_step():
+    """Abs(1000**(x**a)): x**a may be complex, so SymPy rewrites the Abs into
+    1000**re(...), which used to fail in lowering without file or step. (The
+    fuzzer found it with sigmoid(a) for x; sigmoid now says it is positive.)"""
+    spec = {
+        "name": "r",
+        "inputs": {"a": {}, "x": {}},
+        "steps": {"y": "Abs(1000**(x**a))"},
+    }
+    with pytest.raises(
+        SpecError, match=r"step 'y': SymPy rewrote .* into re\(\.\.\.\)"
+    ):
+        from_dict(spec)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="functions.unsupported_function rejects Piecewise (lowered, but not in OPS)",
+)
+def test_piecewise_from_sympy():
+    a = SYMBOLS[0]
+    module = symgrad.compile(sp.Piecewise((a**2, a > 0), (-a, True)), wrt=[a])
+    assert module.grad(a=1.5).a == pytest.approx(3.0)
+
+
+def test_abs_of_a_power_of_a_learner_from_sympy():
+    a = SYMBOLS[0]
+    module = symgrad.compile(sp.Abs(1000 ** (sigmoid(a) ** a)), wrt=[a])
+    assert module.value_and_grad(a=0.0)[0] == pytest.approx(1000.0)
+
+
+def test_log_sigmoid_in_the_tail_python_target():
+    spec = {"name": "r", "inputs": {"a": {}}, "steps": {"y": "log(sigmoid(a))"}}
+    module = symgrad.compile(spec, target="python")
+    value, grads = module.value_and_grad(a=-40.0)
+    assert value == pytest.approx(-40.0, rel=1e-12)
+    assert grads.a == pytest.approx(1.0, rel=1e-12)
+
+
+def test_sigmoid_far_left_without_overflow_numpy_target():
+    spec = {
+        "name": "r",
+        "inputs": {"a": {}},
+        "steps": {"y": "sigmoid(a) + softplus(a)"},
+    }
+    module = symgrad.compile(spec, target="numpy")
+    with _float_errors():
+        value, grads = module.value_and_grad(a=-1000.0)
+    assert value == 0.0 and grads.a == 0.0
+
+
+def test_the_reference_sees_every_operation():
+    """Each operation's mpmath value agrees with its SymPy expression (the test's own check)."""
+    point = {"a": Fraction(3, 8), "b": Fraction(5, 16), "c": Fraction(7, 10)}
+    subs = {
+        s: sp.Rational(point[s.name].numerator, point[s.name].denominator)
+        for s in SYMBOLS
+    }
+    nodes = [mp.mpf(point[n].numerator) / point[n].denominator for n in NAMES]
+    for op in OPS:
+        operands = (0, 1, 2)[: op.arity]
+        c = 0.5 if op.constant else None
+        args = [nodes[k] for k in operands] + ([mp.mpf(c)] if op.constant else [])
+        sym = [SYMBOLS[k] for k in operands] + ([c] if op.constant else [])
+        want = op.value(*args)
+        got = independent(op.build(*sym)).xreplace(subs).evalf(30)
+        assert math.isclose(float(got), float(want), rel_tol=1e-12, abs_tol=1e-12), (
+            op.name
+        )
