@@ -715,6 +715,13 @@ class _Expression:
             raise SpecError(
                 f"{ast.unparse(node)!r} is a number where a condition is expected"
             )
+        if value.has(sp.Piecewise):
+            # SymPy would solve such a condition for its variable (it can recurse
+            # without end); a step holding the selected value keeps it a comparison.
+            raise SpecError(
+                f"the condition {ast.unparse(node)!r} contains a where/Piecewise "
+                f"value; compute that value in a step of its own"
+            )
         return value
 
     def _Constant(self, node: ast.Constant) -> sp.Basic:

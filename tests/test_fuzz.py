@@ -400,8 +400,6 @@ def _exact(expr: sp.Expr, point: dict[str, Fraction]) -> tuple[float, dict[str, 
 
 KNOWN_SYMPY_INPUT_BUGS = (
     "unsupported function 'Piecewise'",  # functions.unsupported_function
-    "unsupported function 're'",  # learners are not known positive: Abs(2**s) -> re
-    "unsupported function 'im'",
 )
 
 
@@ -436,7 +434,13 @@ def _parameters(module) -> list[str]:
 def test_random_dags_match_sympy_diff(dag, point, as_steps):
     values = dag.values(point)
     assume(values is not None)
-    expr = dag.expressions()[-1]
+    try:
+        expr = dag.expressions()[-1]
+    except RecursionError:
+        # Rare: SymPy solves a condition holding a Piecewise for its variable, and
+        # recurses without end (specs refuse such conditions; steps avoid them).
+        event("SymPy could not build the expression")
+        assume(False)
     note(f"steps: {dag.texts()}\npoint: {point}\nexpression: {expr}")
     free = sorted(s.name for s in expr.free_symbols)
     assume(free)  # a constant output has no gradient to compare
