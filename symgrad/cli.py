@@ -77,7 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the finite-difference check before writing",
     )
-    compile_.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    compile_.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     compile_.set_defaults(run=_compile)
 
     check = commands.add_parser(
@@ -102,7 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="random seed for the points (default 0)"
     )
     check.add_argument("--target", choices=sorted(TARGETS), default="numpy")
-    check.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    check.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     check.set_defaults(run=_check)
     _add_explain_commands(commands)
     return parser
@@ -116,7 +126,13 @@ def _compile(args: argparse.Namespace) -> int:
         compiled = build(load(path))
         checked = ""
         if not args.no_check:
-            reports = _run_checks(compiled, args.target, {}, CHECK_POINTS, 0)
+            try:
+                reports = _run_checks(compiled, args.target, {}, CHECK_POINTS, 0)
+            except OutOfDomain as err:
+                raise UsageError(
+                    f"{path}: outside the function's domain: {err} "
+                    f"(--no-check writes the module without checking)"
+                ) from None
             failed = [r for r in reports if not r.ok]
             if failed:
                 print(
@@ -249,7 +265,12 @@ def _add_explain_commands(commands) -> None:
     )
     explain.add_argument("--level", **level)
     explain.add_argument("--seed", **seed)
-    explain.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    explain.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     explain.set_defaults(run=_explain)
 
     graph = commands.add_parser(
@@ -267,7 +288,12 @@ def _add_explain_commands(commands) -> None:
     graph.add_argument("--at", **at)
     graph.add_argument("--level", **level)
     graph.add_argument("--seed", **seed)
-    graph.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    graph.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     graph.set_defaults(run=_graph)
 
     plot = commands.add_parser(
@@ -283,7 +309,12 @@ def _add_explain_commands(commands) -> None:
         "--range", nargs=2, type=float, metavar=("LO", "HI"), help="default: value ± 3"
     )
     plot.add_argument("--seed", **seed)
-    plot.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    plot.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     plot.set_defaults(run=_plot)
 
 

@@ -107,6 +107,9 @@ def compile_module(
     return attach_display(module)
 
 
+MAX_RECURSION = 50_000  # past this the C stack, not Python, would give out
+
+
 @contextmanager
 def _recursion_for(expr: Any):
     """Let SymPy walk a deeply nested expression (a k-layer composition, say).
@@ -117,7 +120,7 @@ def _recursion_for(expr: Any):
     """
     limit = sys.getrecursionlimit()
     nodes = _node_count(expr) if isinstance(expr, sp.Basic) else 0
-    sys.setrecursionlimit(max(limit, 1000 + 8 * nodes))
+    sys.setrecursionlimit(min(max(limit, 1000 + 8 * nodes), MAX_RECURSION))
     try:
         yield
     finally:

@@ -178,11 +178,6 @@ def test_a_fractional_power_of_a_negative_number_is_not_complex(target):
     assert np.isnan(value)  # the numpy target, as np.power does
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OutOfDomain,
-    reason="cli._compile lets OutOfDomain from the pre-write check escape (a traceback)",
-)
 def test_compiling_a_function_defined_nowhere_exits_2(tmp_path, capsys):
     spec = tmp_path / "nowhere.yaml"
     spec.write_text("name: nowhere\ninputs: {x: {}}\nsteps:\n  y: sqrt(-1 - x**2)\n")
@@ -191,10 +186,6 @@ def test_compiling_a_function_defined_nowhere_exits_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli: each subcommand's own --debug (default False) overrides `symgrad --debug`",
-)
 def test_debug_before_the_command_shows_the_traceback(capsys):
     spec = CORPUS / "import_call.yaml"
     assert cli.main(["--debug", "compile", str(spec), "-o", "-"]) == 2
