@@ -34,7 +34,9 @@ def exact_gradient(
 def independent(expr: sp.Expr) -> sp.Expr:
     """`expr` with sigmoid, softplus and relu replaced by their definitions."""
     learners = (sigmoid, softplus, relu)
-    return expr.replace(lambda e: isinstance(e, learners), lambda e: e.rewrite(sp.exp))
+    return expr.replace(
+        lambda e: isinstance(e, learners), lambda e: type(e)._definition(e.args[0])
+    )
 
 
 def _real(number: sp.Expr) -> float:
