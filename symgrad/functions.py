@@ -152,6 +152,26 @@ def nodes(expr: sp.Basic) -> set[sp.Basic]:
     return seen
 
 
+def bottom_up(expr: sp.Basic) -> list[sp.Basic]:
+    """Every distinct subexpression once, children before parents (no recursion)."""
+    order: list[sp.Basic] = []
+    done: set[sp.Basic] = set()
+    stack = [expr]
+    while stack:
+        node = stack[-1]
+        if node in done:
+            stack.pop()
+            continue
+        pending = [a for a in node.args if a not in done]
+        if pending:
+            stack.extend(pending)
+        else:
+            stack.pop()
+            done.add(node)
+            order.append(node)
+    return order
+
+
 def unsupported_function(expr: sp.Basic) -> str | None:
     """The name of a function in `expr` that symgrad cannot compile, if any."""
     bad = sorted(

@@ -31,6 +31,7 @@ from symgrad.functions import (
     OPS,
     TENSOR_FUNCTIONS,
     TensorOp,
+    bottom_up,
     nodes,
     tensor,
     tensor_call,
@@ -1064,18 +1065,8 @@ def from_sympy(
 def _sympy_depth(expr: sp.Basic) -> int:
     """The depth of `expr`, without recursion (each shared node measured once)."""
     depth: dict[sp.Basic, int] = {}
-    stack = [expr]
-    while stack:
-        node = stack[-1]
-        if node in depth:
-            stack.pop()
-            continue
-        pending = [a for a in node.args if a not in depth]
-        if pending:
-            stack.extend(pending)
-        else:
-            stack.pop()
-            depth[node] = 1 + max((depth[a] for a in node.args), default=0)
+    for node in bottom_up(expr):
+        depth[node] = 1 + max((depth[a] for a in node.args), default=0)
     return depth[expr]
 
 
@@ -1085,17 +1076,7 @@ def _check_constants(expr: sp.Basic) -> None:
         raise SpecError(f"{sp.sstr(expr)} is undefined (it contains {sp.zoo} or nan)")
     # Which nodes are numbers, bottom-up (Expr.is_number would recurse from each node).
     numeric: dict[sp.Basic, bool] = {}
-    stack = [expr]
-    while stack:
-        node = stack[-1]
-        if node in numeric:
-            stack.pop()
-            continue
-        pending = [a for a in node.args if a not in numeric]
-        if pending:
-            stack.extend(pending)
-            continue
-        stack.pop()
+    for node in bottom_up(expr):
         if not isinstance(node, sp.Expr):
             numeric[node] = False
         elif node.args:
