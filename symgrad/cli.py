@@ -77,12 +77,6 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the finite-difference check before writing",
     )
-    compile_.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
-    )
     compile_.set_defaults(run=_compile)
 
     check = commands.add_parser(
@@ -107,14 +101,15 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="random seed for the points (default 0)"
     )
     check.add_argument("--target", choices=sorted(TARGETS), default="numpy")
-    check.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
-    )
     check.set_defaults(run=_check)
     _add_explain_commands(commands)
+    for command in commands.choices.values():  # `symgrad CMD --debug` works too
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
     return parser
 
 
@@ -265,12 +260,6 @@ def _add_explain_commands(commands) -> None:
     )
     explain.add_argument("--level", **level)
     explain.add_argument("--seed", **seed)
-    explain.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
-    )
     explain.set_defaults(run=_explain)
 
     graph = commands.add_parser(
@@ -288,12 +277,6 @@ def _add_explain_commands(commands) -> None:
     graph.add_argument("--at", **at)
     graph.add_argument("--level", **level)
     graph.add_argument("--seed", **seed)
-    graph.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
-    )
     graph.set_defaults(run=_graph)
 
     plot = commands.add_parser(
@@ -309,12 +292,6 @@ def _add_explain_commands(commands) -> None:
         "--range", nargs=2, type=float, metavar=("LO", "HI"), help="default: value ± 3"
     )
     plot.add_argument("--seed", **seed)
-    plot.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
-    )
     plot.set_defaults(run=_plot)
 
 
