@@ -77,6 +77,11 @@ def _sum_to(g, shape, out_shape):
     return np.sum(np.broadcast_to(g, full), axis=axes).reshape(shape)
 
 
+def _sigmoid(x):
+    """1 / (1 + exp(-x)), exact in both tails: exp never sees a positive argument."""
+    return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
+
+
 def forward(w1, w2, w3, b, x1, x2, x3, y):
     """Compute L; return (L, tape)."""
     # Z = w1*x1 + w2*x2 + w3*x3 + b
@@ -87,7 +92,7 @@ def forward(w1, w2, w3, b, x1, x2, x3, y):
     t4 = w3 * x3
     Z = t3 + t4
     # a = sigmoid(Z)
-    a = np.exp(-np.logaddexp(0, -Z))
+    a = _sigmoid(Z)
     # L = -y*log(a) - (1 - y)*log(1 - a)
     t5 = np.log(a)
     t6 = y * t5
@@ -180,21 +185,11 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
     # a = sigmoid(Z)
-    a = np.exp(-np.logaddexp(0, -Z))
+    a = _sigmoid(Z)
     # L = -y*log(a) - (1 - y)*log(1 - a)
-    t8 = 1 - y
-    t9 = 1 - a
-    L = -(y * np.log(a)) - t8 * np.log(t9)
-    # ∂L/∂t10 = ∂L/∂t11·∂t11/∂t10   (∂t11/∂t10 = t8)
-    dL_dt10 = -t8
-    # ∂L/∂t9 = ∂L/∂t10·∂t10/∂t9   (∂t10/∂t9 = 1/t9)
-    dL_dt9 = dL_dt10 / t9
-    # ∂L/∂t5 = ∂L/∂t6·∂t6/∂t5   (∂t6/∂t5 = y)
-    dL_dt5 = -y
-    # ∂L/∂a = ∂L/∂t9·∂t9/∂a + ∂L/∂t5·∂t5/∂a   (∂t9/∂a = -1, ∂t5/∂a = 1/a)
-    dL_da = dL_dt5 / a - dL_dt9
-    # ∂L/∂Z = ∂L/∂a·∂a/∂Z   (∂a/∂Z = a*(1 - a))
-    dL_dZ = a * dL_da * t9
+    L = -(y * np.log(a)) - (1 - y) * np.log(1 - a)
+    # ∂L/∂Z = a - y   (simplified by sympy.cancel)
+    dL_dZ = a - y
     # ∂L/∂w1 = ∂L/∂t0·∂t0/∂w1   (∂t0/∂w1 = x1)
     dL_dw1 = dL_dZ * x1
     # ∂L/∂w2 = ∂L/∂t2·∂t2/∂w2   (∂t2/∂w2 = x2)

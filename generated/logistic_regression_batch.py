@@ -55,6 +55,11 @@ class Gradients(NamedTuple):
     b: Any
 
 
+def _sigmoid(x):
+    """1 / (1 + exp(-x)), exact in both tails: exp never sees a positive argument."""
+    return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
+
+
 def _broadcast(g, like, axis=None):
     """The adjoint of a sum over axis: g spread back over like's shape (a view).
 
@@ -71,7 +76,7 @@ def forward(X, y, w, b):
     t0 = X @ w
     z = b + t0
     # a = sigmoid(z)
-    a = np.exp(-np.logaddexp(0, -z))
+    a = _sigmoid(z)
     # L = sum(-y*log(a) - (1 - y)*log(1 - a))
     t1 = np.log(a)
     t2 = y * t1
@@ -127,26 +132,11 @@ def value_and_grad(X, y, w, b):
     # z = X @ w + b
     z = b + X @ w
     # a = sigmoid(z)
-    a = np.exp(-np.logaddexp(0, -z))
+    a = _sigmoid(z)
     # L = sum(-y*log(a) - (1 - y)*log(1 - a))
-    t4 = 1 - y
-    t5 = 1 - a
-    t8 = -(y * np.log(a)) - t4 * np.log(t5)
-    L = np.sum(t8)
-    # ∂L/∂t8 = ∂L/∂L·∂L/∂t8   (∂L/∂t8: broadcast(1 to t8))
-    dL_dt8 = _broadcast(1, t8)
-    # ∂L/∂t7 = ∂L/∂t8·∂t8/∂t7   (∂t8/∂t7 = -1)
-    dL_dt7 = -dL_dt8
-    # ∂L/∂t6 = ∂L/∂t7·∂t7/∂t6   (∂t7/∂t6 = t4)
-    dL_dt6 = dL_dt7 * t4
-    # ∂L/∂t5 = ∂L/∂t6·∂t6/∂t5   (∂t6/∂t5 = 1/t5)
-    dL_dt5 = dL_dt6 / t5
-    # ∂L/∂t1 = ∂L/∂t2·∂t2/∂t1   (∂t2/∂t1 = y)
-    dL_dt1 = dL_dt7 * y
-    # ∂L/∂a = ∂L/∂t5·∂t5/∂a + ∂L/∂t1·∂t1/∂a   (∂t5/∂a = -1, ∂t1/∂a = 1/a)
-    dL_da = dL_dt1 / a - dL_dt5
-    # ∂L/∂z = ∂L/∂a·∂a/∂z   (∂a/∂z = a*(1 - a))
-    dL_dz = a * dL_da * t5
+    L = np.sum(-(y * np.log(a)) - (1 - y) * np.log(1 - a))
+    # ∂L/∂z = a - y   (simplified by sympy.cancel)
+    dL_dz = a - y
     # ∂L/∂w = ∂L/∂t0·∂t0/∂w   (∂t0/∂w: X.T @ dL_dz)
     dL_dw = X.T @ dL_dz
     # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)

@@ -99,6 +99,13 @@ class Emitter:
             self.shapes[name] = shape
         return self.values[key]
 
+    def keep(self, a: Assign) -> None:
+        """Append an assignment made elsewhere, as if emitted (later values may reuse it)."""
+        self.body.append(a)
+        self.values.setdefault(_key(a.op, a.args, a.params), a.name)
+        self.shapes[a.name] = a.shape
+        self.taken.add(a.name)
+
     def shape(self, operand: Operand) -> Shape:
         return self.shapes.get(operand, ()) if isinstance(operand, str) else ()
 

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import replace
 
-from symgrad.ir import Program
+import sympy as sp
+
+from symgrad.ir import TENSOR, Assign, Operand, Program
+from symgrad.lower import Emitter
+from symgrad.rules import BOOLEAN, SYMPY
+from symgrad.shapes import ShapeError, broadcast
+
+MAX_CANCEL_OPS = 40
+"""Adjoints larger than this are left as the chain rule built them: `cancel`'s cost
+grows quickly with size, and the cancellations backprop courses teach are small."""
+
+_TEMPORARY = re.compile(r"t\d+\Z")  # Emitter.fresh's names, never a user's
+_OPAQUE = TENSOR | BOOLEAN | {"where"}  # not elementwise arithmetic: kept as names
 
 
 def dce(program: Program) -> Program:
@@ -23,3 +37,151 @@ def dce(program: Program) -> Program:
         forward=tuple(a for a in kept if a.name in forward_names),
         backward=tuple(a for a in kept if a.name not in forward_names),
     )
+
+
+def cancel(program: Program) -> Program:
+    """Cancel what the chain rule multiplies in after dividing it out.
+
+    Backprop through a logistic unit and its cross-entropy computes
+    ∂L/∂z = a*(1 - a)*(-y/a + (1 - y)/(1 - a)) one local derivative at a time:
+    six array operations where the hand-written code has `a - y`. Here an
+    adjoint that divides is also built as one SymPy expression over forward
+    values (the small backward values it reads substituted, the forward
+    temporaries it reads expanded one level), and replaced by `sympy.cancel`
+    of that when it takes fewer operations than the adjoint's own and keeps
+    the adjoint's shape. Run on `value_and_grad`'s program only:
+    `backward(tape, dy)` keeps every step of the chain rule for learners.
+    """
+    shapes = program.shapes()
+    if isinstance(program.seed, str):  # dy has the output's shape
+        shapes[program.seed] = shapes[program.output]
+    readers = Counter(arg for a in program.backward for arg in a.args)
+    readers.update(g for _, g in program.gradients)
+    inlined = _inlined(program.backward, readers)
+    # Bookkeeping on the IR first: SymPy is only called for the few candidates.
+    size: dict[str, int] = {}  # operations in a small value's whole expression
+    divides: set[str] = set()  # small values whose whole expression divides
+    candidates = []
+    for a in program.backward:
+        if not _elementwise(a, shapes):
+            continue
+        parts = [arg for arg in a.args if arg in size]
+        if 1 + sum(size[p] for p in parts) > MAX_CANCEL_OPS:
+            continue
+        size[a.name] = 1 + sum(size[p] for p in parts)
+        if a.op == "div" or any(p in divides for p in parts):
+            divides.add(a.name)
+            if a.name not in inlined:
+                candidates.append(a.name)
+    if not candidates:
+        return program
+    assigns = {a.name: a for a in program.backward}
+    whole = _Builder(assigns, substitute=set(size))
+    own = _Builder(assigns, substitute=inlined & set(size))
+    forward = {a.name: a for a in program.forward}
+    simpler: dict[str, sp.Expr] = {}
+    for name in candidates:
+        cancelled = _cancel(
+            whole(name), own(name), assigns[name].shape, shapes, forward
+        )
+        if cancelled is not None:
+            simpler[name] = cancelled
+    if not simpler:
+        return program
+    taken = {*program.inputs, program.seed, *assigns}
+    emitter = Emitter({t for t in taken if isinstance(t, str)}, program.forward, shapes)
+    note = ""
+    for a in program.backward:
+        note = a.note or note
+        if a.name in simpler:
+            what = a.name if _TEMPORARY.match(a.name) else note.split(" = ")[0]
+            emitter.lower(
+                simpler[a.name],
+                name=a.name,
+                note=f"{what} = {simpler[a.name]}   (simplified by sympy.cancel)",
+                alias=False,
+            )
+        else:
+            emitter.keep(a)
+    return dce(replace(program, backward=tuple(emitter.body)))
+
+
+def _inlined(backward: tuple[Assign, ...], readers: Counter) -> set[str]:
+    """Backward values read once, by elementwise arithmetic: part of their reader's expression."""
+    reader = {arg: a for a in backward for arg in a.args if readers[arg] == 1}
+    return {
+        a.name
+        for a in backward
+        if a.name in reader and reader[a.name].op not in _OPAQUE
+    }
+
+
+def _elementwise(a: Assign, shapes: dict) -> bool:
+    """Elementwise arithmetic, or a scalar spread over an array (which arithmetic
+    broadcasts anyway; `_cancel` checks that the result keeps its shape)."""
+    if a.op == "broadcast":
+        return shapes.get(a.args[0], ()) == ()
+    return a.op not in _OPAQUE
+
+
+class _Builder:
+    """Backward values as SymPy expressions, the names in `substitute` replaced
+    by their own expressions (memoized: each is built once)."""
+
+    def __init__(self, assigns: dict[str, Assign], substitute: set[str]):
+        self.assigns, self.substitute = assigns, substitute
+        self.memo: dict[str, sp.Expr] = {}
+
+    def __call__(self, name: str) -> sp.Expr:
+        if name not in self.memo:
+            a = self.assigns[name]
+            if a.op == "broadcast":
+                self.memo[name] = self.operand(a.args[0])
+            else:
+                self.memo[name] = SYMPY[a.op](*map(self.operand, a.args))
+        return self.memo[name]
+
+    def operand(self, arg: Operand) -> sp.Expr:
+        if arg in self.substitute:
+            return self(arg)
+        return _symbol(arg)
+
+
+def _symbol(arg: Operand) -> sp.Expr:
+    return sp.Symbol(arg, real=True) if isinstance(arg, str) else sp.sympify(arg)
+
+
+def _cancel(
+    whole: sp.Expr, own: sp.Expr, shape: tuple, shapes: dict, forward: dict
+) -> sp.Expr | None:
+    """A form of `whole` with the same shape that costs fewer operations than `own`.
+
+    `whole` is an adjoint over forward values; `own` the same adjoint over the
+    values its own lines read (what it costs as the chain rule built it).
+    """
+    if whole.has(sp.Float, sp.Piecewise):
+        return None
+    expanded = whole.xreplace(
+        {s: _expanded(s.name, forward) for s in whole.free_symbols}
+    )
+    cancelled = sp.factor_terms(sp.cancel(expanded))
+    if sp.count_ops(cancelled) >= sp.count_ops(own):
+        return None
+    try:
+        if broadcast(*(shapes[s.name] for s in cancelled.free_symbols)) != shape:
+            return None
+    except ShapeError:
+        return None
+    return cancelled
+
+
+def _expanded(name: str, forward: dict[str, Assign]) -> sp.Expr:
+    """A forward temporary as the operation that defines it (`t5` as `1 - a`).
+
+    One level only: named steps and inputs are what the expression is written
+    in, and a deeper expansion could pull in a whole one-step expression.
+    """
+    a = forward.get(name)
+    if a is None or not _TEMPORARY.match(name) or a.op in _OPAQUE:
+        return _symbol(name)
+    return SYMPY[a.op](*map(_symbol, a.args))

@@ -2,7 +2,8 @@
 
 forward = lower(spec)
 backward = dce(reverse(forward, seed="dy"))   # for backward(tape, dy)
-unit = dce(reverse(forward, seed=1))          # for value_and_grad: dy = 1 folded in
+unit = cancel(dce(reverse(forward, seed=1)))  # for value_and_grad: dy = 1 folded in,
+                                              # adjoints simplified (a*(1-a)*... -> a - y)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sympy as sp
 from symgrad import spec as spec_module
 from symgrad.ir import Program
 from symgrad.lower import lower
-from symgrad.optimize import dce
+from symgrad.optimize import cancel, dce
 from symgrad.render import TARGETS, render
 from symgrad.reverse import SEED, reverse
 from symgrad.spec import Spec
@@ -45,7 +46,7 @@ def build(spec: Spec) -> Compiled:
     return Compiled(
         spec,
         dce(reverse(forward, SEED, memo)),
-        dce(reverse(forward, unit_seed, memo)),
+        cancel(dce(reverse(forward, unit_seed, memo))),
     )
 
 

