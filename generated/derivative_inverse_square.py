@@ -89,6 +89,7 @@ def value_and_grad(w):
     dJ_dt0 = -(J**2)
     # ∂J/∂w = ∂J/∂t0·∂t0/∂w   (∂t0/∂w = 2*w)
     dJ_dw = 2 * dJ_dt0 * w
+    del dJ_dt0
     if np.ndim(J) == 0:  # one point, not a batch: no sums needed
         gradients = [dJ_dw]
         return J, tuple.__new__(Gradients, gradients)

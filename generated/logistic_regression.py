@@ -186,10 +186,12 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
     # a = sigmoid(Z)
     a = _sigmoid(Z)
+    del Z
     # L = -y*log(a) - (1 - y)*log(1 - a)
     L = -(y * np.log(a)) - (1 - y) * np.log(1 - a)
     # ∂L/∂Z = a - y   (simplified by sympy.cancel)
     dL_dZ = a - y
+    del a
     # ∂L/∂w1 = ∂L/∂t0·∂t0/∂w1   (∂t0/∂w1 = x1)
     dL_dw1 = dL_dZ * x1
     # ∂L/∂w2 = ∂L/∂t2·∂t2/∂w2   (∂t2/∂w2 = x2)

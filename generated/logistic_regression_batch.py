@@ -133,14 +133,17 @@ def value_and_grad(X, y, w, b):
     z = b + X @ w
     # a = sigmoid(z)
     a = _sigmoid(z)
+    del z
     # L = sum(-y*log(a) - (1 - y)*log(1 - a))
     L = np.sum(-(y * np.log(a)) - (1 - y) * np.log(1 - a))
     # ∂L/∂z = a - y   (simplified by sympy.cancel)
     dL_dz = a - y
+    del a
     # ∂L/∂w = ∂L/∂t0·∂t0/∂w   (∂t0/∂w: X.T @ dL_dz)
     dL_dw = X.T @ dL_dz
     # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
     dL_db = np.sum(dL_dz)
+    del dL_dz
     gradients = [dL_dw, dL_db]
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return L, tuple.__new__(Gradients, gradients)

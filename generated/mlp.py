@@ -125,24 +125,31 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
     out = b2 + hidden @ W2
     # L = mean((out - Y)**2)
     t3 = out - Y
+    del out
     t4 = t3**2
     L = np.mean(t4)
     # ∂L/∂t4 = ∂L/∂L·∂L/∂t4   (∂L/∂t4: broadcast((1/size(t4)) to t4))
     dL_dt4 = _broadcast(1 / np.size(t4), t4)
+    del t4
     # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3 = 2*t3)
     dL_dt3 = 2 * dL_dt4 * t3
+    del dL_dt4, t3
     # ∂L/∂hidden = ∂L/∂t2·∂t2/∂hidden   (∂t2/∂hidden: dL_dt3 @ W2.T)
     dL_dhidden = dL_dt3 @ W2.T
     # ∂L/∂t1 = ∂L/∂hidden·∂hidden/∂t1   (∂hidden/∂t1 = 1 - hidden**2)
     dL_dt1 = dL_dhidden * (1 - hidden**2)
+    del dL_dhidden
     # ∂L/∂W1 = ∂L/∂t0·∂t0/∂W1   (∂t0/∂W1: X.T @ dL_dt1)
     dL_dW1 = X.T @ dL_dt1
     # ∂L/∂b1 = ∂L/∂t1·∂t1/∂b1   (∂t1/∂b1 = 1)
     dL_db1 = np.sum(dL_dt1, axis=0)
+    del dL_dt1
     # ∂L/∂W2 = ∂L/∂t2·∂t2/∂W2   (∂t2/∂W2: hidden.T @ dL_dt3)
     dL_dW2 = hidden.T @ dL_dt3
+    del hidden
     # ∂L/∂b2 = ∂L/∂out·∂out/∂b2   (∂out/∂b2 = 1)
     dL_db2 = np.sum(dL_dt3, axis=0)
+    del dL_dt3
     gradients = [dL_dW1, dL_db1, dL_dW2, dL_db2]
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return L, tuple.__new__(Gradients, gradients)

@@ -130,18 +130,24 @@ def value_and_grad(X, Y, W, b):
     L = np.mean(loss)
     # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss: broadcast((1/size(loss)) to loss))
     dL_dloss = _broadcast(1 / np.size(loss), loss)
+    del loss
     # ∂L/∂t3 = ∂L/∂loss·∂loss/∂t3   (∂loss/∂t3 = -1)
     dL_dt3 = -dL_dloss
     # ∂L/∂t2 = ∂L/∂t3·∂t3/∂t2   (∂t3/∂t2: broadcast(dL_dt3, axis=1 to t2))
     dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
+    del dL_dt3, t2
     t7 = _broadcast(dL_dloss, logits, axis=1)
+    del dL_dloss
     t10 = np.exp(logits - _broadcast(t1, logits, axis=1))
+    del logits, t1
     # ∂L/∂logits = ∂L/∂t2·∂t2/∂logits + ∂L/∂t1·∂t1/∂logits   (∂t2/∂logits = Y, ∂t1/∂logits: broadcast(dL_dloss, axis=1 to logits)*exp(logits - broadcast(t1, axis=1 to logits)))
     dL_dlogits = Y * dL_dt2 + t7 * t10
+    del dL_dt2, t10, t7
     # ∂L/∂W = ∂L/∂t0·∂t0/∂W   (∂t0/∂W: X.T @ dL_dlogits)
     dL_dW = X.T @ dL_dlogits
     # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
     dL_db = np.sum(dL_dlogits, axis=0)
+    del dL_dlogits
     gradients = [dL_dW, dL_db]
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return L, tuple.__new__(Gradients, gradients)

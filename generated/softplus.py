@@ -94,8 +94,10 @@ def value_and_grad(x):
     y = np.log(t0)
     # ∂y/∂t0 = ∂y/∂y·∂y/∂t0   (∂y/∂t0 = 1/t0)
     dy_dt0 = 1 / t0
+    del t0
     # ∂y/∂x = ∂y/∂e·∂e/∂x   (∂e/∂x = e)
     dy_dx = dy_dt0 * e
+    del dy_dt0, e
     if np.ndim(y) == 0:  # one point, not a batch: no sums needed
         gradients = [dy_dx]
         return y, tuple.__new__(Gradients, gradients)

@@ -244,6 +244,7 @@ def value_and_grad(
     f1 = beta1 + h1 * omega1
     # h2 = exp(f1)
     h2 = np.exp(f1)
+    del f1
     # f2 = beta2 + omega2*h2
     f2 = beta2 + h2 * omega2
     # h3 = cos(f2)
@@ -256,26 +257,33 @@ def value_and_grad(
     y = beta4 + h4 * omega4
     # ∂y/∂f3 = ∂y/∂h4·∂h4/∂f3   (∂h4/∂f3 = 1/f3)
     dy_df3 = omega4 / f3
+    del f3
     # ∂y/∂h3 = ∂y/∂t3·∂t3/∂h3   (∂t3/∂h3 = omega3)
     dy_dh3 = dy_df3 * omega3
     # ∂y/∂f2 = ∂y/∂h3·∂h3/∂f2   (∂h3/∂f2 = -sin(f2))
     dy_df2 = -(dy_dh3 * np.sin(f2))
+    del dy_dh3, f2
     # ∂y/∂h2 = ∂y/∂t2·∂t2/∂h2   (∂t2/∂h2 = omega2)
     dy_dh2 = dy_df2 * omega2
     # ∂y/∂f1 = ∂y/∂h2·∂h2/∂f1   (∂h2/∂f1 = h2)
     dy_df1 = dy_dh2 * h2
+    del dy_dh2
     # ∂y/∂h1 = ∂y/∂t1·∂t1/∂h1   (∂t1/∂h1 = omega1)
     dy_dh1 = dy_df1 * omega1
     # ∂y/∂f0 = ∂y/∂h1·∂h1/∂f0   (∂h1/∂f0 = cos(f0))
     dy_df0 = dy_dh1 * np.cos(f0)
+    del dy_dh1, f0
     # ∂y/∂omega0 = ∂y/∂t0·∂t0/∂omega0   (∂t0/∂omega0 = x)
     dy_domega0 = dy_df0 * x
     # ∂y/∂omega1 = ∂y/∂t1·∂t1/∂omega1   (∂t1/∂omega1 = h1)
     dy_domega1 = dy_df1 * h1
+    del h1
     # ∂y/∂omega2 = ∂y/∂t2·∂t2/∂omega2   (∂t2/∂omega2 = h2)
     dy_domega2 = dy_df2 * h2
+    del h2
     # ∂y/∂omega3 = ∂y/∂t3·∂t3/∂omega3   (∂t3/∂omega3 = h3)
     dy_domega3 = dy_df3 * h3
+    del h3
     if np.ndim(y) == 0:  # one point, not a batch: no sums needed
         gradients = [
             dy_df0,

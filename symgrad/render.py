@@ -155,6 +155,7 @@ PYTHON: dict[str, Format] = {
 
 _SIMPLE = re.compile(r"-?[\w.]+\Z")
 _TEMPORARY = re.compile(r"t\d+\Z")  # Emitter.fresh's names, never a user's
+_NAME = re.compile(r"(?<![.\w])[A-Za-z_]\w*")
 FUSED_LENGTH = 48  # longer expressions keep a line of their own
 
 # op -> (precedence of its printed expression, least precedence each operand needs
@@ -267,6 +268,11 @@ def render(
         unit.forward, t, fusible(unit.forward, read_by_backward | {unit.output})
     )
     unit_lines = body(unit.backward, t, fusible(unit.backward, unit_graded))
+    uses_math = any("math." in line for line in forward + backward_lines + unit_lines)
+    if target == "numpy":  # arrays: free each one after its last use, as by hand
+        returned = _names(_gradients(unit, target) + [unit.output])
+        returned |= _names(_gradients(unit, target, one_point=True))
+        fused_forward, unit_lines = _deleting(fused_forward, unit_lines, keep=returned)
     ops = {a.op for a in backward.forward + backward.backward + unit.backward}
     gradients = _gradients(backward, target)
     read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
@@ -310,9 +316,7 @@ def render(
         "one_point_gradients": _gradients(backward, target, one_point=True),
         "unit_one_point_gradients": _gradients(unit, target, one_point=True),
         "checked": textwrap.fill(checked, width=79),
-        "uses_math": any(
-            "math." in line for line in forward + backward_lines + unit_lines
-        ),
+        "uses_math": uses_math,
         "tensor": backward.tensor,
         "shapes": textwrap.fill(
             "Inputs have the spec's shapes ("
@@ -381,6 +385,44 @@ def body(
             note = ""
         lines.append(f"{a.name} = {text}")
     return lines
+
+
+def _deleting(*parts: list[str], keep: set[str] = frozenset()) -> tuple[list[str], ...]:
+    """`parts` (consecutive lines of one function) with `del` after each name's last read.
+
+    NumPy frees an array when its last reference goes: without the `del`, every
+    intermediate of a batch stays alive until the function returns, and peak
+    memory grows with the length of the program instead of its width.
+    """
+    lines = [line for part in parts for line in part]
+    last: dict[str, int] = {}
+    defined: set[str] = set()
+    for i, line in enumerate(lines):
+        if line.startswith("#"):
+            continue
+        target, _, value = line.partition(" = ")
+        for name in _names([value]):
+            last[name] = i
+        defined.add(target)
+    after: dict[int, list[str]] = {}
+    for name in sorted(defined - set(keep)):
+        if name in last:
+            after.setdefault(last[name], []).append(name)
+    result, start = [], 0
+    for part in parts:
+        out = []
+        for i, line in enumerate(part, start):
+            out.append(line)
+            if i in after:
+                out.append(f"del {', '.join(after[i])}")
+        result.append(out)
+        start += len(part)
+    return tuple(result)
+
+
+def _names(texts: list[str]) -> set[str]:
+    """The variable names read in `texts` (not attributes such as np.exp's exp)."""
+    return {name for text in texts for name in _NAME.findall(text)}
 
 
 def fusible(assigns: tuple[Assign, ...], keep: set[str], only: set[str] | None = None):
