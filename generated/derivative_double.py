@@ -68,9 +68,9 @@ def backward(tape, dy=1.0):
     # ∂J/∂w = ∂J/∂J·∂J/∂w   (∂J/∂w = 2)
     dJ_dw = 2 * dy
     if np.ndim(dy) == 0 and np.ndim(J) == 0:  # one point, not a batch
-        gradients = [dJ_dw]
+        gradients = (dJ_dw,)
         return tuple.__new__(Gradients, gradients)
-    gradients = [_sum_to(dJ_dw, np.shape(w), np.shape(J))]
+    gradients = (_sum_to(dJ_dw, np.shape(w), np.shape(J)),)
     return tuple.__new__(Gradients, gradients)
 
 
@@ -79,9 +79,9 @@ def value_and_grad(w):
     # J = 2*w
     J = 2 * w
     if np.ndim(J) == 0:  # one point, not a batch: no sums needed
-        gradients = [2.0]
+        gradients = (2.0,)
         return J, tuple.__new__(Gradients, gradients)
-    gradients = [_sum_to(2.0, np.shape(w), np.shape(J))]
+    gradients = (_sum_to(2.0, np.shape(w), np.shape(J)),)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return J, tuple.__new__(Gradients, gradients)
 

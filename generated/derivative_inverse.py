@@ -70,9 +70,9 @@ def backward(tape, dy=1.0):
     t1 = dy * t0
     dJ_dw = -t1
     if np.ndim(dy) == 0 and np.ndim(J) == 0:  # one point, not a batch
-        gradients = [dJ_dw]
+        gradients = (dJ_dw,)
         return tuple.__new__(Gradients, gradients)
-    gradients = [_sum_to(dJ_dw, np.shape(w), np.shape(J))]
+    gradients = (_sum_to(dJ_dw, np.shape(w), np.shape(J)),)
     return tuple.__new__(Gradients, gradients)
 
 
@@ -83,9 +83,9 @@ def value_and_grad(w):
     # ∂J/∂w = ∂J/∂J·∂J/∂w   (∂J/∂w = -J**2)
     dJ_dw = -(J**2)
     if np.ndim(J) == 0:  # one point, not a batch: no sums needed
-        gradients = [dJ_dw]
+        gradients = (dJ_dw,)
         return J, tuple.__new__(Gradients, gradients)
-    gradients = [_sum_to(dJ_dw, np.shape(w), np.shape(J))]
+    gradients = (_sum_to(dJ_dw, np.shape(w), np.shape(J)),)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return J, tuple.__new__(Gradients, gradients)
 

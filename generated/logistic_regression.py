@@ -169,14 +169,14 @@ def backward(tape, dy=1.0):
     # ∂L/∂w3 = ∂L/∂t4·∂t4/∂w3   (∂t4/∂w3 = x3)
     dL_dw3 = dL_dZ * x3
     if np.ndim(dy) == 0 and np.ndim(L) == 0:  # one point, not a batch
-        gradients = [dL_dw1, dL_dw2, dL_dw3, dL_dZ]
+        gradients = (dL_dw1, dL_dw2, dL_dw3, dL_dZ)
         return tuple.__new__(Gradients, gradients)
-    gradients = [
+    gradients = (
         _sum_to(dL_dw1, np.shape(w1), np.shape(L)),
         _sum_to(dL_dw2, np.shape(w2), np.shape(L)),
         _sum_to(dL_dw3, np.shape(w3), np.shape(L)),
         _sum_to(dL_dZ, np.shape(b), np.shape(L)),
-    ]
+    )
     return tuple.__new__(Gradients, gradients)
 
 
@@ -199,14 +199,14 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     # ∂L/∂w3 = ∂L/∂t4·∂t4/∂w3   (∂t4/∂w3 = x3)
     dL_dw3 = dL_dZ * x3
     if np.ndim(L) == 0:  # one point, not a batch: no sums needed
-        gradients = [dL_dw1, dL_dw2, dL_dw3, dL_dZ]
+        gradients = (dL_dw1, dL_dw2, dL_dw3, dL_dZ)
         return L, tuple.__new__(Gradients, gradients)
-    gradients = [
+    gradients = (
         _sum_to(dL_dw1, np.shape(w1), np.shape(L)),
         _sum_to(dL_dw2, np.shape(w2), np.shape(L)),
         _sum_to(dL_dw3, np.shape(w3), np.shape(L)),
         _sum_to(dL_dZ, np.shape(b), np.shape(L)),
-    ]
+    )
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return L, tuple.__new__(Gradients, gradients)
 

@@ -123,7 +123,7 @@ def backward(tape, dy=1.0):
     dL_dw = X.T @ dL_dz
     # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
     dL_db = np.sum(dL_dz)
-    gradients = [dL_dw, dL_db]
+    gradients = (dL_dw, dL_db)
     return tuple.__new__(Gradients, gradients)
 
 
@@ -144,7 +144,7 @@ def value_and_grad(X, y, w, b):
     # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
     dL_db = np.sum(dL_dz)
     del dL_dz
-    gradients = [dL_dw, dL_db]
+    gradients = (dL_dw, dL_db)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return L, tuple.__new__(Gradients, gradients)
 

@@ -113,7 +113,7 @@ def backward(tape, dy=1.0):
     dL_dW2 = hidden.T @ dL_dt3
     # ∂L/∂b2 = ∂L/∂out·∂out/∂b2   (∂out/∂b2 = 1)
     dL_db2 = np.sum(dL_dt3, axis=0)
-    gradients = [dL_dW1, dL_db1, dL_dW2, dL_db2]
+    gradients = (dL_dW1, dL_db1, dL_dW2, dL_db2)
     return tuple.__new__(Gradients, gradients)
 
 
@@ -150,7 +150,7 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
     # ∂L/∂b2 = ∂L/∂out·∂out/∂b2   (∂out/∂b2 = 1)
     dL_db2 = np.sum(dL_dt3, axis=0)
     del dL_dt3
-    gradients = [dL_dW1, dL_db1, dL_dW2, dL_db2]
+    gradients = (dL_dW1, dL_db1, dL_dW2, dL_db2)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return L, tuple.__new__(Gradients, gradients)
 

@@ -114,7 +114,7 @@ def backward(tape, dy=1.0):
     dL_dW = X.T @ dL_dlogits
     # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
     dL_db = np.sum(dL_dlogits, axis=0)
-    gradients = [dL_dW, dL_db]
+    gradients = (dL_dW, dL_db)
     return tuple.__new__(Gradients, gradients)
 
 
@@ -148,7 +148,7 @@ def value_and_grad(X, Y, W, b):
     # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
     dL_db = np.sum(dL_dlogits, axis=0)
     del dL_dlogits
-    gradients = [dL_dW, dL_db]
+    gradients = (dL_dW, dL_db)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return L, tuple.__new__(Gradients, gradients)
 

@@ -79,9 +79,9 @@ def backward(tape, dy=1.0):
     # ∂y/∂x = ∂y/∂e·∂e/∂x   (∂e/∂x = e)
     dy_dx = dy_dt0 * e
     if np.ndim(dy) == 0 and np.ndim(y) == 0:  # one point, not a batch
-        gradients = [dy_dx]
+        gradients = (dy_dx,)
         return tuple.__new__(Gradients, gradients)
-    gradients = [_sum_to(dy_dx, np.shape(x), np.shape(y))]
+    gradients = (_sum_to(dy_dx, np.shape(x), np.shape(y)),)
     return tuple.__new__(Gradients, gradients)
 
 
@@ -99,9 +99,9 @@ def value_and_grad(x):
     dy_dx = dy_dt0 * e
     del dy_dt0, e
     if np.ndim(y) == 0:  # one point, not a batch: no sums needed
-        gradients = [dy_dx]
+        gradients = (dy_dx,)
         return y, tuple.__new__(Gradients, gradients)
-    gradients = [_sum_to(dy_dx, np.shape(x), np.shape(y))]
+    gradients = (_sum_to(dy_dx, np.shape(x), np.shape(y)),)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return y, tuple.__new__(Gradients, gradients)
 

@@ -204,7 +204,7 @@ def backward(tape, dy=1.0):
     # ∂y/∂omega4 = ∂y/∂t4·∂t4/∂omega4   (∂t4/∂omega4 = h4)
     dy_domega4 = dy * h4
     if np.ndim(dy) == 0 and np.ndim(y) == 0:  # one point, not a batch
-        gradients = [
+        gradients = (
             dy_df0,
             dy_df1,
             dy_df2,
@@ -215,9 +215,9 @@ def backward(tape, dy=1.0):
             dy_domega2,
             dy_domega3,
             dy_domega4,
-        ]
+        )
         return tuple.__new__(Gradients, gradients)
-    gradients = [
+    gradients = (
         _sum_to(dy_df0, np.shape(beta0), np.shape(y)),
         _sum_to(dy_df1, np.shape(beta1), np.shape(y)),
         _sum_to(dy_df2, np.shape(beta2), np.shape(y)),
@@ -228,7 +228,7 @@ def backward(tape, dy=1.0):
         _sum_to(dy_domega2, np.shape(omega2), np.shape(y)),
         _sum_to(dy_domega3, np.shape(omega3), np.shape(y)),
         _sum_to(dy_domega4, np.shape(omega4), np.shape(y)),
-    ]
+    )
     return tuple.__new__(Gradients, gradients)
 
 
@@ -285,7 +285,7 @@ def value_and_grad(
     dy_domega3 = dy_df3 * h3
     del h3
     if np.ndim(y) == 0:  # one point, not a batch: no sums needed
-        gradients = [
+        gradients = (
             dy_df0,
             dy_df1,
             dy_df2,
@@ -296,9 +296,9 @@ def value_and_grad(
             dy_domega2,
             dy_domega3,
             h4,
-        ]
+        )
         return y, tuple.__new__(Gradients, gradients)
-    gradients = [
+    gradients = (
         _sum_to(dy_df0, np.shape(beta0), np.shape(y)),
         _sum_to(dy_df1, np.shape(beta1), np.shape(y)),
         _sum_to(dy_df2, np.shape(beta2), np.shape(y)),
@@ -309,7 +309,7 @@ def value_and_grad(
         _sum_to(dy_domega2, np.shape(omega2), np.shape(y)),
         _sum_to(dy_domega3, np.shape(omega3), np.shape(y)),
         _sum_to(h4, np.shape(omega4), np.shape(y)),
-    ]
+    )
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
     return y, tuple.__new__(Gradients, gradients)
 

@@ -335,7 +335,7 @@ def render(
         # A non-scalar output of a tensor spec: dy is broadcast to its shape.
         "seed_dy": backward.tensor and bool(backward.shapes()[backward.output]),
         "call": call,
-        "listing": listing,
+        "tuple_display": tuple_display,
         "INDENT": INDENT,
     }
     return _environment().get_template(f"{target}/module.py.j2").render(context)
@@ -486,13 +486,17 @@ def call(prefix: str, args, indent: str, suffix: str = "") -> list[str]:
     return _one_per_line(f"{indent}{prefix}(", args, f"{indent}){suffix}", indent)
 
 
-def listing(prefix: str, items, indent: str) -> list[str]:
-    """`prefix[items]` as ruff format lays out a list: one line, or one item per line."""
+def tuple_display(prefix: str, items, indent: str) -> list[str]:
+    """`prefix(items)` as ruff format lays out a tuple: one line, or one item per line.
+
+    A tuple rather than a list: `tuple.__new__(Gradients, t)` reuses it.
+    """
     items = list(items)
-    one_line = f"{indent}{prefix}[{', '.join(items)}]"
+    inside = f"{items[0]}," if len(items) == 1 else ", ".join(items)
+    one_line = f"{indent}{prefix}({inside})"
     if len(one_line) <= LINE_LENGTH:
         return [one_line]
-    return _one_per_line(f"{indent}{prefix}[", items, f"{indent}]", indent)
+    return _one_per_line(f"{indent}{prefix}(", items, f"{indent})", indent)
 
 
 def _one_per_line(
