@@ -53,6 +53,7 @@ def _spec(name: str) -> dict:
 @pytest.mark.parametrize("name", sorted(CANCELLING))
 def test_the_adjoint_is_simplified_in_value_and_grad_only(name):
     compiled = build(load_spec(_spec(name)))
+    compiled.unit.verify()
     unit_notes = [a.note for a in compiled.unit.backward if a.note]
     assert f"{CANCELLING[name][1]}   {SIMPLIFIED}" in unit_notes
     assert len(compiled.unit.backward) < len(compiled.backward.backward)
