@@ -113,6 +113,15 @@ FUNCTIONS: dict[str, tuple[object, tuple[int, ...]]] = {
     "relu": (relu, (1,)),
 }
 
+# Functions whose SymPy eval, for an argument that is not a number, only rewrites
+# the call (sin(-x) -> -sin(x), cos(x + pi) -> -cos(x), sin(asin(x)) -> x) and
+# pays for it with assumption queries (_pi_coeff): most of a chain spec's parsing
+# time. The spec parser builds them unevaluated then. The others stay evaluated:
+# their eval uses what is known (Abs(p) is p for a positive p, max(x, x) is x).
+NORMALIZED_ONLY = frozenset(
+    {"sin", "cos", "tan", "sinh", "cosh", "tanh", "asin", "acos", "atan", "erf"}
+)
+
 # Tensor functions: their optional second argument (or axis=) is a constant axis.
 TENSOR_FUNCTIONS = {
     "sum": (1, 2),

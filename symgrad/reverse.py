@@ -29,7 +29,8 @@ def reverse(
 ) -> Program:
     """`program` with a backward pass seeded by `seed` (the name `dy`, or the constant 1).
 
-    `memo` keeps local derivatives between calls on the same program.
+    `memo` keeps local derivatives, and their products with each adjoint,
+    between calls on the same program.
     """
     memo = {} if memo is None else memo
     depends = _depending_on(program)
@@ -87,15 +88,27 @@ def _terms(
             for arg, t in zip(a.args, vjps, strict=True)
         ]
     if a.name not in memo:  # the same for every seed: computed and printed once
-        memo[a.name] = [
+        locals_ = [
             (arg, local, f"∂{a.name}/∂{arg} = {local}")
             for arg, local in zip(
                 a.args, local_derivatives(a.op, a.args, a.name), strict=True
             )
             if local is not None and local != 0
         ]
+        memo[a.name] = locals_, {}
+    locals_, products = memo[a.name]
+    # Both seeds give most names the same adjoint: SymPy builds each product once.
+    if g not in products:
+        products[g] = _products(a, g, locals_, shapes)
+    return products[g]
+
+
+def _products(
+    a: Assign, g: sp.Expr, locals_: list, shapes: dict
+) -> list[tuple[Operand, str, sp.Expr]]:
+    """(operand, its local derivative as text, g · local summed to its shape) per operand."""
     result = []
-    for arg, local, text in memo[a.name]:
+    for arg, local, text in locals_:
         term = g * local
         if local.has(sp.Piecewise):
             term = sp.piecewise_fold(term)

@@ -169,7 +169,28 @@ def local_derivatives(
         if isinstance(a, str)
     }
     names[_OUT] = sp.Symbol(out, real=True)
-    return tuple(None if f is None else f.xreplace(names) for f in formulas)
+    return tuple(None if f is None else _rename(f, names)[0] for f in formulas)
+
+
+def _rename(expr: sp.Basic, names: dict) -> tuple[sp.Basic, int]:
+    """(`expr.xreplace(names)`, how many placeholders it held: 0, 1, or 2 for more).
+
+    SymPy re-evaluates every node xreplace rebuilds (cos(x) alone costs its
+    `_pi_coeff` assumption queries). A node over a single placeholder is
+    already canonical and stays so when that placeholder becomes another real
+    symbol, so it is rebuilt unevaluated; only a node that combines several
+    (x*y may become x**2) is evaluated again.
+    """
+    if expr in names:
+        return names[expr], 1
+    renamed = [_rename(arg, names) for arg in expr.args]
+    held = sum(count for _, count in renamed)
+    if held == 0:
+        return expr, 0
+    args = [arg for arg, _ in renamed]
+    if held == 1 and isinstance(expr, sp.Function | sp.Add | sp.Mul | sp.Pow):
+        return expr.func(*args, evaluate=False), 1
+    return expr.func(*args), min(held, 2)
 
 
 _OPERAND = tuple(sp.Symbol(f"_a{i}", real=True) for i in range(3))

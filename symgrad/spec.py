@@ -28,6 +28,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from symgrad.functions import (
     CONSTANTS,
     FUNCTIONS,
+    NORMALIZED_ONLY,
     OPS,
     TENSOR_FUNCTIONS,
     TensorOp,
@@ -809,7 +810,10 @@ class _Expression:
         if name == "where":
             cond, a, b = node.args
             return func(self.condition(cond), self.number(a), self.number(b))
-        return func(*[self.number(a) for a in node.args])
+        args = [self.number(a) for a in node.args]
+        if name in NORMALIZED_ONLY and not args[0].is_number:
+            return func(*args, evaluate=False)  # skips costly, optional rewrites
+        return func(*args)  # a number folds, and build checks it (acos(2) is an error)
 
     def _tensor_call(self, name: str, node: ast.Call) -> sp.Expr:
         counts = TENSOR_FUNCTIONS[name]

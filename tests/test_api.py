@@ -159,3 +159,26 @@ def test_exact_reference_on_a_spec_with_every_learner_function():
     assert y == pytest.approx(value, rel=1e-14)
     assert grads.x == pytest.approx(exact["x"], rel=1e-13)
     assert grads.w == pytest.approx(exact["w"], rel=1e-13)
+
+
+def test_spec_calls_keep_the_form_written_and_fold_what_is_known():
+    """Trigonometric calls are built as written (SymPy's rewrites of them cost
+    assumption queries, most of a long chain's parsing); calls whose value the
+    assumptions decide still fold, and numbers still evaluate."""
+    written = {
+        "name": "forms",
+        "inputs": {"x": {}},
+        "steps": {"u": "sin(-x)", "v": "Abs(exp(x))", "w": "cos(0)", "y": "u*v + w"},
+    }
+    spec = from_dict(written)
+    x = sp.Symbol("x", real=True)
+    steps = {s.name: s.expr for s in spec.steps}
+    assert steps["u"] == sp.sin(-x, evaluate=False) and steps["u"] != -sp.sin(x)
+    assert steps["v"] == sp.exp(x)
+    assert steps["w"] == 1
+    module = symgrad.compile(written)
+    point = {"x": 0.7}
+    exact_value, exact = exact_gradient(spec, point)
+    value, grads = module.value_and_grad(**point)
+    assert value == pytest.approx(exact_value, rel=1e-13)
+    assert grads.x == pytest.approx(exact["x"], rel=1e-13)

@@ -6,6 +6,7 @@ import pytest
 import sympy as sp
 
 import symgrad
+from symgrad import rules
 from symgrad.functions import relu, sigmoid, softplus
 from symgrad.ir import ARITY, TENSOR
 from symgrad.rules import BOOLEAN, SYMPY, local_derivatives
@@ -88,3 +89,34 @@ def test_max_tie_gives_both_sides_half(target):
     )
     grads = module.grad(a=1.5, b=1.5)
     assert (grads.a, grads.b) == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("op", sorted(op for op in ARITY if op not in TENSOR))
+def test_renaming_placeholders_equals_xreplace(op):
+    """local_derivatives renames the rule's placeholders without re-evaluating
+    nodes that hold one of them (a compile-time saving); the result must be
+    exactly what xreplace, which re-evaluates everything, gives. Every pattern
+    of names and constants, repeated names included."""
+    arity = ARITY[op]
+    choices = ["u", "v", 2, 0.5] if arity > 1 else ["u", -1, 3]
+    patterns = [()]
+    for i in range(arity):
+        names_only = op == "where" and i == 0  # a condition, never a number
+        patterns = [
+            p + (c,)
+            for p in patterns
+            for c in choices
+            if not (names_only and not isinstance(c, str))
+        ]
+    for args in patterns:
+        pattern = tuple(None if isinstance(a, str) else a for a in args)
+        formulas = rules._generic(op, pattern)
+        names = {
+            rules._OPERAND[i]: sp.Symbol(a, real=True)
+            for i, a in enumerate(args)
+            if isinstance(a, str)
+        }
+        names[rules._OUT] = sp.Symbol("out", real=True)
+        expected = tuple(None if f is None else f.xreplace(names) for f in formulas)
+        got = local_derivatives(op, args, "out")
+        assert [sp.srepr(g) for g in got] == [sp.srepr(e) for e in expected], args
