@@ -13,7 +13,7 @@ import textwrap
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import jinja2
@@ -208,7 +208,7 @@ class Target:
     value_type: str  # the annotation of Tape and Gradients fields
     precedences: dict[str, tuple[int, tuple[int, ...]]]
 
-    @property
+    @cached_property  # read for every printed line
     def repeats(self) -> frozenset[str]:
         """Operations whose printed form names an operand twice (never inline into them)."""
         return frozenset(
