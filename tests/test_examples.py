@@ -17,7 +17,7 @@ from symgrad import cli
 from symgrad.check import check_gradients, sample_point
 from symgrad.pipeline import build, import_source, source
 from symgrad.spec import load
-from tests.conftest import EXAMPLES, ROOT, exact_gradient
+from tests.conftest import EXAMPLES, ROOT, captured_locals, exact_gradient
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,20 @@ def test_example_gradients(path, target):
         for name, reference in exact.items():
             got = float(getattr(grads, name))
             assert got == pytest.approx(reference, rel=1e-11, abs=1e-13), name
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_value_and_grad_keeps_no_intermediate_to_the_end(path):
+    """numpy target: every intermediate is deleted after its last use, so at
+    return only the arguments and what is returned are alive (peak memory as
+    in hand-written NumPy; benchmarks/peak_memory.py measures it)."""
+    compiled = build(load(path))
+    module = import_source(source(compiled), compiled.spec.name, compiled)
+    point = sample_point(module, np.random.default_rng(3))
+    alive = set(captured_locals(module.value_and_grad, **point))
+    returned = {compiled.unit.output, "gradients"}
+    returned |= {g for _, g in compiled.unit.gradients if isinstance(g, str)}
+    assert alive - set(point) - returned == set()
 
 
 @pytest.mark.parametrize("target", ["numpy", "python"])
