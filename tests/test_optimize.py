@@ -10,9 +10,11 @@ import inspect
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 import symgrad
-from symgrad.pipeline import build, load_spec
+from symgrad.pipeline import build, import_source, load_spec, source
 from tests.conftest import ROOT, exact_gradient
 
 SIMPLIFIED = "(simplified by sympy.cancel)"
@@ -31,6 +33,21 @@ CANCELLING = {
     ),
     # d log(t**2)/dt = 2*t/t**2 = 2/t
     "log_of_square": ({"t": "w*x + b", "L": "log(t**2) + y"}, "∂L/∂t = 2/t"),
+    # through a square root and back: d(r**2)/dw = 2*r * w/r = 2*w
+    "root_squared": (
+        {"r": "sqrt(w**2 + x**2 + b**2)", "L": "r**2 + y"},
+        "∂L/∂w = 2*w",
+    ),
+    # log of a ratio: 1/u - 1/v over a common denominator
+    "log_ratio": (
+        {"u": "exp(w*x)", "v": "u + b**2 + 1", "L": "log(u/v) + y"},
+        "∂L/∂w = x*(-u + v)/v",
+    ),
+    # a two-class softmax's cross-entropy
+    "two_class_softmax": (
+        {"e1": "exp(w*x)", "e2": "exp(b)", "p": "e1/(e1 + e2)", "L": "-y*log(p)"},
+        "∂L/∂t1 = y/(e1 + e2)",
+    ),
 }
 POINTS = [
     {"w": 0.7, "x": 1.3, "b": -0.2, "y": 1.0},
@@ -98,3 +115,64 @@ def test_a_simplification_that_would_change_the_shape_is_refused():
     assert value == pytest.approx(3.5)
     assert grads.c == pytest.approx(5.0)  # L = n*c
     np.testing.assert_allclose(grads.x, 0.0, atol=1e-15)
+
+
+# Random losses built from the patterns where the chain rule's factors cancel:
+# logs of positive steps, their products and ratios, squares of square roots,
+# cross-entropies of probabilities. Steps p* lie in (0, 1), q* are positive.
+STEPS = {
+    "q0": "exp(w*x)",
+    "q1": "sqrt(w**2 + b**2 + 1)",
+    "q2": "exp(b) + w**2",
+    "p0": "sigmoid(w*x + b)",
+    "p1": "q0/(q0 + q2)",
+}
+TERMS = [
+    "log({q})",
+    "{q}*log({q})",
+    "log({q}/{r})",
+    "y*log({q}) - {q}",
+    "sqrt({q})**2",
+    "{q}*{r}/{q}",
+    "-y*log({p}) - (1 - y)*log(1 - {p})",
+    "log({p}*(1 - {p}))",
+]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(
+    terms=st.lists(
+        st.tuples(
+            st.sampled_from(TERMS),
+            st.sampled_from(["q0", "q1", "q2"]),
+            st.sampled_from(["q0", "q1", "q2"]),
+            st.sampled_from(["p0", "p1"]),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    point=st.fixed_dictionaries(
+        {k: st.floats(-2, 2).map(lambda v: round(v, 3)) for k in ("w", "x", "b", "y")}
+    ),
+)
+def test_random_cancelling_losses_equal_sympy_diff(terms, point):
+    loss = " + ".join(t.format(q=q, r=r, p=p) for t, q, r, p in terms)
+    written = {
+        "name": "loss",
+        "inputs": {n: {} for n in ("w", "x", "b", "y")},
+        "wrt": ["w", "b"],
+        "steps": {**STEPS, "L": loss},
+        "output": "L",
+    }
+    spec = load_spec(written)
+    compiled = build(spec)
+    simplified = any(SIMPLIFIED in a.note for a in compiled.unit.backward)
+    event(f"cancelled: {simplified}")
+    exact_value, exact = exact_gradient(spec, point)
+    for target in ("numpy", "python"):
+        module = import_source(source(compiled, target), "loss", compiled)
+        value, grads = module.value_and_grad(**point)
+        assert float(value) == pytest.approx(exact_value, rel=1e-9, abs=1e-9)
+        for wrt, expected in exact.items():
+            got = float(getattr(grads, wrt))
+            assert got == pytest.approx(expected, rel=1e-9, abs=1e-9), (loss, wrt)
