@@ -7,6 +7,7 @@ passes build new values. This module imports nothing of symgrad.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -122,6 +123,14 @@ class Program:
                 if wrt not in self.inputs:
                     raise ValueError(f"gradient for {wrt!r}, which is not an input")
                 _check_uses([grad], defined, f"gradient of {wrt}")
+
+
+_TEMPORARY = re.compile(r"t\d+\Z")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether `name` is a temporary of the Emitter (t0, t1, ...), never a user's name."""
+    return _TEMPORARY.match(name) is not None
 
 
 def _define(name: str, defined: set[str]) -> None:

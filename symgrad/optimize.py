@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import replace
 
 import sympy as sp
 
-from symgrad.ir import TENSOR, Assign, Operand, Program
+from symgrad.ir import TENSOR, Assign, Operand, Program, is_temporary
 from symgrad.lower import Emitter
 from symgrad.rules import BOOLEAN, SYMPY
 from symgrad.shapes import ShapeError, broadcast
@@ -17,7 +16,6 @@ MAX_CANCEL_OPS = 40
 """Adjoints larger than this are left as the chain rule built them: `cancel`'s cost
 grows quickly with size, and the cancellations backprop courses teach are small."""
 
-_TEMPORARY = re.compile(r"t\d+\Z")  # Emitter.fresh's names, never a user's
 _OPAQUE = TENSOR | BOOLEAN | {"where"}  # not elementwise arithmetic: kept as names
 
 
@@ -94,7 +92,7 @@ def cancel(program: Program) -> Program:
     for a in program.backward:
         note = a.note or note
         if a.name in simpler:
-            what = a.name if _TEMPORARY.match(a.name) else note.split(" = ")[0]
+            what = a.name if is_temporary(a.name) else note.split(" = ")[0]
             emitter.lower(
                 simpler[a.name],
                 name=a.name,
@@ -182,6 +180,6 @@ def _expanded(name: str, forward: dict[str, Assign]) -> sp.Expr:
     in, and a deeper expansion could pull in a whole one-step expression.
     """
     a = forward.get(name)
-    if a is None or not _TEMPORARY.match(name) or a.op in _OPAQUE:
+    if a is None or not is_temporary(name) or a.op in _OPAQUE:
         return _symbol(name)
     return SYMPY[a.op](*map(_symbol, a.args))

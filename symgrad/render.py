@@ -20,7 +20,7 @@ import jinja2
 
 from symgrad import __version__
 from symgrad.functions import key_text
-from symgrad.ir import ARITY, TENSOR, Assign, Operand, Program
+from symgrad.ir import ARITY, TENSOR, Assign, Operand, Program, is_temporary
 from symgrad.shapes import show
 from symgrad.spec import Spec, SpecError
 
@@ -154,7 +154,6 @@ PYTHON: dict[str, Format] = {
 }
 
 _SIMPLE = re.compile(r"-?[\w.]+\Z")
-_TEMPORARY = re.compile(r"t\d+\Z")  # Emitter.fresh's names, never a user's
 _NAME = re.compile(r"(?<![.\w])[A-Za-z_]\w*")
 FUSED_LENGTH = 48  # longer expressions keep a line of their own
 
@@ -269,9 +268,10 @@ def render(
     )
     unit_lines = body(unit.backward, t, fusible(unit.backward, unit_graded))
     uses_math = any("math." in line for line in forward + backward_lines + unit_lines)
+    unit_gradients = _gradients(unit, target)
+    unit_one_point_gradients = _gradients(unit, target, one_point=True)
     if target == "numpy":  # arrays: free each one after its last use, as by hand
-        returned = _names(_gradients(unit, target) + [unit.output])
-        returned |= _names(_gradients(unit, target, one_point=True))
+        returned = _names([*unit_gradients, *unit_one_point_gradients, unit.output])
         fused_forward, unit_lines = _deleting(fused_forward, unit_lines, keep=returned)
     ops = {a.op for a in backward.forward + backward.backward + unit.backward}
     gradients = _gradients(backward, target)
@@ -310,11 +310,11 @@ def render(
         "gradients": gradients,
         "unit_backward": unit_lines,
         "fused_forward": fused_forward,
-        "unit_gradients": _gradients(unit, target),
+        "unit_gradients": unit_gradients,
         # numpy, scalar spec: a call at one point skips the reductions of a batch
         "one_point": target == "numpy" and not backward.tensor,
         "one_point_gradients": _gradients(backward, target, one_point=True),
-        "unit_one_point_gradients": _gradients(unit, target, one_point=True),
+        "unit_one_point_gradients": unit_one_point_gradients,
         "checked": textwrap.fill(checked, width=79),
         "uses_math": uses_math,
         "tensor": backward.tensor,
@@ -433,7 +433,7 @@ def fusible(assigns: tuple[Assign, ...], keep: set[str], only: set[str] | None =
         for a in assigns
         if uses[a.name] == 1
         and a.name not in keep
-        and _TEMPORARY.match(a.name)
+        and is_temporary(a.name)
         and (only is None or a.op in only)
     )
 
