@@ -74,6 +74,7 @@ NUMPY: dict[str, Format] = {
     "max": "np.maximum({0}, {1})",
     "min": "np.minimum({0}, {1})",
     "heaviside": "np.heaviside({0}, {1})",
+    "power": "np.power({0}, {1})",
     # helpers in the template: no overflow for any x, unlike 1 / (1 + np.exp(-x)),
     # and 2-4x faster than np.logaddexp
     "sigmoid": "_sigmoid({0})",
@@ -132,6 +133,7 @@ PYTHON: dict[str, Format] = {
         )
     },
     "atan2": "math.atan2({0}, {1})",
+    "power": "math.pow({0}, {1})",
     "abs": "abs({0})",
     "sign": "math.copysign(1.0, {0}) if {0} else 0.0",
     "max": "max({0}, {1})",
@@ -354,6 +356,7 @@ def body(
     lines, note = [], ""
 
     def line(name: str, op: str, args: tuple, params: tuple) -> tuple[str, int]:
+        op = _printed_as(op, args)
         precedence, needs = target.precedence(op, len(args))
         if op in target.repeats:  # an inlined operand would be computed twice
             for arg in args:
@@ -423,6 +426,16 @@ def _deleting(*parts: list[str], keep: set[str] = frozenset()) -> tuple[list[str
 def _names(texts: list[str]) -> set[str]:
     """The variable names read in `texts` (not attributes such as np.exp's exp)."""
     return {name for text in texts for name in _NAME.findall(text)}
+
+
+def _printed_as(op: str, args: tuple[Operand, ...]) -> str:
+    """The printer entry for `op(*args)`: a power whose exponent is not a whole
+    number prints as np.power / math.pow, since Python's ** makes a negative
+    float to a fractional power a complex number (np.power gives nan, math.pow
+    raises ValueError, as for every other value outside a function's domain)."""
+    if op == "pow" and not (isinstance(args[1], int | float) and args[1] % 1 == 0):
+        return "power"
+    return op
 
 
 def fusible(assigns: tuple[Assign, ...], keep: set[str], only: set[str] | None = None):
