@@ -14,6 +14,7 @@ import ast
 
 import sympy as sp
 from sympy.core.symbol import Str
+from sympy.logic.boolalg import BooleanFunction
 
 
 class _Learner(sp.Function):
@@ -186,7 +187,10 @@ def unsupported_function(expr: sp.Basic) -> str | None:
     bad = sorted(
         type(node).__name__
         for node in nodes(expr)
-        if isinstance(node, sp.Function) and not isinstance(node, (TensorOp, *OPS))
+        if isinstance(node, sp.Function | BooleanFunction)
+        and not isinstance(
+            node, (TensorOp, sp.Piecewise, sp.And, sp.Or, sp.Not, sp.ITE, *OPS)
+        )
     )
     return bad[0] if bad else None
 

@@ -158,6 +158,8 @@ class Emitter:
             return self._pow(e)
         if isinstance(e, sp.Piecewise):
             return self._piecewise(e.args)
+        if isinstance(e, sp.ITE):  # a condition that picks between conditions
+            return self.emit("where", tuple(self._lower(a) for a in e.args))
         if isinstance(e, sp.Not):
             return self.emit("not", (self._lower(e.args[0]),))
         if isinstance(e, TensorOp):

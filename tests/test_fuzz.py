@@ -398,11 +398,6 @@ def _exact(expr: sp.Expr, point: dict[str, Fraction]) -> tuple[float, dict[str, 
     return value, grads
 
 
-KNOWN_SYMPY_INPUT_BUGS = (
-    "unsupported function 'Piecewise'",  # functions.unsupported_function
-)
-
-
 def _close(got: float, want: float) -> bool:
     return abs(got - want) <= RTOL * max(1.0, abs(want))
 
@@ -455,18 +450,19 @@ def test_random_dags_match_sympy_diff(dag, point, as_steps):
             }
             module = symgrad.compile(spec, target=target)
         else:
-            try:
-                module = symgrad.compile(expr, wrt=free, target=target)
-            except SpecError as err:
-                if not any(bug in str(err) for bug in KNOWN_SYMPY_INPUT_BUGS):
-                    raise
-                # A known bug (see the xfail regressions below): use the steps instead.
+            if expr.has(sp.Piecewise):
+                # SymPy moves operations into the branches of a Piecewise, and
+                # symgrad evaluates every branch: one the point does not take may
+                # leave its domain. Compiled from SymPy in test_piecewise_from_sympy.
+                event("Piecewise: compiled from the steps")
                 spec = {
                     "name": "fuzz",
                     "inputs": {n: {} for n in NAMES},
                     "steps": dag.texts(),
                 }
                 module = symgrad.compile(spec, target=target)
+            else:
+                module = symgrad.compile(expr, wrt=free, target=target)
         with _float_errors():
             _compare(module, point, value, grads)
 
@@ -507,14 +503,38 @@ def test_a_function_sympy_introduces_is_a_spec_error_with_its_step():
         from_dict(spec)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="functions.unsupported_function rejects Piecewise (lowered, but not in OPS)",
-)
-def test_piecewise_from_sympy():
-    a = SYMBOLS[0]
-    module = symgrad.compile(sp.Piecewise((a**2, a > 0), (-a, True)), wrt=[a])
-    assert module.grad(a=1.5).a == pytest.approx(3.0)
+@pytest.mark.parametrize("target", ["numpy", "python"])
+def test_piecewise_from_sympy(target):
+    a, b = SYMBOLS[:2]
+    expr = sp.Piecewise((a**2 * b, (a > 0) & (b < 1)), (-a, True))
+    module = symgrad.compile(expr, wrt=[a, b], target=target)
+    for point in ({a: 1.5, b: 0.5}, {a: 1.5, b: 2.0}, {a: -2.0, b: 0.5}):
+        values = {str(k): v for k, v in point.items()}
+        value, grads = module.value_and_grad(**values)
+        assert float(value) == pytest.approx(float(expr.subs(point)))
+        for s in (a, b):
+            exact = float(sp.diff(expr, s).subs(point))
+            assert float(getattr(grads, str(s))) == pytest.approx(exact), (point, s)
+
+
+@pytest.mark.parametrize("target", ["numpy", "python"])
+def test_a_piecewise_whose_condition_picks_a_condition(target):
+    """SymPy writes conditions on a Piecewise as ITE(c, x, y) (the fuzzer met it)."""
+    a, b = SYMBOLS[:2]
+    expr = sp.Piecewise((a**2, sp.ITE(a > 0, b < 1, b > 2)), (-a, True))
+    module = symgrad.compile(expr, wrt=[a], target=target)
+    for values, expected in [
+        ((1.5, 0.5), 3.0),
+        ((1.5, 2.0), -1.0),
+        ((-1.0, 3.0), -2.0),
+    ]:
+        assert module.grad(*values).a == pytest.approx(expected)
+
+
+def test_a_condition_symgrad_cannot_lower_is_a_spec_error():
+    a, b = SYMBOLS[:2]
+    with pytest.raises(SpecError, match="unsupported function 'Xor'"):
+        symgrad.compile(sp.Piecewise((a**2, sp.Xor(a > 0, b < 1)), (-a, True)), wrt=[a])
 
 
 def test_abs_of_a_power_of_a_learner_from_sympy():
