@@ -278,7 +278,7 @@ def render(
     ops = {a.op for a in backward.forward + backward.backward + unit.backward}
     gradients = _gradients(backward, target)
     read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
-    read |= {name for line in gradients for name in re.findall(r"[A-Za-z_]\w*", line)}
+    read |= _names(gradients)
     context = {
         "version": __version__,
         "target": target,

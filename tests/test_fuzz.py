@@ -441,28 +441,18 @@ def test_random_dags_match_sympy_diff(dag, point, as_steps):
     assume(free)  # a constant output has no gradient to compare
     value, grads = _exact(expr, point)
     assume(all(abs(g) <= LARGEST for g in grads.values()))
+    if not as_steps and expr.has(sp.Piecewise):
+        # SymPy moves operations into the branches of a Piecewise, and symgrad
+        # evaluates every branch: one the point does not take may leave its
+        # domain. Compiled from SymPy in test_piecewise_from_sympy.
+        event("Piecewise: compiled from the steps")
+        as_steps = True
+    steps = {"name": "fuzz", "inputs": {n: {} for n in NAMES}, "steps": dag.texts()}
     for target in ("numpy", "python"):
         if as_steps:
-            spec = {
-                "name": "fuzz",
-                "inputs": {n: {} for n in NAMES},
-                "steps": dag.texts(),
-            }
-            module = symgrad.compile(spec, target=target)
+            module = symgrad.compile(steps, target=target)
         else:
-            if expr.has(sp.Piecewise):
-                # SymPy moves operations into the branches of a Piecewise, and
-                # symgrad evaluates every branch: one the point does not take may
-                # leave its domain. Compiled from SymPy in test_piecewise_from_sympy.
-                event("Piecewise: compiled from the steps")
-                spec = {
-                    "name": "fuzz",
-                    "inputs": {n: {} for n in NAMES},
-                    "steps": dag.texts(),
-                }
-                module = symgrad.compile(spec, target=target)
-            else:
-                module = symgrad.compile(expr, wrt=free, target=target)
+            module = symgrad.compile(expr, wrt=free, target=target)
         with _float_errors():
             _compare(module, point, value, grads)
 
