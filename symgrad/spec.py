@@ -200,25 +200,16 @@ def _read_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
     loader (no Python tags).
     """
     try:
-        depth = 0
-        for event in yaml.parse(text, Loader=_SAFE_LOADER):
-            line = event.start_mark.line + 1 if event.start_mark else 1
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise SpecError(
-                    "YAML anchors and aliases are not allowed in a spec",
-                    path=path,
-                    line=line,
-                )
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_YAML_DEPTH:
-                    raise SpecError(
-                        f"YAML is nested more than {MAX_YAML_DEPTH} levels deep",
-                        path=path,
-                        line=line,
-                    )
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
+        try:
+            _check_events(text, path, _SAFE_LOADER)
+        except yaml.YAMLError:
+            # libyaml has limits of its own (a nesting depth, for one) that can
+            # fire before ours: let the pure-Python parser, which has none that
+            # low, say whether the cause is one of symgrad's own limits.
+            if _SAFE_LOADER is yaml.SafeLoader:
+                raise
+            _check_events(text, path, yaml.SafeLoader)
+            raise
         loader = _SAFE_LOADER(text)
         try:
             root = loader.get_single_node()
@@ -235,6 +226,29 @@ def _read_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
     if isinstance(root, yaml.MappingNode):
         _record_lines(root, (), lines, path)
     return data, lines
+
+
+def _check_events(text: str, path: str, loader: type) -> None:
+    """Refuse anchors, aliases and nesting deeper than MAX_YAML_DEPTH, event by event."""
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        line = event.start_mark.line + 1 if event.start_mark else 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise SpecError(
+                "YAML anchors and aliases are not allowed in a spec",
+                path=path,
+                line=line,
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise SpecError(
+                    f"YAML is nested more than {MAX_YAML_DEPTH} levels deep",
+                    path=path,
+                    line=line,
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _record_lines(node: yaml.Node, prefix: tuple, lines: dict, path: str) -> None:
