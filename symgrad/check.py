@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from symgrad.ops import OPS
+
 EPS = 1e-6
 """Relative step of the central difference (float64)."""
 TOLERANCE = 1e-5
@@ -31,8 +33,6 @@ TOLERANCE = 1e-5
 KINK_MARGIN = 1e-3
 """Sampled points keep every kink argument at least this far from its kink."""
 
-_KINK_UNARY = {"abs", "sign", "relu", "heaviside"}
-_KINK_BINARY = {"max", "min", "gt", "ge", "lt", "le", "eq", "ne"}
 _DOMAIN_ERRORS = (ValueError, ZeroDivisionError, OverflowError, FloatingPointError)
 
 
@@ -278,14 +278,10 @@ def _kinks(
 
     found = []
     for a in compiled.backward.forward:
-        if a.op in _KINK_UNARY:
-            distance = np.abs(np.asarray(get(a.args[0]), dtype=float))
-        elif a.op in _KINK_BINARY:
-            distance = np.abs(
-                np.asarray(get(a.args[0]), dtype=float) - np.asarray(get(a.args[1]))
-            )
-        else:
+        kink = OPS[a.op].kink
+        if kink is None:
             continue
+        distance = kink(*(np.asarray(get(arg), dtype=float) for arg in a.args))
         if np.any(distance <= margin):
             found.append(
                 f"{a.name} = {a.op}({', '.join(map(str, a.args))}) is at its kink, where "

@@ -17,9 +17,9 @@ import numpy as np
 
 from symgrad import __version__
 from symgrad.check import OutOfDomain, check_gradients, sample_point
+from symgrad.codegen import TARGETS
 from symgrad.lower import LoweringError
 from symgrad.pipeline import Compiled, build, import_source, source
-from symgrad.render import TARGETS
 from symgrad.spec import SpecError, load
 
 CHECK_POINTS = 3

@@ -22,7 +22,6 @@ Graphviz DOT; `plot` draws a function, its derivative and finite differences.
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import subprocess
@@ -40,9 +39,11 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
 from symgrad.check import OutOfDomain, parameters, sample_point
+from symgrad.codegen import numpy as numpy_target
+from symgrad.codegen.render import environment
+from symgrad.ops import BY_SYMPY, OPS
 from symgrad.pipeline import Compiled, build, import_source, load_spec, source
-from symgrad.render import templates_dir
-from symgrad.rules import BOOLEAN, SYMPY, local_derivatives
+from symgrad.rules import local_derivatives
 from symgrad.spec import Spec, make_symbol
 
 FORMATS = ("text", "markdown", "latex", "html")
@@ -424,18 +425,16 @@ def _op_nodes(compiled: Compiled) -> list[_Node]:
     for a in compiled.backward.forward:
         operands = tuple(dict.fromkeys(x for x in a.args if isinstance(x, str)))
         symbols = [_operand_symbol(x) for x in a.args]
-        try:
-            expr = SYMPY[a.op](*symbols)
-        except Exception:
-            # a tensor operation with no scalar meaning: show it as a call
-            expr = sp.Function(a.op)(*symbols)
+        meaning = OPS[a.op].meaning
+        # a tensor operation has no scalar meaning: shown as a call
+        expr = (meaning or sp.Function(a.op))(*symbols)
         try:
             formulas = local_derivatives(a.op, a.args, a.name)
         except Exception:  # no formula for this operation: shown as UNAVAILABLE
             formulas = (None,) * len(a.args)
         locals_: dict[str, sp.Expr | None] = {}
         for arg, f in zip(a.args, formulas, strict=True):
-            if not isinstance(arg, str) or a.op in BOOLEAN:
+            if not isinstance(arg, str) or not OPS[a.op].differentiable:
                 continue
             if arg in locals_ and f is not None and locals_[arg] is not None:
                 locals_[arg] = locals_[arg] + f  # the same name twice, e.g. x*x
@@ -576,11 +575,12 @@ def _sum_to(g: np.ndarray, shape: tuple[int, ...]) -> Any:
     return float(result) if shape == () else result
 
 
+# SymPy's lambdify prints the functions it knows as NumPy calls; symgrad's own
+# (sigmoid, erf, ...) are looked up by name and computed as the generated code does.
 _NUMERIC = {
-    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-    "softplus": lambda x: np.logaddexp(0, x),
-    "relu": lambda x: np.maximum(x, 0),
-    "erf": np.vectorize(math.erf, otypes=[float]),
+    cls.__name__: numpy_target.function(op.name)
+    for cls, op in BY_SYMPY.items()
+    if op.elementwise
 }
 
 
@@ -912,16 +912,12 @@ def _substituted(out: str, t: Term) -> str:
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=jinja2.select_autoescape(["html.j2"], default=False),
+    """The code generator's environment, escaping HTML and with a Markdown cell filter."""
+    overlay = environment().overlay(
+        autoescape=jinja2.select_autoescape(["html.j2"], default=False)
     )
-    environment.filters["cell"] = _markdown_cell
-    return environment
+    overlay.filters["cell"] = _markdown_cell
+    return overlay
 
 
 def _template(name: str) -> jinja2.Template:

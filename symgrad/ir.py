@@ -2,7 +2,8 @@
 
 `Assign` is one line of generated code (`h1 = sin(f0)`); `Program` is the whole
 forward pass, and after `reverse` also the backward pass. Both are frozen;
-passes build new values. This module imports nothing of symgrad.
+passes build new values. Besides the op registry (for `verify`'s arities) this module imports nothing
+of symgrad.
 """
 
 from __future__ import annotations
@@ -11,39 +12,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from symgrad.ops import OPS
+
 Operand = str | int | float
 """A name defined earlier in the program, or a numeric constant."""
-
-# Every operation the IR knows, with its number of operands.
-ARITY: dict[str, int] = {
-    # arithmetic
-    "copy": 1, "neg": 1, "add": 2, "sub": 2, "mul": 2, "div": 2, "pow": 2,
-    # elementwise functions
-    "exp": 1, "log": 1, "sqrt": 1, "sin": 1, "cos": 1, "tan": 1,
-    "sinh": 1, "cosh": 1, "tanh": 1, "asin": 1, "acos": 1, "atan": 1,
-    "atan2": 2, "erf": 1, "abs": 1, "sign": 1, "max": 2, "min": 2,
-    "sigmoid": 1, "softplus": 1, "relu": 1,
-    # heaviside(x, h0): 0 for x < 0, h0 at 0, 1 for x > 0
-    "heaviside": 2,
-    # comparisons, logic and selection (Piecewise)
-    "gt": 2, "ge": 2, "lt": 2, "le": 2, "eq": 2, "ne": 2,
-    "and": 2, "or": 2, "not": 1, "where": 3,
-    # tensor operations; `params` holds their static arguments
-    "matmul": 2, "transpose": 1,
-    "sum": 1,  # params (axis, keepdims); axis None, an int or a tuple of ints
-    "mean": 1,  # params (axis,)
-    "index": 1,  # params (key,): ints and (start, stop, step) slices
-    "softmax": 1, "logsumexp": 1,  # params (axis,)
-    # only in backward passes
-    "scatter": 2,  # scatter(g, like) params (key,): zeros like `like`, g at key
-    "broadcast": 2,  # broadcast(g, like) params (axis,): g expanded at axis, to like's shape
-    "outer": 2, "size": 1,
-}  # fmt: skip
-
-TENSOR = frozenset({"matmul", "transpose", "sum", "mean", "index", "softmax", "logsumexp",
-                    "scatter", "broadcast", "outer", "size"})  # fmt: skip
-
-COMMUTATIVE = frozenset({"add", "mul", "max", "min", "eq", "ne", "and", "or"})
 
 
 @dataclass(frozen=True)
@@ -147,10 +119,10 @@ def _check_uses(args: Iterable[Operand], defined: set[str], where: str) -> None:
 
 def _check_body(body: Iterable[Assign], defined: set[str]) -> None:
     for a in body:
-        if a.op not in ARITY:
+        if a.op not in OPS:
             raise ValueError(f"{a}: unknown operation {a.op!r}")
-        if len(a.args) != ARITY[a.op]:
-            raise ValueError(f"{a}: {a.op} takes {ARITY[a.op]} operands")
+        if len(a.args) != OPS[a.op].arity:
+            raise ValueError(f"{a}: {a.op} takes {OPS[a.op].arity} operands")
         _check_uses(a.args, defined, str(a))
         _define(a.name, defined)
 

@@ -13,15 +13,10 @@ from dataclasses import replace
 
 import sympy as sp
 
-from symgrad.functions import OPS, TensorOp
-from symgrad.ir import COMMUTATIVE, Assign, Operand, Program
-from symgrad.shapes import Shape, ShapeError, infer
+from symgrad.ir import Assign, Operand, Program
+from symgrad.ops import BY_SYMPY, OPS, TensorOp
+from symgrad.shapes import Shape, ShapeError
 from symgrad.spec import Spec, SpecError
-
-_RELATIONS = {
-    sp.StrictGreaterThan: "gt", sp.GreaterThan: "ge", sp.StrictLessThan: "lt",
-    sp.LessThan: "le", sp.Eq: "eq", sp.Ne: "ne", sp.And: "and", sp.Or: "or",
-}  # fmt: skip
 
 
 class LoweringError(ValueError):
@@ -93,7 +88,7 @@ class Emitter:
         key = _key(op, args, params)
         if key not in self.values:
             name = self.fresh()
-            shape = infer(op, [self.shape(a) for a in args], params)
+            shape = OPS[op].shape([self.shape(a) for a in args], params)
             self.body.append(Assign(name, op, args, params=params, shape=shape))
             self.values[key] = name
             self.shapes[name] = shape
@@ -160,20 +155,15 @@ class Emitter:
             return self._piecewise(e.args)
         if isinstance(e, sp.ITE):  # a condition that picks between conditions
             return self.emit("where", tuple(self._lower(a) for a in e.args))
-        if isinstance(e, sp.Not):
-            return self.emit("not", (self._lower(e.args[0]),))
         if isinstance(e, TensorOp):
             return self.emit(e.op, tuple(self._lower(a) for a in e.operands), e.params)
-        if type(e) in _RELATIONS:
-            args = e.args if isinstance(e, sp.And | sp.Or) else (e.lhs, e.rhs)
-            return self._chain(_RELATIONS[type(e)], [self._lower(a) for a in args])
-        op = OPS.get(type(e))
+        op = BY_SYMPY.get(type(e))
         if op is None:
             raise LoweringError(f"unsupported function {type(e).__name__!r} in {e}")
         args = [self._lower(a) for a in e.args]
-        if op in ("max", "min"):
-            return self._chain(op, args)
-        return self.emit(op, tuple(args))
+        if op.chain:  # max(a, b, c) -> max(max(a, b), c)
+            return self._chain(op.name, args)
+        return self.emit(op.name, tuple(args))
 
     def _chain(self, op: str, args: list[Operand]) -> Operand:
         acc = args[0]
@@ -243,8 +233,12 @@ class Emitter:
                 return self.emit("sqrt", (self._lower(base),))
             if value < 0:
                 return self.emit("div", (1, self._lower(base ** (-exponent))))
-            return self.emit("pow", (self._lower(base), value))
-        return self.emit("pow", (self._lower(base), self._lower(exponent)))
+            # x**n for a whole number n; any other exponent is `power` (np.power,
+            # math.pow), since Python's ** makes a negative float to a fractional
+            # power a complex number
+            op = "pow" if value % 1 == 0 else "power"
+            return self.emit(op, (self._lower(base), value))
+        return self.emit("power", (self._lower(base), self._lower(exponent)))
 
     def _piecewise(self, pieces: tuple) -> Operand:
         (value, condition), rest = pieces[0], pieces[1:]
@@ -257,7 +251,7 @@ class Emitter:
 
 
 def _key(op: str, args: tuple[Operand, ...], params: tuple = ()) -> tuple:
-    if op in COMMUTATIVE:
+    if OPS[op].commutative:
         args = tuple(sorted(args, key=repr))
     # 2 and 2.0 are the same constant but print differently: keep them apart.
     return (op, tuple((type(a).__name__, a) for a in args), params)

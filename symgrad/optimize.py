@@ -7,16 +7,19 @@ from dataclasses import replace
 
 import sympy as sp
 
-from symgrad.ir import TENSOR, Assign, Operand, Program, is_temporary
+from symgrad.ir import Assign, Operand, Program, is_temporary
 from symgrad.lower import Emitter
-from symgrad.rules import BOOLEAN, SYMPY
+from symgrad.ops import OPS
 from symgrad.shapes import ShapeError, broadcast
 
 MAX_CANCEL_OPS = 40
 """Adjoints larger than this are left as the chain rule built them: `cancel`'s cost
 grows quickly with size, and the cancellations backprop courses teach are small."""
 
-_OPAQUE = TENSOR | BOOLEAN | {"where"}  # not elementwise arithmetic: kept as names
+
+def _opaque(op: str) -> bool:
+    """Not elementwise arithmetic (a tensor operation, a condition, a choice): kept as a name."""
+    return not OPS[op].elementwise
 
 
 def dce(program: Program) -> Program:
@@ -108,9 +111,7 @@ def _inlined(backward: tuple[Assign, ...], readers: Counter) -> set[str]:
     """Backward values read once, by elementwise arithmetic: part of their reader's expression."""
     reader = {arg: a for a in backward for arg in a.args if readers[arg] == 1}
     return {
-        a.name
-        for a in backward
-        if a.name in reader and reader[a.name].op not in _OPAQUE
+        a.name for a in backward if a.name in reader and not _opaque(reader[a.name].op)
     }
 
 
@@ -119,7 +120,7 @@ def _elementwise(a: Assign, shapes: dict) -> bool:
     broadcasts anyway; `_cancel` checks that the result keeps its shape)."""
     if a.op == "broadcast":
         return shapes.get(a.args[0], ()) == ()
-    return a.op not in _OPAQUE
+    return not _opaque(a.op)
 
 
 class _Builder:
@@ -136,7 +137,7 @@ class _Builder:
             if a.op == "broadcast":
                 self.memo[name] = self.operand(a.args[0])
             else:
-                self.memo[name] = SYMPY[a.op](*map(self.operand, a.args))
+                self.memo[name] = OPS[a.op].meaning(*map(self.operand, a.args))
         return self.memo[name]
 
     def operand(self, arg: Operand) -> sp.Expr:
@@ -180,6 +181,6 @@ def _expanded(name: str, forward: dict[str, Assign]) -> sp.Expr:
     in, and a deeper expansion could pull in a whole one-step expression.
     """
     a = forward.get(name)
-    if a is None or not is_temporary(name) or a.op in _OPAQUE:
+    if a is None or not is_temporary(name) or _opaque(a.op):
         return _symbol(name)
-    return SYMPY[a.op](*map(_symbol, a.args))
+    return OPS[a.op].meaning(*map(_symbol, a.args))

@@ -21,10 +21,10 @@ from typing import Any
 import sympy as sp
 
 from symgrad import spec as spec_module
+from symgrad.codegen import TARGETS, render
 from symgrad.ir import Program
 from symgrad.lower import lower
 from symgrad.optimize import cancel, dce
-from symgrad.render import TARGETS, render
 from symgrad.reverse import SEED, reverse
 from symgrad.spec import Spec
 
@@ -79,7 +79,9 @@ def source(compiled: Compiled, target: str = "numpy", checked: str = "") -> str:
     """The generated module's text."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
-    return render(compiled.spec, compiled.backward, compiled.unit, target, checked)
+    return render(
+        compiled.spec, compiled.backward, compiled.unit, TARGETS[target], checked
+    )
 
 
 def load_spec(

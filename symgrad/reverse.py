@@ -14,10 +14,10 @@ from dataclasses import replace
 
 import sympy as sp
 
-from symgrad.functions import tensor
-from symgrad.ir import TENSOR, Assign, Operand, Program
+from symgrad.ir import Assign, Operand, Program
 from symgrad.lower import Emitter
-from symgrad.rules import BOOLEAN, local_derivatives, vjp
+from symgrad.ops import OPS, tensor
+from symgrad.rules import local_derivatives, vjp
 from symgrad.shapes import reduction_to
 
 SEED = "dy"
@@ -78,7 +78,7 @@ def _terms(
     a: Assign, g: sp.Expr, shapes: dict, memo: dict
 ) -> list[tuple[Operand, str, sp.Expr | None]]:
     """(operand, its local derivative as text, ∂out/∂operand) for each operand of `a`."""
-    if a.op in TENSOR:
+    if OPS[a.op].vjp is not None:
         arg_shapes = tuple(
             shapes.get(arg, ()) if isinstance(arg, str) else () for arg in a.args
         )
@@ -128,7 +128,7 @@ def _depending_on(program: Program) -> set[str]:
     """Names whose value depends on a `wrt` input through something differentiable."""
     depends = set(program.wrt)
     for a in program.forward:
-        if a.op not in BOOLEAN and any(arg in depends for arg in a.args):
+        if OPS[a.op].differentiable and any(arg in depends for arg in a.args):
             depends.add(a.name)
     return depends
 

@@ -103,23 +103,3 @@ def index(shape: Shape, key: tuple) -> Shape:
                 f"slicing the named dimension {dim!r} needs a full slice ':'"
             )
     return tuple(result) + shape[len(key) :]
-
-
-def infer(op: str, shapes: list[Shape], params: tuple) -> Shape:
-    """The shape of `op` applied to operands of these shapes."""
-    if op == "matmul":
-        return matmul(*shapes)
-    if op == "transpose":
-        return shapes[0][::-1]
-    if op in ("sum", "mean", "logsumexp"):
-        axis, keepdims = (params + (False,))[:2]
-        return reduced(shapes[0], axis, keepdims)
-    if op == "index":
-        return index(shapes[0], params[0])
-    if op in ("scatter", "broadcast"):
-        return shapes[1]
-    if op == "outer":
-        return (shapes[0][0], shapes[1][0])
-    if op == "size":
-        return ()
-    return broadcast(*shapes)  # elementwise (softmax keeps its operand's shape too)

@@ -38,6 +38,7 @@ from symgrad.functions import (
     tensor_call,
     unsupported_function,
 )
+from symgrad.ops import BY_SYMPY
 
 # Limits on what a spec may ask for, so that hostile input ends quickly with an error.
 MAX_SPEC_BYTES = 1_000_000
@@ -910,12 +911,10 @@ _MP.prec = 64
 _MAX_INTERMEDIATE = _MP.mpf(2) ** MAX_CONSTANT_BITS
 _MAX_FLOAT = _MP.mpf(sys.float_info.max)
 _MP_FUNCTIONS = {
-    sp.exp: _MP.exp, sp.log: _MP.log, sp.sin: _MP.sin, sp.cos: _MP.cos,
-    sp.tan: _MP.tan, sp.sinh: _MP.sinh, sp.cosh: _MP.cosh, sp.tanh: _MP.tanh,
-    sp.asin: _MP.asin, sp.acos: _MP.acos, sp.atan: _MP.atan, sp.erf: _MP.erf,
-    sp.Abs: abs, sp.sign: _MP.sign, sp.Max: max, sp.Min: min,
-    sp.atan2: _MP.atan2,
-}  # fmt: skip
+    cls: getattr(_MP, op.mpmath) if isinstance(op.mpmath, str) else op.mpmath
+    for cls, op in BY_SYMPY.items()
+    if op.mpmath is not None
+}
 
 
 class _NotConstant(Exception):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from symgrad.functions import relu, sigmoid, softplus
+from symgrad.ops import Defined
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -18,7 +18,7 @@ def exact_gradient(
 ) -> tuple[float, dict]:
     """The value and gradient of a scalar spec from `sympy.diff`, evaluated exactly.
 
-    The learners' functions are rewritten into exp/log first, so the reference
+    symgrad's own functions are rewritten into exp/log first, so the reference
     does not share symgrad's derivative rules.
     """
     expr = independent(spec.expanded())
@@ -32,10 +32,10 @@ def exact_gradient(
 
 
 def independent(expr: sp.Expr) -> sp.Expr:
-    """`expr` with sigmoid, softplus and relu replaced by their definitions."""
-    learners = (sigmoid, softplus, relu)
+    """`expr` with symgrad's own functions (sigmoid, softplus, relu, ...) replaced
+    by their definitions in elementary functions."""
     return expr.replace(
-        lambda e: isinstance(e, learners), lambda e: type(e)._definition(e.args[0])
+        lambda e: isinstance(e, Defined), lambda e: type(e)._definition(*e.args)
     )
 
 

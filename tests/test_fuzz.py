@@ -32,7 +32,8 @@ from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
 import symgrad
-from symgrad.functions import FUNCTIONS, TENSOR_FUNCTIONS, relu, sigmoid, softplus
+from symgrad.functions import FUNCTIONS, TENSOR_FUNCTIONS
+from symgrad.ops import relu, sigmoid, softplus
 from symgrad.spec import SpecError, from_dict
 
 settings.register_profile(
@@ -201,6 +202,18 @@ OPS = [
         sp.atan2,
         mp.atan2,
         lambda y, x: _away(y) or (x > MARGIN),  # not on the branch cut, nor at 0
+    ),
+    # NumPy's spellings
+    Op("arcsin", 1, "arcsin({0})", sp.asin, mp.asin, lambda u: abs(u) < 1 - MARGIN),
+    Op("arccos", 1, "arccos({0})", sp.acos, mp.acos, lambda u: abs(u) < 1 - MARGIN),
+    Op("arctan", 1, "arctan({0})", sp.atan, mp.atan),
+    Op(
+        "arctan2",
+        2,
+        "arctan2({0}, {1})",
+        sp.atan2,
+        mp.atan2,
+        lambda y, x: _away(y) or (x > MARGIN),
     ),
     Op("erf", 1, "erf({0})", sp.erf, mp.erf),
     Op("abs", 1, "abs({0})", sp.Abs, abs, lambda u: _away(u)),

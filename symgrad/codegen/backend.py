@@ -1,0 +1,39 @@
+"""What a code-generation target declares: the `Backend` interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from symgrad.ir import Operand, Program
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """The value `value_and_grad` returns for one input, and the names it reads."""
+
+    text: str
+    reads: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A target: its name (`--target`), its template folder, and what differs.
+
+    `value_type` annotates the Tape and Gradients fields; `tensors` says
+    whether it prints vectors and matrices; `frees_arrays` whether
+    `value_and_grad` deletes each array after its last use; `one_point`
+    whether a scalar spec gets a fast path for a call at a single point.
+    """
+
+    name: str
+    value_type: str
+    tensors: bool
+    frees_arrays: bool = False
+    one_point: bool = False
+
+    def gradient(
+        self, program: Program, name: str, grad: Operand, one_point: bool = False
+    ) -> Gradient:
+        """The returned value of the gradient `grad` of input `name`."""
+        text = grad if isinstance(grad, str) else repr(float(grad))
+        return Gradient(text, frozenset({grad} if isinstance(grad, str) else ()))

@@ -1,0 +1,58 @@
+"""The `numpy` target: NumPy arrays (and anything NumPy dispatches to: Dask, CuPy)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from symgrad.codegen.backend import Backend, Gradient
+from symgrad.codegen.printer import Printer
+from symgrad.ir import Operand, Program
+from symgrad.ops import OPS
+
+
+@dataclass(frozen=True)
+class NumpyBackend(Backend):
+    def gradient(
+        self, program: Program, name: str, grad: Operand, one_point: bool = False
+    ) -> Gradient:
+        """Each gradient summed back to its input's shape (a batch broadcasts).
+
+        `one_point`: the output is 0-d, so every input it depends on is 0-d too
+        and only the gradients of inputs it does not depend on need a shape.
+        """
+        plain = super().gradient(program, name, grad)
+        if not program.tensor and not (one_point and grad != 0):
+            return Gradient(
+                f"_sum_to({plain.text}, np.shape({name}), np.shape({program.output}))",
+                plain.reads | {name, program.output},
+            )
+        if program.tensor and grad == 0:
+            return Gradient(f"np.zeros(np.shape({name}))", frozenset({name}))
+        return plain
+
+
+NUMPY = NumpyBackend(
+    "numpy", value_type="Any", tensors=True, frees_arrays=True, one_point=True
+)
+
+
+def function(op: str) -> Callable[..., Any]:
+    """The operation `op` as a NumPy function, compiled from its printed form.
+
+    Teaching tools evaluate formulas with it, so a value and the code that
+    computes it can never disagree.
+    """
+    printer = Printer(NUMPY.name)
+    names = [f"x{i}" for i in range(OPS[op].arity)]
+    text = printer.expression(op, tuple(names))
+    namespace: dict[str, Any] = {"np": np}
+    for module in sorted(printer.imports):
+        namespace[module.partition(".")[0]] = importlib.import_module(module)
+    for source in printer.helper_sources():
+        exec(source, namespace)  # noqa: S102 (symgrad's own helpers)
+    return eval(f"lambda {', '.join(names)}: {text}", namespace)  # noqa: S307

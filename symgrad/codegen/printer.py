@@ -1,0 +1,218 @@
+"""`Assign -> line of code`: the table-driven printer every target shares.
+
+One line is one operation, so printing needs no precedence logic of its own
+beyond the registry's (`ops.Code.prec`/`needs`), which says when an operand
+printed inline needs parentheses. The printer records what the lines use
+(modules to import, helper functions to define), as SymPy's printers do, and
+which names each line reads, so that nothing re-parses the printed text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from symgrad.ir import Assign, Operand, is_temporary
+from symgrad.ops import OPS, Code
+
+LINE_LENGTH = 88
+INDENT = "    "
+FUSED_LENGTH = 48  # longer expressions keep a line of their own
+
+
+class Unprintable(ValueError):
+    """The target has no printed form for an operation."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """One printed line: a comment, or `defines = ...` reading the names in `reads`."""
+
+    text: str
+    reads: frozenset[str] = frozenset()
+    defines: str | None = None
+
+
+@dataclass
+class Printer:
+    """Prints single-operation assignments in one target's syntax."""
+
+    target: str
+    imports: set[str] = field(default_factory=set)
+    helpers: dict[str, str] = field(default_factory=dict)  # name -> source
+
+    def code(self, op: str) -> Code:
+        """The printed form of `op`; records the imports and helper it needs."""
+        code = OPS[op].code.get(self.target)
+        if code is None:
+            raise Unprintable(f"the {self.target} target cannot print {op}")
+        self.imports.update(code.imports)
+        if code.helper is not None:
+            self.helpers.setdefault(*code.helper)
+        return code
+
+    def expression(self, op: str, args: tuple[Operand, ...], params: tuple = ()) -> str:
+        """How `op(*args)` (with static `params`) reads in the target's syntax."""
+        code = self.code(op)
+        return code.print([_operand(a, i, code) for i, a in enumerate(args)], params)
+
+    def helper_sources(self) -> list[str]:
+        """The helpers used, in the registry's order (deterministic output)."""
+        order = {code.helper[0]: i for i, code in enumerate(_all_codes(self.target))}
+        return [self.helpers[name] for name in sorted(self.helpers, key=order.get)]
+
+    def body(
+        self, assigns: tuple[Assign, ...], fuse: frozenset[str] = frozenset()
+    ) -> list[Line]:
+        """One line per assignment, each group of lines under a comment with its math.
+
+        A name in `fuse` is not given a line: its expression is printed where it
+        is used (once), parenthesized as precedence needs, unless that line would
+        get too long. `X.T @ g` reads as one writes it by hand.
+        """
+        # fused name -> (expression, its precedence, the names it reads)
+        pending: dict[str, tuple[str, int, frozenset[str]]] = {}
+        lines: list[Line] = []
+        note = ""
+
+        def flush(arg: Operand) -> None:
+            text, _, reads = pending.pop(arg)
+            lines.append(Line(f"{arg} = {text}", reads, arg))
+
+        def line(a: Assign) -> tuple[str, int, frozenset[str]]:
+            code = self.code(a.op)
+            if code.repeats:  # an inlined operand would be computed twice
+                for arg in a.args:
+                    if arg in pending:
+                        flush(arg)
+            needs = code.operand_needs(len(a.args))
+            printed, reads = [], set()
+            for i, arg in enumerate(a.args):
+                if isinstance(arg, str) and arg in pending:
+                    text, p, inner = pending[arg]
+                    printed.append(f"({text})" if p < needs[i] else text)
+                    reads |= inner
+                else:
+                    printed.append(_operand(arg, i, code))
+                    reads |= {arg} if isinstance(arg, str) else set()
+            text = code.print(printed, a.params)
+            if (
+                len(f"{INDENT * 2}{a.name} = {text}") > LINE_LENGTH
+            ):  # operands get lines
+                for arg in a.args:
+                    if isinstance(arg, str) and arg in pending:
+                        flush(arg)
+                text = self.expression(a.op, a.args, a.params)
+                reads = {arg for arg in a.args if isinstance(arg, str)}
+            for arg in a.args:
+                if isinstance(arg, str):
+                    pending.pop(arg, None)
+            return text, code.prec, frozenset(reads)
+
+        for a in assigns:
+            note = a.note or note
+            text, prec, reads = line(a)
+            if a.name in fuse and len(text) <= FUSED_LENGTH:
+                pending[a.name] = (text, prec, reads)
+                continue
+            if note:
+                lines.append(Line(f"# {note}"))
+                note = ""
+            lines.append(Line(f"{a.name} = {text}", reads, a.name))
+        return lines
+
+
+def _all_codes(target: str) -> list[Code]:
+    return [
+        op.code[target]
+        for op in OPS.values()
+        if target in op.code and op.code[target].helper is not None
+    ]
+
+
+def _operand(arg: Operand, position: int, code: Code) -> str:
+    if isinstance(arg, str):
+        return arg
+    text = repr(float(arg)) if isinstance(arg, float) else str(arg)
+    # A negative constant is parenthesized inside an arithmetic or comparison
+    # operator, except as the left factor of a product: `-2 * x`, `x - (-2)`.
+    if arg < 0 and 10 <= code.prec < 100 and not (position == 0 and code.prec == 14):
+        return f"({text})"
+    return text
+
+
+def fusible(
+    assigns: tuple[Assign, ...], keep: set[str], only: set[str] | None = None
+) -> frozenset[str]:
+    """Temporaries used exactly once by `assigns` and nowhere in `keep`."""
+    uses = Counter(arg for a in assigns for arg in a.args if isinstance(arg, str))
+    return frozenset(
+        a.name
+        for a in assigns
+        if uses[a.name] == 1
+        and a.name not in keep
+        and is_temporary(a.name)
+        and (only is None or a.op in only)
+    )
+
+
+def deleting(
+    *parts: list[Line], keep: set[str] = frozenset()
+) -> tuple[list[Line], ...]:
+    """`parts` (consecutive lines of one function) with `del` after each name's last read.
+
+    NumPy frees an array when its last reference goes: without the `del`, every
+    intermediate of a batch stays alive until the function returns, and peak
+    memory grows with the length of the program instead of its width.
+    """
+    lines = [line for part in parts for line in part]
+    last: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        for name in line.reads:
+            last[name] = i
+    defined = {line.defines for line in lines if line.defines is not None}
+    after: dict[int, list[str]] = {}
+    for name in sorted(defined - set(keep)):
+        if name in last:
+            after.setdefault(last[name], []).append(name)
+    result, start = [], 0
+    for part in parts:
+        out = []
+        for i, line in enumerate(part, start):
+            out.append(line)
+            if i in after:
+                out.append(Line(f"del {', '.join(after[i])}"))
+        result.append(out)
+        start += len(part)
+    return tuple(result)
+
+
+def call(prefix: str, args, indent: str, suffix: str = "") -> list[str]:
+    """`prefix(args)` laid out as ruff format would: one line, one indented line, or one per line."""
+    args = list(args)
+    one_line = f"{indent}{prefix}({', '.join(args)}){suffix}"
+    if len(one_line) <= LINE_LENGTH:
+        return [one_line]
+    inner = f"{indent}{INDENT}{', '.join(args)}"
+    if len(inner) <= LINE_LENGTH:
+        return [f"{indent}{prefix}(", inner, f"{indent}){suffix}"]
+    return _one_per_line(f"{indent}{prefix}(", args, f"{indent}){suffix}", indent)
+
+
+def tuple_display(prefix: str, items, indent: str) -> list[str]:
+    """`prefix(items)` as ruff format lays out a tuple: one line, or one item per line.
+
+    A tuple rather than a list: `tuple.__new__(Gradients, t)` reuses it.
+    """
+    items = list(items)
+    inside = f"{items[0]}," if len(items) == 1 else ", ".join(items)
+    one_line = f"{indent}{prefix}({inside})"
+    if len(one_line) <= LINE_LENGTH:
+        return [one_line]
+    return _one_per_line(f"{indent}{prefix}(", items, f"{indent})", indent)
+
+
+def _one_per_line(
+    opening: str, items: list[str], closing: str, indent: str
+) -> list[str]:
+    return [opening, *[f"{indent}{INDENT}{item}," for item in items], closing]

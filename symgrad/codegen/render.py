@@ -1,0 +1,191 @@
+"""`(Spec, Program, Program, Backend) -> str`: lay the printed lines out through a template.
+
+Templates hold the layout, the registry holds how each operation prints,
+and neither holds math. Jinja receives only pre-rendered lines, the
+signature, the docstring and what the printer recorded (imports, helpers).
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from symgrad import __version__
+from symgrad.codegen.backend import Backend
+from symgrad.codegen.printer import (
+    INDENT,
+    Line,
+    Printer,
+    Unprintable,
+    call,
+    deleting,
+    fusible,
+    tuple_display,
+)
+from symgrad.ir import Program
+from symgrad.shapes import show
+from symgrad.spec import Spec, SpecError
+
+
+def render(
+    spec: Spec,
+    backward: Program,
+    unit: Program,
+    backend: Backend,
+    checked: str = "",
+) -> str:
+    """The source of the generated module.
+
+    `backward` is seeded with the parameter `dy` (for `backward(tape, dy)`);
+    `unit` is the same program seeded with 1 (for `value_and_grad`);
+    `checked` says how the gradients were verified, for the docstring.
+    """
+    if backward.tensor and not backend.tensors:
+        raise SpecError(
+            f"the {backend.name} target compiles scalar specs only; use --target "
+            "numpy for vectors and matrices",
+            path=spec.path,
+        )
+    printer = Printer(backend.name)
+    try:
+        context = _lines(printer, backward, unit, backend)
+    except Unprintable as err:
+        raise SpecError(f"{err}; use --target numpy", path=spec.path) from None
+    tape = list(backward.inputs) + [a.name for a in backward.forward]
+    stdlib = sorted(m for m in printer.imports if m in sys.stdlib_module_names)
+    context |= {
+        "version": __version__,
+        "value_type": backend.value_type,
+        "spec": spec,
+        "source_file": Path(spec.path).name
+        if spec.path and not spec.path.startswith("<")
+        else None,
+        "description": [
+            _docstring_safe(line) for line in spec.description.strip().splitlines()
+        ],
+        "source": _docstring_safe(" ".join(spec.source.split())),
+        "steps": [
+            _docstring_safe(f"{s.name} = {' '.join(s.text.split())}")
+            for s in spec.steps
+        ],
+        "output": backward.output,
+        "wrt": list(backward.wrt),
+        "summary": textwrap.fill(
+            f"Backward pass: reverse-mode differentiation of {backward.output} with respect to "
+            f"{', '.join(backward.wrt)}. The adjoint d{backward.output}_dv holds "
+            f"∂{backward.output}/∂v; t0, t1, ... are temporaries that hold one operation each.",
+            width=79,
+        ),
+        "tape_fields": tape,
+        "params": backward.inputs,
+        "make_tape": call("tape = Tape", tape, INDENT),
+        "checked": textwrap.fill(checked, width=79),
+        "tensor": backward.tensor,
+        "shapes": textwrap.fill(
+            "Inputs have the spec's shapes ("
+            + ", ".join(
+                f"{name} {show(shape)}"
+                for name, shape in zip(
+                    backward.inputs, backward.input_shapes, strict=True
+                )
+            )
+            + "); named dimensions take their size from the arguments. Arguments may "
+            "be NumPy arrays or any array type NumPy dispatches to, such as Dask or CuPy.",
+            width=79,
+            break_long_words=False,
+        ),
+        "stdlib_imports": stdlib,
+        "imports": sorted(printer.imports - set(stdlib)),
+        "helpers": printer.helper_sources(),
+        # A non-scalar output of a tensor spec: dy is broadcast to its shape.
+        "seed_dy": backward.tensor and bool(backward.shapes()[backward.output]),
+        "call": call,
+        "tuple_display": tuple_display,
+        "INDENT": INDENT,
+    }
+    return environment().get_template(f"{backend.name}/module.py.j2").render(context)
+
+
+def _lines(
+    printer: Printer, backward: Program, unit: Program, backend: Backend
+) -> dict:
+    """The printed bodies of forward, backward and value_and_grad, and their gradients."""
+    # forward and backward: one line per operation, the full tape (teaching form);
+    # value_and_grad: temporaries used once are printed where they are used.
+    forward = printer.body(backward.forward)
+    graded = {g for _, g in backward.gradients if isinstance(g, str)}
+    transposes = fusible(backward.backward, graded, only={"transpose"})
+    backward_lines = printer.body(backward.backward, transposes)
+    unit_graded = {g for _, g in unit.gradients if isinstance(g, str)}
+    read_by_backward = {arg for a in unit.backward for arg in a.args} | unit_graded
+    fused_forward = printer.body(
+        unit.forward, fusible(unit.forward, read_by_backward | {unit.output})
+    )
+    unit_lines = printer.body(unit.backward, fusible(unit.backward, unit_graded))
+    one_point = backend.one_point and not backward.tensor
+
+    def gradients(program: Program, at_one_point: bool = False):
+        return [
+            backend.gradient(program, name, grad, at_one_point)
+            for name, grad in program.gradients
+        ]
+
+    unit_gradients = gradients(unit)
+    unit_one_point = gradients(unit, True)
+    if backend.frees_arrays:  # free each array after its last use, as by hand
+        returned = {unit.output}.union(
+            *(g.reads for g in unit_gradients + unit_one_point)
+        )
+        fused_forward, unit_lines = deleting(fused_forward, unit_lines, keep=returned)
+    backward_gradients = gradients(backward)
+    read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
+    read = read.union(*(g.reads for g in backward_gradients))
+    tape = list(backward.inputs) + [a.name for a in backward.forward]
+    return {
+        "forward": _text(forward),
+        "unpack": [f"{name} = tape.{name}" for name in tape if name in read],
+        "backward": _text(backward_lines),
+        "gradients": [g.text for g in backward_gradients],
+        "unit_backward": _text(unit_lines),
+        "fused_forward": _text(fused_forward),
+        "unit_gradients": [g.text for g in unit_gradients],
+        # a scalar spec: a call at one point skips the reductions of a batch
+        "one_point": one_point,
+        "one_point_gradients": [g.text for g in gradients(backward, True)],
+        "unit_one_point_gradients": [g.text for g in unit_one_point],
+    }
+
+
+def _text(lines: list[Line]) -> list[str]:
+    return [line.text for line in lines]
+
+
+def _docstring_safe(text: str) -> str:
+    """Text that cannot end the docstring it is placed in or start an escape sequence."""
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The Jinja environment over symgrad's templates (strict: a missing value is an error)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def templates_dir() -> Path:
+    """The templates folder: inside the installed package, or beside it in a source checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"symgrad's templates are missing (looked beside {here})")

@@ -1,0 +1,811 @@
+"""The op registry: every fact about every operation symgrad knows, in one place.
+
+One `Op` per operation of the IR (`exp`, `add`, `matmul`, ...) says:
+
+* how the spec language spells it and builds it (`spellings`, `counts`,
+  `build`) and which SymPy classes lower to it (`sympy`);
+* what it means (`meaning`, a SymPy expression of its operands; `mpmath`, a
+  high-precision value for constant checks);
+* its derivatives: the local partials ∂out/∂operand come from `sympy.diff`
+  of the meaning unless `partials` gives them by hand; tensor operations give
+  a vector-Jacobian product (`vjp`) and a Jacobian-vector product (`jvp`);
+* its shape rule, its domain (where checks sample it), its kinks (where the
+  derivative is a subgradient), how it is displayed (`text`, `latex`);
+* how each code-generation target prints it (`code`: target -> `Code`).
+
+A new elementwise function is one `Op(...)` entry below; the rest of symgrad
+reads this table and never compares an operation's name with a string.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from sympy.core.symbol import Str
+
+from symgrad import shapes as S
+
+Format = str | Callable[..., str]
+
+
+# --------------------------------------------------------------------------- printing
+
+
+@dataclass(frozen=True)
+class Code:
+    """How one target prints an operation.
+
+    `fmt` is a format string over the printed operands (`"np.exp({0})"`) or a
+    callable of the operands and the op's static parameters. `prec` is the
+    precedence of the printed expression and `needs` the least precedence each
+    operand needs to go without parentheses (Python's grammar; a call is an
+    atom, 100, whose operands need nothing). `imports` and `helper` are what
+    the printed line needs in the module: modules to import, and the source
+    of a helper function (by its name) the target defines once.
+    """
+
+    fmt: Format
+    prec: int = 100
+    needs: tuple[int, ...] | None = None
+    imports: tuple[str, ...] = ()
+    helper: tuple[str, str] | None = None  # (name, source)
+    repeats: bool = False  # names an operand twice: never inline an expression into it
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fmt, str) and any(
+            self.fmt.count(f"{{{i}}}") > 1 for i in range(3)
+        ):
+            object.__setattr__(self, "repeats", True)
+
+    def print(self, args: list[str], params: tuple = ()) -> str:
+        fmt = self.fmt
+        return fmt(*args, *params) if callable(fmt) else fmt.format(*args)
+
+    def operand_needs(self, arity: int) -> tuple[int, ...]:
+        return self.needs if self.needs is not None else (0,) * arity
+
+
+def infix(symbol: str, prec: int, needs: tuple[int, ...]) -> Code:
+    return Code(f"{{0}} {symbol} {{1}}", prec, needs)
+
+
+def np_call(function: str) -> Code:
+    """`np.function(operands)`."""
+    return Code(_call_format(f"np.{function}"))
+
+
+def math_call(function: str) -> Code:
+    """`math.function(operands)` (the math module imported)."""
+    return Code(_call_format(f"math.{function}"), imports=("math",))
+
+
+def _call_format(function: str) -> Callable[..., str]:
+    return lambda *args: f"{function}({', '.join(args)})"
+
+
+def helper(
+    name: str, source: str, fmt: Format | None = None, *, imports: tuple[str, ...] = ()
+) -> Code:
+    """A call of a helper function the generated module defines (`source`)."""
+    return Code(
+        fmt or _call_format(name), imports=imports, helper=(name, source.strip())
+    )
+
+
+def vectorized_math(function: str) -> Code:
+    """NumPy lacks it: the math module's, applied elementwise (`_erf = ...`)."""
+    return helper(
+        f"_{function}",
+        f"# NumPy has no {function}; the math module's, applied elementwise.\n"
+        f"_{function} = np.vectorize(math.{function}, otypes=[float])",
+        imports=("math",),
+    )
+
+
+# --------------------------------------------------------------------------- SymPy meaning
+
+
+class Defined(sp.Function):
+    """An elementwise function of symgrad's own, defined by its written-out form.
+
+    SymPy keeps it as one function (the generated code prints it as one
+    line); `_definition` is the form in elementary functions (numbers fold
+    through it, the tests differentiate it as an independent reference), and
+    `derivative`, when given, is ∂/∂(argument i) in terms of the function
+    itself (sigmoid' = sigmoid·(1 - sigmoid)).
+    """
+
+    sign_rule: str | None = None  # "positive" or "nonnegative" for a real argument
+
+    @classmethod
+    def eval(cls, *args):
+        if all(a.is_Number for a in args):
+            return cls._definition(*args)
+        return None
+
+    def _eval_evalf(self, prec):
+        return self._definition(*self.args)._eval_evalf(prec)
+
+    def _eval_rewrite_as_exp(self, *args, **kwargs):
+        return self._definition(*args)
+
+    def fdiff(self, argindex=1):
+        rule = type(self).derivative
+        if rule is not None:
+            return rule(self, *self.args)[argindex - 1]
+        placeholders = [sp.Dummy(real=True) for _ in self.args]
+        value = sp.diff(self._definition(*placeholders), placeholders[argindex - 1])
+        return value.xreplace(dict(zip(placeholders, self.args, strict=True)))
+
+    def _eval_is_real(self):
+        return all(a.is_real for a in self.args) or None
+
+    def _eval_is_positive(self):
+        if self.sign_rule == "positive" and all(a.is_extended_real for a in self.args):
+            return True
+        return None
+
+    def _eval_is_nonnegative(self):
+        if self.sign_rule and all(a.is_extended_real for a in self.args):
+            return True
+        return None
+
+
+def defined(
+    name: str,
+    definition: Callable[..., sp.Expr],
+    derivative: Callable[..., tuple[sp.Expr, ...]] | None = None,
+    *,
+    nargs: int = 1,
+    sign: str | None = None,
+) -> type[Defined]:
+    """A `Defined` SymPy function class called `name`."""
+    return type(
+        name,
+        (Defined,),
+        {
+            "nargs": nargs,
+            "_definition": staticmethod(definition),
+            "derivative": staticmethod(derivative) if derivative else None,
+            "sign_rule": sign,
+            "__doc__": f"{name}: {sp.sstr(definition(*sp.symbols('x y z')[:nargs]))}",
+        },
+    )
+
+
+sigmoid = defined(
+    "sigmoid",
+    lambda x: 1 / (1 + sp.exp(-x)),
+    lambda s, x: (s * (1 - s),),
+    sign="positive",
+)
+softplus = defined(
+    "softplus",
+    lambda x: sp.log(1 + sp.exp(x)),
+    lambda s, x: (sigmoid(x),),
+    sign="positive",
+)
+relu = defined(
+    "relu",
+    lambda x: sp.Piecewise((x, x > 0), (0, True)),
+    lambda s, x: (sp.Heaviside(x, 0),),  # PyTorch's relu'(0) = 0
+    sign="nonnegative",
+)
+
+
+class TensorOp(sp.Function):
+    """A tensor operation: its operands, then a Str holding its static parameters.
+
+    SymPy treats it as an opaque function of its operands (elementwise algebra
+    around it stays valid under NumPy broadcasting); the registry's `vjp` and
+    `jvp` differentiate it and each target prints it.
+    """
+
+    op = ""
+    is_commutative = True
+    is_real = True
+
+    @property
+    def operands(self) -> tuple[sp.Expr, ...]:
+        return self.args[:-1]
+
+    @property
+    def params(self) -> tuple:
+        return ast.literal_eval(self.args[-1].name)
+
+    def _latex(self, printer) -> str:
+        args = [printer.parenthesize(a, 60) for a in self.operands]
+        return OPS[self.op].latex(*args, *self.params)
+
+    def _sympystr(self, printer) -> str:
+        args = [printer.parenthesize(a, 60) for a in self.operands]  # sums in ()
+        return OPS[self.op].text(*args, *self.params)
+
+
+def tensor(op: str, *operands: sp.Expr, params: tuple = ()) -> TensorOp:
+    """The SymPy node of a tensor operation."""
+    return _TENSOR_CLASSES[op](*operands, Str(repr(tuple(params))))
+
+
+def key_text(key: tuple) -> str:
+    """`[:, 0]` for the key ((None, None, None), 0)."""
+    parts = []
+    for k in key:
+        if isinstance(k, int):
+            parts.append(str(k))
+        else:
+            start, stop, step = ("" if v is None else str(v) for v in k)
+            parts.append(f"{start}:{stop}" + (f":{step}" if step else ""))
+    return "[" + ", ".join(parts) + "]"
+
+
+def axis_text(axis) -> str:
+    return "" if axis is None else f", axis={axis}"
+
+
+def _latex_axis(axis) -> str:
+    return "" if axis is None else rf"_{{\text{{axis}} {axis}}}"
+
+
+# --------------------------------------------------------------------------- the Op
+
+
+@dataclass(frozen=True)
+class Op:
+    """Everything symgrad knows about one operation (see the module docstring)."""
+
+    name: str
+    arity: int
+    kind: str = "function"  # arithmetic, function, condition, select, tensor, adjoint
+    meaning: Callable[..., sp.Basic] | None = None
+    sympy: tuple[type, ...] = ()
+    spellings: tuple[str, ...] = ()
+    counts: tuple[int, ...] = ()  # argument counts a spec may call it with
+    build: Callable[..., sp.Basic] | None = None  # the spec's call -> SymPy
+    lazy: bool = False  # built unevaluated: its eval only rewrites (sin(-x) -> -sin(x))
+    chain: bool = False  # an n-ary SymPy node lowers to a chain of binary ops
+    commutative: bool = False
+    partials: Callable[..., tuple[sp.Expr | None, ...]] | None = None
+    vjp: Callable[..., tuple[sp.Expr | None, ...]] | None = None
+    jvp: Callable[..., sp.Expr] | None = None
+    shape: Callable[..., S.Shape] = lambda shapes, params: S.broadcast(*shapes)
+    mpmath: str | Callable | None = None
+    domain: tuple[tuple[float, float], ...] = ()
+    kink: Callable[..., Any] | None = None  # numeric operands -> distance to a kink
+    axis: bool = False  # the spec passes an `axis` (tensor reductions)
+    text: Callable[..., str] | None = None
+    latex: Callable[..., str] | None = None
+    code: dict[str, Code] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            object.__setattr__(self, "counts", (self.arity,))
+        if self.build is None and self.sympy:
+            object.__setattr__(self, "build", self.sympy[0])
+        if self.meaning is None and self.build is not None and self.kind != "tensor":
+            object.__setattr__(self, "meaning", self.build)
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether a gradient flows through its operands (conditions carry none)."""
+        return self.kind != "condition"
+
+    @property
+    def elementwise(self) -> bool:
+        """Elementwise arithmetic over numbers (not a tensor operation, condition or choice)."""
+        return self.kind in ("arithmetic", "function")
+
+    def sample_domain(self, i: int) -> tuple[float, float]:
+        """The interval the checks sample operand `i` from (inside the domain, away from kinks)."""
+        return self.domain[i] if i < len(self.domain) else (-2.0, 2.0)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _zero(*operands: sp.Expr, out: sp.Symbol) -> tuple[sp.Expr, ...]:
+    """Derivative zero almost everywhere (sign, steps, rounding): PyTorch's convention."""
+    return (sp.Integer(0),) * len(operands)
+
+
+def _tie(other: sp.Expr) -> sp.Expr:
+    """Heaviside(0) for a tie in max/min: the two operands share the gradient
+    (PyTorch's torch.maximum), but a constant keeps all of it (relu'(0) = 0)."""
+    return sp.Integer(0) if other.is_number else sp.Rational(1, 2)
+
+
+def _extremum_partials(sign: int):
+    def partials(a, b, *, out):
+        return (
+            sp.Heaviside(sign * (a - b), _tie(b)),
+            sp.Heaviside(sign * (b - a), _tie(a)),
+        )
+
+    return partials
+
+
+def _mm(a, b):
+    return tensor("matmul", a, b)
+
+
+def _t(a):
+    return tensor("transpose", a)
+
+
+def _matmul_vjp(g, a, b, *, out, shapes, params):
+    """C = A @ B: dA = dC @ B.T, dB = A.T @ dC, with the vector cases."""
+    ranks = (len(shapes[0]), len(shapes[1]))
+    if ranks == (2, 2):
+        return _mm(g, _t(b)), _mm(_t(a), g)
+    if ranks == (2, 1):
+        return tensor("outer", g, b), _mm(_t(a), g)
+    if ranks == (1, 2):
+        return _mm(b, g), tensor("outer", a, g)
+    return g * b, g * a
+
+
+def _sum_vjp(g, a, *, out, shapes, params):
+    axis, keepdims = params
+    return (tensor("broadcast", g, a, params=(None if keepdims else axis,)),)
+
+
+def _mean_vjp(g, a, *, out, shapes, params):
+    (axis,) = params
+    share = (
+        g / tensor("size", a)
+        if axis is None
+        else g * tensor("size", out) / tensor("size", a)
+    )
+    return (tensor("broadcast", share, a, params=(axis,)),)
+
+
+def _softmax_vjp(g, a, *, out, shapes, params):
+    (axis,) = params
+    return (out * (g - tensor("sum", g * out, params=(axis, True))),)
+
+
+def _logsumexp_vjp(g, a, *, out, shapes, params):
+    (axis,) = params
+    spread = {"params": (axis,)}
+    return (
+        tensor("broadcast", g, a, **spread)
+        * sp.exp(a - tensor("broadcast", out, a, **spread)),
+    )
+
+
+def _linear_jvp(op: str):
+    """The JVP of an operation linear in its first operand: the op applied to the tangent."""
+
+    def jvp(tangents, *operands, out, params):
+        return tensor(op, tangents[0], *operands[1:], params=params)
+
+    return jvp
+
+
+def _bilinear_jvp(op: str):
+    """d(a ∘ b) = da ∘ b + a ∘ db, for a product-like operation."""
+
+    def jvp(tangents, a, b, *, out, params):
+        ta, tb = tangents
+        return sum(
+            (tensor(op, *pair) for pair, t in (((ta, b), ta), ((a, tb), tb)) if t != 0),
+            sp.Integer(0),
+        )
+
+    return jvp
+
+
+def _mean_jvp(tangents, a, *, out, params):
+    return tensor("mean", tangents[0], params=params)
+
+
+def _softmax_jvp(tangents, a, *, out, params):
+    (axis,) = params
+    t = tangents[0]
+    return out * (t - tensor("sum", t * out, params=(axis, True)))
+
+
+def _logsumexp_jvp(tangents, a, *, out, params):
+    (axis,) = params
+    weights = sp.exp(a - tensor("broadcast", out, a, params=(axis,)))
+    return tensor("sum", tangents[0] * weights, params=(axis, False))
+
+
+def _no_vjp(g, *operands, **_):
+    """Operations only backward passes use: never differentiated in reverse again."""
+    return (None,) * len(operands)
+
+
+def _constant_jvp(tangents, *operands, out, params):
+    return sp.Integer(0)
+
+
+def _reduced_shape(shapes, params):
+    axis, keepdims = (params + (False,))[:2]
+    return S.reduced(shapes[0], axis, keepdims)
+
+
+def _outer_shape(shapes, params):
+    return (shapes[0][0], shapes[1][0])
+
+
+# --------------------------------------------------------------------------- printed forms
+
+_SIMPLE = re.compile(r"-?[\w.]+\Z")
+
+
+def _power(a: str, b: str) -> str:
+    # ruff format hugs ** only between simple operands
+    return f"{a}**{b}" if _SIMPLE.match(a) and _SIMPLE.match(b) else f"{a} ** {b}"
+
+
+def _python_heaviside(x: str, h0: str) -> str:
+    if float(h0) == 0:
+        return f"1.0 if {x} > 0 else 0.0"
+    return f"1.0 if {x} > 0 else {h0} if {x} == 0 else 0.0"
+
+
+_SIGMOID = """
+def _sigmoid(x):
+    \"\"\"1 / (1 + exp(-x)), exact in both tails: exp never sees a positive argument.\"\"\"
+    return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
+"""
+_SOFTPLUS = """
+def _softplus(x):
+    \"\"\"log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|)).\"\"\"
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+"""
+_SOFTMAX = """
+def _softmax(x, axis=-1):
+    \"\"\"exp(x) / sum(exp(x)) along axis, shifted by the maximum so it cannot overflow.\"\"\"
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+"""
+_LOGSUMEXP = """
+def _logsumexp(x, axis=None):
+    \"\"\"log(sum(exp(x))) along axis, shifted by the maximum so it cannot overflow.\"\"\"
+    m = np.max(x, axis=axis, keepdims=True)
+    return np.squeeze(m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)), axis)
+"""
+_BROADCAST = """
+def _broadcast(g, like, axis=None):
+    \"\"\"The adjoint of a sum over axis: g spread back over like's shape (a view).
+
+    np.asarray(..., like=like) keeps the array type, so Dask stays lazy.
+    \"\"\"
+    if axis is not None:
+        g = np.expand_dims(g, axis)
+    return np.broadcast_to(np.asarray(g, like=like), np.shape(like))
+"""
+_SCATTER = """
+def _scatter(g, like, key):
+    \"\"\"The adjoint of like[key]: zeros of like's shape with g at key.\"\"\"
+    out = np.zeros_like(like, dtype=float)
+    out[key] = g
+    return out
+"""
+
+_COMPARISON = (10, (11, 11))
+
+
+def _both(numpy: Code, python: Code | None = None) -> dict[str, Code]:
+    return {"numpy": numpy, "python": numpy if python is None else python}
+
+
+def _function(name: str, sympy_class: Any, *, python: str | None = None, **facts) -> Op:
+    """An elementwise function NumPy and the math module both have by the same name.
+
+    `sympy_class` builds it; a class (not a function like sympy.sqrt, which
+    builds a power) also lowers to it.
+    """
+    return Op(
+        name,
+        facts.pop("arity", 1),
+        sympy=(sympy_class,) if isinstance(sympy_class, type) else (),
+        build=sympy_class,
+        spellings=facts.pop("spellings", (name,)),
+        mpmath=facts.pop("mpmath", name),
+        code={
+            "numpy": np_call(facts.pop("numpy", name)),
+            "python": math_call(python or name),
+        },
+        **facts,
+    )
+
+
+def _where(cond, a, b):
+    return sp.Piecewise((a, cond), (b, True))
+
+
+# --------------------------------------------------------------------------- the registry
+
+_REGISTRY: tuple[Op, ...] = (
+    # ---- arithmetic
+    Op("copy", 1, "arithmetic", meaning=lambda a: a, code=_both(Code("{0}"))),
+    Op("neg", 1, "arithmetic", meaning=lambda a: -a, code=_both(Code("-{0}", 15, (17,)))),
+    Op(
+        "add", 2, "arithmetic", meaning=lambda a, b: a + b, commutative=True,
+        code=_both(infix("+", 13, (13, 14))),
+    ),
+    Op("sub", 2, "arithmetic", meaning=lambda a, b: a - b, code=_both(infix("-", 13, (13, 14)))),
+    Op(
+        "mul", 2, "arithmetic", meaning=lambda a, b: a * b, commutative=True,
+        code=_both(infix("*", 14, (14, 15))),
+    ),
+    Op("div", 2, "arithmetic", meaning=lambda a, b: a / b, code=_both(infix("/", 14, (14, 15)))),
+    # a**n for a whole number n: Python's ** (a negative base is fine)
+    Op(
+        "pow", 2, "arithmetic", meaning=lambda a, b: a**b,
+        # b * a**(b - 1) is finite at a = 0, where out * b / a is not.
+        partials=lambda a, b, *, out: (b * a ** (b - 1), out * sp.log(a)),
+        code=_both(Code(_power, 16, (17, 15))),
+    ),
+    # a**b for any other exponent: np.power gives nan and math.pow raises ValueError
+    # for a negative base, where Python's ** would make a complex number.
+    Op(
+        "power", 2, "arithmetic", meaning=lambda a, b: a**b,
+        partials=lambda a, b, *, out: (b * a ** (b - 1), out * sp.log(a)),
+        code={"numpy": np_call("power"), "python": math_call("pow")},
+    ),
+    # ---- elementwise functions
+    _function("exp", sp.exp),
+    _function("log", sp.log, domain=((0.1, 3.0),)),
+    _function("sqrt", sp.sqrt, domain=((0.1, 3.0),)),
+    _function("sin", sp.sin, lazy=True),
+    _function("cos", sp.cos, lazy=True),
+    _function("tan", sp.tan, lazy=True, domain=((-1.2, 1.2),)),
+    _function("sinh", sp.sinh, lazy=True),
+    _function("cosh", sp.cosh, lazy=True),
+    _function("tanh", sp.tanh, lazy=True),
+    _function(
+        "asin", sp.asin, numpy="arcsin", lazy=True, spellings=("asin", "arcsin"),
+        domain=((-0.9, 0.9),),
+    ),
+    _function(
+        "acos", sp.acos, numpy="arccos", lazy=True, spellings=("acos", "arccos"),
+        domain=((-0.9, 0.9),),
+    ),
+    _function("atan", sp.atan, numpy="arctan", lazy=True, spellings=("atan", "arctan")),
+    _function(
+        "atan2", sp.atan2, numpy="arctan2", arity=2, spellings=("atan2", "arctan2"),
+        domain=((0.5, 2.0), (0.5, 2.0)),
+    ),
+    Op(
+        "erf", 1, sympy=(sp.erf,), spellings=("erf",), lazy=True, mpmath="erf",
+        code={"numpy": vectorized_math("erf"), "python": math_call("erf")},
+    ),
+    Op(
+        "abs", 1, sympy=(sp.Abs,), spellings=("abs", "Abs"), mpmath=abs,
+        kink=lambda x: np.abs(x),
+        code={"numpy": np_call("abs"), "python": Code("abs({0})")},
+    ),
+    Op(
+        "sign", 1, sympy=(sp.sign,), spellings=("sign",), mpmath="sign",
+        partials=_zero, kink=lambda x: np.abs(x),
+        code={
+            "numpy": np_call("sign"),
+            "python": Code("math.copysign(1.0, {0}) if {0} else 0.0", 1, (2,), ("math",)),
+        },
+    ),
+    Op(
+        "max", 2, sympy=(sp.Max,), spellings=("max", "Max"), counts=tuple(range(2, 9)),
+        chain=True, commutative=True, mpmath=max, partials=_extremum_partials(1),
+        kink=lambda a, b: np.abs(a - b),
+        code={"numpy": np_call("maximum"), "python": Code("max({0}, {1})")},
+    ),
+    Op(
+        "min", 2, sympy=(sp.Min,), spellings=("min", "Min"), counts=tuple(range(2, 9)),
+        chain=True, commutative=True, mpmath=min, partials=_extremum_partials(-1),
+        kink=lambda a, b: np.abs(a - b),
+        code={"numpy": np_call("minimum"), "python": Code("min({0}, {1})")},
+    ),
+    # heaviside(x, h0): 0 for x < 0, h0 at 0, 1 for x > 0 (local derivatives use it)
+    Op(
+        "heaviside", 2, sympy=(sp.Heaviside,), partials=_zero,
+        kink=lambda x, h0: np.abs(x),
+        code={
+            "numpy": np_call("heaviside"),
+            "python": Code(_python_heaviside, 1, (11, 0), repeats=True),
+        },
+    ),
+    # the learners' functions: one readable line each, stable in both tails
+    Op(
+        "sigmoid", 1, sympy=(sigmoid,), spellings=("sigmoid",),
+        code={
+            "numpy": helper("_sigmoid", _SIGMOID),
+            # exp of a negative argument only: no OverflowError, and exact in both tails
+            "python": Code(
+                "1 / (1 + math.exp(-{0})) if {0} >= 0 "
+                "else math.exp({0}) / (1 + math.exp({0}))",
+                1, (17,), ("math",),
+            ),
+        },
+    ),
+    Op(
+        "softplus", 1, sympy=(softplus,), spellings=("softplus",),
+        code={
+            "numpy": helper("_softplus", _SOFTPLUS),
+            "python": Code(
+                "max({0}, 0.0) + math.log1p(math.exp(-abs({0})))", 13, (0,), ("math",)
+            ),
+        },
+    ),
+    Op(
+        "relu", 1, sympy=(relu,), spellings=("relu",), kink=lambda x: np.abs(x),
+        code={"numpy": Code("np.maximum({0}, 0)"), "python": Code("max({0}, 0.0)")},
+    ),
+    # ---- conditions and selection (Piecewise, where)
+    *(
+        Op(
+            name, 2, "condition", sympy=(cls,), commutative=name in ("eq", "ne"),
+            kink=lambda a, b: np.abs(a - b), code=_both(infix(symbol, *_COMPARISON)),
+        )
+        for name, cls, symbol in (
+            ("gt", sp.StrictGreaterThan, ">"), ("ge", sp.GreaterThan, ">="),
+            ("lt", sp.StrictLessThan, "<"), ("le", sp.LessThan, "<="),
+            ("eq", sp.Eq, "=="), ("ne", sp.Ne, "!="),
+        )
+    ),
+    Op(
+        "and", 2, "condition", sympy=(sp.And,), chain=True, commutative=True,
+        code={"numpy": np_call("logical_and"), "python": Code("{0} and {1}", 5, (6, 6))},
+    ),
+    Op(
+        "or", 2, "condition", sympy=(sp.Or,), chain=True, commutative=True,
+        code={"numpy": np_call("logical_or"), "python": Code("{0} or {1}", 4, (5, 5))},
+    ),
+    Op(
+        "not", 1, "condition", sympy=(sp.Not,),
+        code={"numpy": np_call("logical_not"), "python": Code("not {0}", 6, (7,))},
+    ),
+    Op(
+        "where", 3, "select", meaning=_where, spellings=("where",), build=_where,
+        partials=lambda c, a, b, *, out: (
+            None, sp.Piecewise((1, c), (0, True)), sp.Piecewise((0, c), (1, True)),
+        ),
+        code={
+            "numpy": np_call("where"),
+            "python": Code("{1} if {0} else {2}", 1, (2, 2, 2)),
+        },
+    ),
+    # ---- tensor operations; their static arguments are `params`
+    Op(
+        "matmul", 2, "tensor", spellings=("dot",),
+        build=lambda a, b: tensor("matmul", a, b),
+        vjp=_matmul_vjp, jvp=_bilinear_jvp("matmul"),
+        shape=lambda shapes, params: S.matmul(*shapes),
+        text=lambda a, b: f"{a} @ {b}", latex=lambda a, b: f"{a} {b}",
+        code={"numpy": infix("@", 14, (14, 15))},
+    ),
+    Op(
+        "transpose", 1, "tensor", spellings=("transpose",),
+        build=lambda a: tensor("transpose", a),
+        vjp=lambda g, a, **_: (_t(g),), jvp=_linear_jvp("transpose"),
+        shape=lambda shapes, params: shapes[0][::-1],
+        text=lambda a: f"{a}.T", latex=lambda a: f"{a}^{{T}}",
+        code={"numpy": Code("{0}.T", 100, (100,))},
+    ),
+    Op(
+        "sum", 1, "tensor", spellings=("sum",), counts=(1, 2), axis=True,
+        build=lambda a, axis=None: tensor("sum", a, params=(axis, False)),
+        vjp=_sum_vjp, jvp=_linear_jvp("sum"), shape=_reduced_shape,
+        text=lambda a, axis, keepdims=False: f"sum({a}{axis_text(axis)})",
+        latex=lambda a, axis, keepdims=False: rf"\textstyle\sum{_latex_axis(axis)} {a}",
+        code={
+            "numpy": Code(
+                lambda a, axis, keepdims=False: (
+                    f"np.sum({a}{axis_text(axis)}"
+                    + (", keepdims=True" if keepdims else "")
+                    + ")"
+                )
+            )
+        },
+    ),
+    Op(
+        "mean", 1, "tensor", spellings=("mean",), counts=(1, 2), axis=True,
+        build=lambda a, axis=None: tensor("mean", a, params=(axis,)),
+        vjp=_mean_vjp, jvp=_mean_jvp, shape=_reduced_shape,
+        text=lambda a, axis: f"mean({a}{axis_text(axis)})",
+        latex=lambda a, axis: rf"\operatorname{{mean}}{_latex_axis(axis)} {a}",
+        code={"numpy": Code(lambda a, axis: f"np.mean({a}{axis_text(axis)})")},
+    ),
+    Op(
+        "index", 1, "tensor",
+        vjp=lambda g, a, *, params, **_: (tensor("scatter", g, a, params=params),),
+        jvp=_linear_jvp("index"),
+        shape=lambda shapes, params: S.index(shapes[0], params[0]),
+        text=lambda a, key: f"{a}{key_text(key)}",
+        latex=lambda a, key: f"{a}{key_text(key)}",
+        code={"numpy": Code(lambda a, key: f"{a}{key_text(key)}", 100, (100,))},
+    ),
+    Op(
+        "softmax", 1, "tensor", spellings=("softmax",), counts=(1, 2), axis=True,
+        # default axis -1: over the last axis (the classes)
+        build=lambda a, axis=None: tensor("softmax", a, params=(-1 if axis is None else axis,)),
+        vjp=_softmax_vjp, jvp=_softmax_jvp,
+        shape=lambda shapes, params: shapes[0],
+        text=lambda a, axis: f"softmax({a}{axis_text(axis)})",
+        code={"numpy": helper(
+            "_softmax", _SOFTMAX, lambda a, axis: f"_softmax({a}{axis_text(axis)})"
+        )},
+    ),
+    Op(
+        "logsumexp", 1, "tensor", spellings=("logsumexp",), counts=(1, 2), axis=True,
+        build=lambda a, axis=None: tensor("logsumexp", a, params=(axis,)),
+        vjp=_logsumexp_vjp, jvp=_logsumexp_jvp, shape=_reduced_shape,
+        text=lambda a, axis: f"logsumexp({a}{axis_text(axis)})",
+        code={"numpy": helper(
+            "_logsumexp", _LOGSUMEXP, lambda a, axis: f"_logsumexp({a}{axis_text(axis)})"
+        )},
+    ),
+    # ---- only in backward passes
+    # broadcast(g, like; axis): g expanded at axis, to like's shape
+    Op(
+        "broadcast", 2, "adjoint", vjp=_no_vjp, jvp=_linear_jvp("broadcast"),
+        shape=lambda shapes, params: shapes[1],
+        text=lambda g, like, axis: f"broadcast({g}{axis_text(axis)} to {like})",
+        code={"numpy": helper(
+            "_broadcast", _BROADCAST,
+            lambda g, like, axis: f"_broadcast({g}, {like}{axis_text(axis)})",
+        )},
+    ),
+    # scatter(g, like; key): zeros like `like`, g at key
+    Op(
+        "scatter", 2, "adjoint", vjp=_no_vjp, jvp=_linear_jvp("scatter"),
+        shape=lambda shapes, params: shapes[1],
+        text=lambda g, like, key: f"scatter({g} into {like}{key_text(key)})",
+        code={"numpy": helper(
+            "_scatter", _SCATTER,
+            lambda g, like, key: f"_scatter({g}, {like}, np.s_{key_text(key)})",
+        )},
+    ),
+    Op(
+        "outer", 2, "adjoint", vjp=_no_vjp, jvp=_bilinear_jvp("outer"), shape=_outer_shape,
+        text=lambda a, b: f"outer({a}, {b})", code={"numpy": np_call("outer")},
+    ),
+    Op(
+        "size", 1, "adjoint", vjp=_no_vjp, jvp=_constant_jvp,
+        shape=lambda shapes, params: (),
+        text=lambda a: f"size({a})", code={"numpy": np_call("size")},
+    ),
+)  # fmt: skip
+
+OPS: dict[str, Op] = {op.name: op for op in _REGISTRY}
+"""Every operation, by its name in the IR."""
+
+BY_SYMPY: dict[type, Op] = {cls: op for op in _REGISTRY for cls in op.sympy}
+"""The operation each SymPy class lowers to."""
+
+SPELLINGS: dict[str, Op] = {s: op for op in _REGISTRY for s in op.spellings}
+"""The operation each function name of the spec language calls."""
+
+_TENSOR_CLASSES: dict[str, type] = {
+    op.name: type(op.name, (TensorOp,), {"op": op.name})
+    for op in _REGISTRY
+    if op.kind in ("tensor", "adjoint")
+}
+
+TARGETS_PRINTED: frozenset[str] = frozenset(t for op in _REGISTRY for t in op.code)
+
+
+def _check_registry() -> None:
+    """Every op has a derivative and can be printed; no silent gaps."""
+    for op in _REGISTRY:
+        tensorish = op.kind in ("tensor", "adjoint")
+        if tensorish and (op.vjp is None or op.jvp is None or op.text is None):
+            raise AssertionError(f"tensor operation {op.name} needs vjp, jvp and text")
+        if not tensorish and op.meaning is None:
+            raise AssertionError(f"operation {op.name} needs a SymPy meaning")
+        if "numpy" not in op.code:
+            raise AssertionError(f"the numpy target cannot print {op.name}")
+        if not tensorish and "python" not in op.code:
+            raise AssertionError(f"the python target cannot print {op.name}")
+
+
+_check_registry()
