@@ -575,13 +575,18 @@ def _sum_to(g: np.ndarray, shape: tuple[int, ...]) -> Any:
     return float(result) if shape == () else result
 
 
-# SymPy's lambdify prints the functions it knows as NumPy calls; symgrad's own
-# (sigmoid, erf, ...) are looked up by name and computed as the generated code does.
-_NUMERIC = {
-    cls.__name__: numpy_target.function(op.name)
-    for cls, op in BY_SYMPY.items()
-    if op.elementwise
-}
+@lru_cache(maxsize=1)
+def _numeric() -> dict[str, Any]:
+    """symgrad's functions (sigmoid, erf, ...) for lambdify, by name, computed as the
+    generated code computes them (those whose module is not installed left out)."""
+    functions = {}
+    for cls, op in BY_SYMPY.items():
+        if op.elementwise:
+            try:
+                functions[cls.__name__] = numpy_target.function(op.name)
+            except ImportError:
+                continue
+    return functions
 
 
 def _evaluate(expr: sp.Expr, values: dict[str, Any]) -> Any:
@@ -603,7 +608,7 @@ def _evaluate(expr: sp.Expr, values: dict[str, Any]) -> Any:
 
 @lru_cache(maxsize=4096)
 def _lambdify(symbols: tuple[sp.Symbol, ...], expr: sp.Expr):
-    return sp.lambdify(symbols, expr, modules=[_NUMERIC, "numpy"])
+    return sp.lambdify(symbols, expr, modules=[_numeric(), "numpy"])
 
 
 # --------------------------------------------------------------------------- swell

@@ -10,7 +10,16 @@ from __future__ import annotations
 import sympy as sp
 from sympy.logic.boolalg import BooleanFunction
 
-from symgrad.ops import BY_SYMPY, SPELLINGS, TensorOp, relu, sigmoid, softplus, tensor
+from symgrad.ops import (
+    ALIASES,
+    BY_SYMPY,
+    SPELLINGS,
+    TensorOp,
+    relu,
+    sigmoid,
+    softplus,
+    tensor,
+)
 
 __all__ = ["relu", "sigmoid", "softplus", "tensor"]
 
@@ -18,6 +27,7 @@ __all__ = ["relu", "sigmoid", "softplus", "tensor"]
 FUNCTIONS: dict[str, tuple[object, tuple[int, ...]]] = {
     name: (op.build, op.counts) for name, op in SPELLINGS.items()
 }
+FUNCTIONS.update(ALIASES)
 FUNCTIONS["Piecewise"] = (sp.Piecewise, tuple(range(1, 17)))
 
 # Functions whose SymPy eval, for an argument that is not a number, only rewrites

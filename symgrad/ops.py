@@ -100,11 +100,13 @@ def helper(
 
 def vectorized_math(function: str) -> Code:
     """NumPy lacks it: the math module's, applied elementwise (`_erf = ...`)."""
-    return helper(
-        f"_{function}",
+    return helper(f"_{function}", _vectorized(function), imports=("math",))
+
+
+def _vectorized(function: str) -> str:
+    return (
         f"# NumPy has no {function}; the math module's, applied elementwise.\n"
-        f"_{function} = np.vectorize(math.{function}, otypes=[float])",
-        imports=("math",),
+        f"_{function} = np.vectorize(math.{function}, otypes=[float])"
     )
 
 
@@ -199,6 +201,105 @@ relu = defined(
 )
 
 
+log1p = defined("log1p", lambda x: sp.log(1 + x), lambda s, x: (1 / (1 + x),))
+expm1 = defined("expm1", lambda x: sp.exp(x) - 1, lambda s, x: (s + 1,))
+log2 = defined("log2", lambda x: sp.log(x) / sp.log(2))
+log10 = defined("log10", lambda x: sp.log(x) / sp.log(10))
+exp2 = defined("exp2", lambda x: 2**x, lambda s, x: (sp.log(2) * s,), sign="positive")
+cbrt = defined(
+    "cbrt",
+    lambda x: sp.sign(x) * sp.Abs(x) ** sp.Rational(1, 3),
+    lambda s, x: (1 / (3 * s**2),),
+)
+hypot = defined(
+    "hypot",
+    lambda a, b: sp.sqrt(a**2 + b**2),
+    lambda s, a, b: (a / s, b / s),
+    nargs=2,
+    sign="nonnegative",
+)
+logaddexp = defined(
+    "logaddexp",
+    lambda a, b: sp.log(sp.exp(a) + sp.exp(b)),
+    lambda s, a, b: (sp.exp(a - s), sp.exp(b - s)),
+    nargs=2,
+)
+logaddexp2 = defined(
+    "logaddexp2",
+    lambda a, b: sp.log(2**a + 2**b) / sp.log(2),
+    lambda s, a, b: (2 ** (a - s), 2 ** (b - s)),
+    nargs=2,
+)
+sinc = defined(
+    "sinc",
+    lambda x: sp.sinc(sp.pi * x),
+    lambda s, x: (sp.Piecewise((0, sp.Eq(x, 0)), ((sp.cos(sp.pi * x) - s) / x, True)),),
+)
+logit = defined(
+    "logit", lambda x: sp.log(x / (1 - x)), lambda s, x: (1 / (x * (1 - x)),)
+)
+elu = defined(
+    "elu",
+    lambda x, a: sp.Piecewise((x, x > 0), (a * (sp.exp(x) - 1), True)),
+    lambda s, x, a: (
+        sp.Piecewise((1, x > 0), (s + a, True)),
+        sp.Piecewise((0, x > 0), (sp.exp(x) - 1, True)),
+    ),
+    nargs=2,
+)
+# Klambauer et al., "Self-Normalizing Neural Networks" (2017); PyTorch's constants
+_SELU_SCALE = 1.0507009873554804934193349852946
+_SELU_ALPHA = 1.6732632423543772848170429916717
+selu = defined(
+    "selu",
+    lambda x: (
+        sp.Float(_SELU_SCALE, 30)
+        * sp.Piecewise((x, x > 0), (sp.Float(_SELU_ALPHA, 30) * (sp.exp(x) - 1), True))
+    ),
+)
+leaky_relu = defined(
+    "leaky_relu",
+    lambda x, a: sp.Piecewise((x, x > 0), (a * x, True)),
+    # PyTorch's leaky_relu'(0) = slope
+    lambda s, x, a: (
+        sp.Piecewise((1, x > 0), (a, True)),
+        sp.Piecewise((0, x > 0), (x, True)),
+    ),
+    nargs=2,
+)
+_LEAKY_SLOPE = sp.Rational(1, 100)  # PyTorch's default negative slope
+gelu = defined("gelu", lambda x: x / 2 * (1 + sp.erf(x / sp.sqrt(2))))
+silu = defined(
+    "silu",
+    lambda x: x / (1 + sp.exp(-x)),
+    lambda s, x: (sigmoid(x) * (1 + x * (1 - sigmoid(x))),),
+)
+softsign = defined(
+    "softsign", lambda x: x / (1 + sp.Abs(x)), lambda s, x: (1 / (1 + sp.Abs(x)) ** 2,)
+)
+relu6 = defined(
+    "relu6",
+    lambda x: sp.Min(sp.Max(x, 0), 6),
+    # PyTorch's hardtanh: 0 at both kinks
+    lambda s, x: (sp.Piecewise((1, (x > 0) & (x < 6)), (0, True)),),
+    sign="nonnegative",
+)
+clip = defined(
+    "clip",
+    lambda x, lo, hi: sp.Min(sp.Max(x, lo), hi),
+    # PyTorch's clamp: the gradient flows to x on the closed interval
+    lambda s, x, lo, hi: (
+        sp.Piecewise((1, (x >= lo) & (x <= hi)), (0, True)),
+        sp.Piecewise((1, x < lo), (0, True)),
+        sp.Piecewise((1, x > hi), (0, True)),
+    ),
+    nargs=3,
+)
+round_half_even = defined(
+    "round", lambda x: sp.Integer(round(x)) if x.is_Number else sp.floor(x + sp.S.Half)
+)
+
+
 class TensorOp(sp.Function):
     """A tensor operation: its operands, then a Str holding its static parameters.
 
@@ -275,7 +376,7 @@ class Op:
     vjp: Callable[..., tuple[sp.Expr | None, ...]] | None = None
     jvp: Callable[..., sp.Expr] | None = None
     shape: Callable[..., S.Shape] = lambda shapes, params: S.broadcast(*shapes)
-    mpmath: str | Callable | None = None
+    mpmath: str | Callable | None = None  # a function of an mpmath context, or its name
     domain: tuple[tuple[float, float], ...] = ()
     kink: Callable[..., Any] | None = None  # numeric operands -> distance to a kink
     axis: bool = False  # the spec passes an `axis` (tensor reductions)
@@ -300,6 +401,14 @@ class Op:
     def elementwise(self) -> bool:
         """Elementwise arithmetic over numbers (not a tensor operation, condition or choice)."""
         return self.kind in ("arithmetic", "function")
+
+    def mp_value(self, ctx: Any, *args: Any) -> Any:
+        """The value in the mpmath context `ctx` (its precision), or None if unknown."""
+        if self.mpmath is None:
+            return None
+        if isinstance(self.mpmath, str):
+            return getattr(ctx, self.mpmath)(*args)
+        return self.mpmath(ctx, *args)
 
     def sample_domain(self, i: int) -> tuple[float, float]:
         """The interval the checks sample operand `i` from (inside the domain, away from kinks)."""
@@ -383,6 +492,8 @@ def _linear_jvp(op: str):
     """The JVP of an operation linear in its first operand: the op applied to the tangent."""
 
     def jvp(tangents, *operands, out, params):
+        if tangents[0] == 0:  # the other operands only give a shape or a key
+            return sp.Integer(0)
         return tensor(op, tangents[0], *operands[1:], params=params)
 
     return jvp
@@ -491,6 +602,7 @@ def _scatter(g, like, key):
     return out
 """
 
+_ERF = _vectorized("erf")
 _COMPARISON = (10, (11, 11))
 
 
@@ -519,6 +631,11 @@ def _function(name: str, sympy_class: Any, *, python: str | None = None, **facts
     )
 
 
+def _times(a: str) -> str:
+    """`a * ` as a factor, nothing for 1."""
+    return "" if a in ("1", "1.0") else f"{a} * "
+
+
 def _where(cond, a, b):
     return sp.Piecewise((a, cond), (b, True))
 
@@ -544,6 +661,7 @@ _REGISTRY: tuple[Op, ...] = (
         "pow", 2, "arithmetic", meaning=lambda a, b: a**b,
         # b * a**(b - 1) is finite at a = 0, where out * b / a is not.
         partials=lambda a, b, *, out: (b * a ** (b - 1), out * sp.log(a)),
+        domain=((-2.0, 2.0), (3.0, 3.0)),
         code=_both(Code(_power, 16, (17, 15))),
     ),
     # a**b for any other exponent: np.power gives nan and math.pow raises ValueError
@@ -551,6 +669,7 @@ _REGISTRY: tuple[Op, ...] = (
     Op(
         "power", 2, "arithmetic", meaning=lambda a, b: a**b,
         partials=lambda a, b, *, out: (b * a ** (b - 1), out * sp.log(a)),
+        domain=((0.5, 2.0), (-2.0, 2.0)),
         code={"numpy": np_call("power"), "python": math_call("pow")},
     ),
     # ---- elementwise functions
@@ -581,7 +700,7 @@ _REGISTRY: tuple[Op, ...] = (
         code={"numpy": vectorized_math("erf"), "python": math_call("erf")},
     ),
     Op(
-        "abs", 1, sympy=(sp.Abs,), spellings=("abs", "Abs"), mpmath=abs,
+        "abs", 1, sympy=(sp.Abs,), spellings=("abs", "Abs"), mpmath=lambda m, x: abs(x),
         kink=lambda x: np.abs(x),
         code={"numpy": np_call("abs"), "python": Code("abs({0})")},
     ),
@@ -595,13 +714,13 @@ _REGISTRY: tuple[Op, ...] = (
     ),
     Op(
         "max", 2, sympy=(sp.Max,), spellings=("max", "Max"), counts=tuple(range(2, 9)),
-        chain=True, commutative=True, mpmath=max, partials=_extremum_partials(1),
+        chain=True, commutative=True, mpmath=lambda m, a, b: max(a, b), partials=_extremum_partials(1),
         kink=lambda a, b: np.abs(a - b),
         code={"numpy": np_call("maximum"), "python": Code("max({0}, {1})")},
     ),
     Op(
         "min", 2, sympy=(sp.Min,), spellings=("min", "Min"), counts=tuple(range(2, 9)),
-        chain=True, commutative=True, mpmath=min, partials=_extremum_partials(-1),
+        chain=True, commutative=True, mpmath=lambda m, a, b: min(a, b), partials=_extremum_partials(-1),
         kink=lambda a, b: np.abs(a - b),
         code={"numpy": np_call("minimum"), "python": Code("min({0}, {1})")},
     ),
@@ -639,6 +758,200 @@ _REGISTRY: tuple[Op, ...] = (
     Op(
         "relu", 1, sympy=(relu,), spellings=("relu",), kink=lambda x: np.abs(x),
         code={"numpy": Code("np.maximum({0}, 0)"), "python": Code("max({0}, 0.0)")},
+    ),
+    # ---- more of NumPy's and the frameworks' functions
+    _function("asinh", sp.asinh, numpy="arcsinh", lazy=True, spellings=("asinh", "arcsinh")),
+    _function(
+        "acosh", sp.acosh, numpy="arccosh", lazy=True, spellings=("acosh", "arccosh"),
+        domain=((1.1, 3.0),),
+    ),
+    _function(
+        "atanh", sp.atanh, numpy="arctanh", lazy=True, spellings=("atanh", "arctanh"),
+        domain=((-0.9, 0.9),),
+    ),
+    # accurate where the written-out form is not (log(1 + 1e-12), exp(1e-12) - 1)
+    _function("log1p", log1p, domain=((-0.5, 3.0),)),
+    _function("expm1", expm1),
+    _function("log2", log2, domain=((0.1, 3.0),), mpmath=lambda m, x: m.log(x, 2)),
+    _function("log10", log10, domain=((0.1, 3.0),)),
+    Op(
+        "exp2", 1, sympy=(exp2,), spellings=("exp2",), mpmath=lambda m, x: m.power(2, x),
+        code={"numpy": np_call("exp2"), "python": Code("2.0 ** {0}", 16, (15,))},
+    ),
+    Op(
+        "cbrt", 1, sympy=(cbrt,), spellings=("cbrt",), mpmath="cbrt",
+        domain=((0.2, 3.0),),  # cbrt'(0) is infinite
+        code={
+            "numpy": np_call("cbrt"),
+            "python": Code("math.copysign(abs({0}) ** (1 / 3), {0})", imports=("math",)),
+        },
+    ),
+    _function("hypot", hypot, arity=2, domain=((0.5, 2.0), (-2.0, -0.5))),
+    Op(
+        "logaddexp", 2, sympy=(logaddexp,), spellings=("logaddexp",),
+        mpmath=lambda m, a, b: m.log(m.exp(a) + m.exp(b)),
+        code={
+            "numpy": np_call("logaddexp"),
+            "python": Code(
+                "max({0}, {1}) + math.log1p(math.exp(-abs({0} - {1})))", 13, (0, 0),
+                ("math",),
+            ),
+        },
+    ),
+    Op(
+        "logaddexp2", 2, sympy=(logaddexp2,), spellings=("logaddexp2",),
+        mpmath=lambda m, a, b: m.log(m.power(2, a) + m.power(2, b), 2),
+        code={
+            "numpy": np_call("logaddexp2"),
+            "python": Code(
+                "max({0}, {1}) + math.log2(1 + 2.0 ** -abs({0} - {1}))", 13, (0, 0),
+                ("math",),
+            ),
+        },
+    ),
+    # NumPy's normalized sinc: sin(pi x) / (pi x), 1 at 0
+    Op(
+        "sinc", 1, sympy=(sinc,), spellings=("sinc",), mpmath="sincpi",
+        code={
+            "numpy": np_call("sinc"),
+            "python": Code(
+                "math.sin(math.pi * {0}) / (math.pi * {0}) if {0} else 1.0", 1, (0,),
+                ("math",),
+            ),
+        },
+    ),
+    Op(
+        "erfc", 1, sympy=(sp.erfc,), spellings=("erfc",), lazy=True, mpmath="erfc",
+        code={"numpy": vectorized_math("erfc"), "python": math_call("erfc")},
+    ),
+    Op(
+        "logit", 1, sympy=(logit,), spellings=("logit",), domain=((0.1, 0.9),),
+        mpmath=lambda m, x: m.log(x / (1 - x)),
+        code={
+            "numpy": Code("np.log({0}) - np.log1p(-{0})", 13, (0,)),
+            "python": Code("math.log({0}) - math.log1p(-{0})", 13, (0,), ("math",)),
+        },
+    ),
+    # activations, with PyTorch's subgradients at their kinks
+    Op(
+        "elu", 2, sympy=(elu,), spellings=("elu",), counts=(1, 2),
+        build=lambda x, alpha=1: elu(x, alpha), kink=lambda x, alpha: np.abs(x),
+        domain=((-2.0, 2.0), (0.5, 2.0)),
+        code={
+            "numpy": Code(
+                lambda x, a: f"np.where({x} > 0, {x}, {_times(a)}np.expm1(np.minimum({x}, 0)))"
+            ),
+            "python": Code(
+                lambda x, a: f"{x} if {x} > 0 else {_times(a)}math.expm1({x})", 1,
+                imports=("math",), repeats=True,
+            ),
+        },
+    ),
+    Op(
+        "selu", 1, sympy=(selu,), spellings=("selu",), kink=lambda x: np.abs(x),
+        code={
+            "numpy": Code(
+                f"{_SELU_SCALE} * np.where({{0}} > 0, {{0}}, "
+                f"{_SELU_ALPHA} * np.expm1(np.minimum({{0}}, 0)))", 14, (0,),
+            ),
+            "python": Code(
+                f"{_SELU_SCALE} * ({{0}} if {{0}} > 0 else {_SELU_ALPHA} * math.expm1({{0}}))",
+                14, (0,), ("math",),
+            ),
+        },
+    ),
+    Op(
+        "leaky_relu", 2, sympy=(leaky_relu,), spellings=("leaky_relu",), counts=(1, 2),
+        build=lambda x, slope=_LEAKY_SLOPE: leaky_relu(x, slope),
+        kink=lambda x, slope: np.abs(x), domain=((-2.0, 2.0), (0.05, 0.5)),
+        code={
+            "numpy": Code("np.where({0} > 0, {0}, {1} * {0})"),
+            "python": Code("{0} if {0} > 0 else {1} * {0}", 1, (0, 0)),
+        },
+    ),
+    Op(
+        "gelu", 1, sympy=(gelu,), spellings=("gelu",),
+        mpmath=lambda m, x: x / 2 * (1 + m.erf(x / m.sqrt(2))),
+        code={
+            "numpy": helper(
+                "_erf", _ERF, "0.5 * {0} * (1 + _erf({0} * 0.7071067811865476))".format,
+                imports=("math",),
+            ),
+            "python": Code(
+                "0.5 * {0} * (1 + math.erf({0} * 0.7071067811865476))", 14, (0,), ("math",)
+            ),
+        },
+    ),
+    Op(
+        "silu", 1, sympy=(silu,), spellings=("silu", "swish"),
+        mpmath=lambda m, x: x / (1 + m.exp(-x)),
+        code={
+            "numpy": helper("_sigmoid", _SIGMOID, "{0} * _sigmoid({0})".format),
+            "python": Code(
+                "{0} * (1 / (1 + math.exp(-{0})) if {0} >= 0 "
+                "else math.exp({0}) / (1 + math.exp({0})))",
+                14, (0,), ("math",),
+            ),
+        },
+    ),
+    Op(
+        "softsign", 1, sympy=(softsign,), spellings=("softsign",),
+        mpmath=lambda m, x: x / (1 + abs(x)),
+        code={
+            "numpy": Code("{0} / (1 + np.abs({0}))", 14, (15,)),
+            "python": Code("{0} / (1 + abs({0}))", 14, (15,)),
+        },
+    ),
+    Op(
+        "relu6", 1, sympy=(relu6,), spellings=("relu6",),
+        mpmath=lambda m, x: min(max(x, 0), 6),
+        kink=lambda x: np.minimum(np.abs(x), np.abs(x - 6)), domain=((-2.0, 8.0),),
+        code={"numpy": Code("np.clip({0}, 0, 6)"), "python": Code("min(max({0}, 0.0), 6.0)")},
+    ),
+    Op(
+        "clip", 3, sympy=(clip,), spellings=("clip", "clamp"), mpmath=lambda m, x, lo, hi: min(max(x, lo), hi),
+        kink=lambda x, lo, hi: np.minimum(np.abs(x - lo), np.abs(x - hi)),
+        domain=((-2.0, 2.0), (-1.0, -0.5), (0.5, 1.0)),
+        code={"numpy": np_call("clip"), "python": Code("min(max({0}, {1}), {2})")},
+    ),
+    # steps: derivative zero almost everywhere (PyTorch's convention)
+    Op(
+        "floor", 1, sympy=(sp.floor,), spellings=("floor",), partials=_zero, mpmath="floor",
+        kink=lambda x: np.abs(x - np.round(x)),
+        code={"numpy": np_call("floor"), "python": Code("float(math.floor({0}))", imports=("math",))},
+    ),
+    Op(
+        "ceil", 1, sympy=(sp.ceiling,), spellings=("ceil", "ceiling"), partials=_zero,
+        mpmath="ceil", kink=lambda x: np.abs(x - np.round(x)),
+        code={"numpy": np_call("ceil"), "python": Code("float(math.ceil({0}))", imports=("math",))},
+    ),
+    Op(
+        "round", 1, sympy=(round_half_even,), spellings=("round",), partials=_zero,
+        mpmath=lambda m, x: m.mpf(round(float(x))),
+        kink=lambda x: np.abs(np.abs(x - np.floor(x)) - 0.5),
+        code={"numpy": np_call("round"), "python": Code("float(round({0}))")},
+    ),
+    # mod(a, b) = a - b floor(a / b), the sign of b (NumPy's mod, Python's %)
+    Op(
+        "mod", 2, sympy=(sp.Mod,), spellings=("mod",),
+        partials=lambda a, b, *, out: (sp.Integer(1), -sp.floor(a / b)),
+        mpmath=lambda m, a, b: a - b * m.floor(a / b),
+        kink=lambda a, b: np.abs(b) * np.abs(a / b - np.round(a / b)),
+        domain=((-2.0, 2.0), (0.7, 1.3)),
+        code={"numpy": np_call("mod"), "python": Code("{0} % {1}", 14, (14, 15))},
+    ),
+    # log|Γ(x)| and polygamma(n, x) (digamma is n = 0): NumPy has neither, so the
+    # numpy target imports scipy.special for them; the python target has none
+    Op(
+        "gammaln", 1, sympy=(sp.loggamma,), spellings=("gammaln", "lgamma", "loggamma"),
+        mpmath="loggamma", domain=((0.5, 3.0),),
+        code={"numpy": Code("scipy.special.gammaln({0})", imports=("scipy.special",))},
+    ),
+    Op(
+        "polygamma", 2, sympy=(sp.polygamma,), spellings=("polygamma",),
+        partials=lambda n, x, *, out: (None, sp.polygamma(n + 1, x)),
+        mpmath="psi", domain=((0.0, 0.0), (0.5, 3.0)),
+        code={"numpy": Code("scipy.special.polygamma({0}, {1})", imports=("scipy.special",))},
     ),
     # ---- conditions and selection (Piecewise, where)
     *(
@@ -785,6 +1098,14 @@ BY_SYMPY: dict[type, Op] = {cls: op for op in _REGISTRY for cls in op.sympy}
 SPELLINGS: dict[str, Op] = {s: op for op in _REGISTRY for s in op.spellings}
 """The operation each function name of the spec language calls."""
 
+ALIASES: dict[str, tuple[Callable[..., sp.Expr], tuple[int, ...]]] = {
+    "square": (lambda x: x**2, (1,)),
+    "reciprocal": (lambda x: 1 / x, (1,)),
+    "rsqrt": (lambda x: 1 / sp.sqrt(x), (1,)),
+    "digamma": (lambda x: sp.polygamma(0, x), (1,)),
+}
+"""Functions of the spec language that are written out in other operations."""
+
 _TENSOR_CLASSES: dict[str, type] = {
     op.name: type(op.name, (TensorOp,), {"op": op.name})
     for op in _REGISTRY
@@ -804,8 +1125,6 @@ def _check_registry() -> None:
             raise AssertionError(f"operation {op.name} needs a SymPy meaning")
         if "numpy" not in op.code:
             raise AssertionError(f"the numpy target cannot print {op.name}")
-        if not tensorish and "python" not in op.code:
-            raise AssertionError(f"the python target cannot print {op.name}")
 
 
 _check_registry()

@@ -910,11 +910,6 @@ _MP = mpmath.MPContext()  # a private context: 64-bit estimates, bounded magnitu
 _MP.prec = 64
 _MAX_INTERMEDIATE = _MP.mpf(2) ** MAX_CONSTANT_BITS
 _MAX_FLOAT = _MP.mpf(sys.float_info.max)
-_MP_FUNCTIONS = {
-    cls: getattr(_MP, op.mpmath) if isinstance(op.mpmath, str) else op.mpmath
-    for cls, op in BY_SYMPY.items()
-    if op.mpmath is not None
-}
 
 
 class _NotConstant(Exception):
@@ -986,8 +981,9 @@ def _estimate_uncached(e: sp.Expr, cache: dict) -> Any:
                 return _MP.fprod(args)
             if isinstance(e, sp.Pow):
                 return _MP.power(*args)
-            if type(e) in _MP_FUNCTIONS:
-                return _MP_FUNCTIONS[type(e)](*args)
+            op = BY_SYMPY.get(type(e))
+            if op is not None:
+                return op.mp_value(_MP, *args)
     except (ZeroDivisionError, ValueError, OverflowError):
         raise _NotConstant("is undefined") from None
     return None  # something this estimate does not know: left to SymPy

@@ -34,9 +34,11 @@ def exact_gradient(
 def independent(expr: sp.Expr) -> sp.Expr:
     """`expr` with symgrad's own functions (sigmoid, softplus, relu, ...) replaced
     by their definitions in elementary functions."""
-    return expr.replace(
+    written = expr.replace(
         lambda e: isinstance(e, Defined), lambda e: type(e)._definition(*e.args)
     )
+    # mod(a, b) = a - b floor(a / b), whose derivative SymPy can take
+    return written.replace(sp.Mod, lambda a, b: a - b * sp.floor(a / b))
 
 
 def _real(number: sp.Expr) -> float:

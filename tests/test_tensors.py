@@ -131,7 +131,9 @@ def test_logistic_regression_reproduces_seed_000():
 
 def test_mlp_backward_reads_like_hand_written_numpy():
     text = (ROOT / "generated/mlp.py").read_text()
-    start = text.index('"""', text.index("def backward(") + 40) + 3  # after the docstring
+    start = (
+        text.index('"""', text.index("def backward(") + 40) + 3
+    )  # after the docstring
     backward = text[start : text.index("gradients = (", start)]
     code = [line.strip() for line in backward.splitlines() if line.strip()]
     code = [line for line in code if not line.startswith("#")]

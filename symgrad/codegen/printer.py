@@ -58,7 +58,9 @@ class Printer:
 
     def helper_sources(self) -> list[str]:
         """The helpers used, in the registry's order (deterministic output)."""
-        order = {code.helper[0]: i for i, code in enumerate(_all_codes(self.target))}
+        order: dict[str, int] = {}
+        for code in _all_codes(self.target):
+            order.setdefault(code.helper[0], len(order))
         return [self.helpers[name] for name in sorted(self.helpers, key=order.get)]
 
     def body(

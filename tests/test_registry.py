@@ -1,0 +1,346 @@
+"""Every operation of the registry, checked automatically (a new op cannot skip this).
+
+For each elementwise operation: the generated code's value against the
+registry's mpmath value and against its SymPy meaning evaluated in mpmath,
+and the gradient against mpmath's high-precision numerical derivative of the
+meaning (independent of symgrad's rules: symgrad's own functions are
+replaced by their definitions in elementary functions first), on every target
+that prints it, at one point (Python floats) and for a batch (arrays). Tensor
+operations: their VJP and JVP against central finite differences of the
+operation itself. The README's function list is the registry's.
+"""
+
+from __future__ import annotations
+
+import re
+
+import mpmath
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad
+from symgrad.codegen import TARGETS
+from symgrad.ops import ALIASES, OPS, SPELLINGS
+from symgrad.spec import Input, Spec, Step
+from tests.conftest import ROOT, independent
+
+INTERNAL = {
+    "copy": "the identity: lowering never emits it for an expression",
+    "heaviside": "only local derivatives use it; its derivative is zero by definition",
+}
+"""Elementwise operations a spec cannot write directly, and why they are not compiled here."""
+
+ELEMENTWISE = sorted(op for op in OPS if OPS[op].elementwise and op not in INTERNAL)
+MARGIN = 1e-2  # sampled points keep this far from kinks
+POINTS = 4
+
+mp = mpmath.mp  # lambdify's mpmath functions live in the global context
+
+
+def _points(op: str, rng: np.random.Generator) -> list[tuple[float, ...]]:
+    """Points inside the op's domain, away from its kinks, rounded to be exact decimals."""
+    definition = OPS[op]
+    points = []
+    while len(points) < POINTS:
+        point = tuple(
+            round(float(rng.uniform(*definition.sample_domain(i))), 4)
+            for i in range(definition.arity)
+        )
+        if definition.kink is not None and np.any(
+            definition.kink(*map(np.float64, point)) <= MARGIN
+        ):
+            continue
+        points.append(point)
+    return points
+
+
+def _constant_operands(op: str) -> set[int]:
+    """Operands sampled from a single value (polygamma's order n) are constants."""
+    domain = OPS[op].domain
+    return {i for i, (low, high) in enumerate(domain) if low == high}
+
+
+def _spec(op: str, point: tuple[float, ...]) -> tuple[Spec, list[str]]:
+    """A one-step spec `y = op(a0, a1, ...)` over the SymPy meaning of the op."""
+    constants = _constant_operands(op)
+    names = [f"a{i}" for i in range(OPS[op].arity) if i not in constants]
+    operands = [
+        sp.Integer(int(point[i])) if i in constants else sp.Symbol(f"a{i}", real=True)
+        for i in range(OPS[op].arity)
+    ]
+    expr = OPS[op].meaning(*operands)
+    spec = Spec(
+        name=f"op_{op}",
+        inputs=tuple(Input(n) for n in names),
+        wrt=tuple(names),
+        steps=(Step("y", expr, sp.sstr(expr)),),
+        output="y",
+    )
+    return spec, names
+
+
+def _reference(op: str, names: list[str], point: tuple[float, ...]):
+    """(value, [∂y/∂name]) in mpmath from the independent SymPy meaning."""
+    spec, _ = _spec(op, point)
+    expr = independent(spec.steps[0].expr)
+    symbols = [sp.Symbol(n, real=True) for n in names]
+    f = sp.lambdify(symbols, expr, modules="mpmath")
+    constants = _constant_operands(op)
+    args = [repr(v) for i, v in enumerate(point) if i not in constants]
+    with mpmath.workdps(30):
+        return _value_and_derivatives(f, args)
+
+
+def _value_and_derivatives(f, texts):
+    args = [mp.mpf(t) for t in texts]
+    value = f(*args)
+    grads = []
+    for k in range(len(args)):
+
+        def along(t, k=k):
+            moved = list(args)
+            moved[k] = t
+            return f(*moved)
+
+        grads.append(mp.diff(along, args[k]))
+    return value, grads
+
+
+def _close(got, expected, rel=1e-12) -> bool:
+    return abs(float(got) - float(expected)) <= rel * max(1.0, abs(float(expected)))
+
+
+def _compile(op: str, point, target: str):
+    from symgrad.pipeline import build, import_source, source
+
+    spec, names = _spec(op, point)
+    compiled = build(spec)
+    ops = {a.op for a in compiled.backward.forward}
+    assert op in ops, f"the meaning of {op} lowered to {ops}, not to {op}"
+    return import_source(source(compiled, target), spec.name, compiled), names
+
+
+@pytest.mark.parametrize("op", ELEMENTWISE)
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_elementwise_op_against_mpmath(op, target):
+    if target not in OPS[op].code:
+        pytest.skip(f"the {target} target does not print {op} (documented)")
+    if "scipy.special" in OPS[op].code[target].imports:
+        pytest.importorskip("scipy")
+    rng = np.random.default_rng(sorted(OPS).index(op))
+    points = _points(op, rng)
+    module, names = _compile(op, points[0], target)
+    constants = _constant_operands(op)
+    variable = [i for i in range(OPS[op].arity) if i not in constants]
+    for point in points:
+        args = {n: point[i] for n, i in zip(names, variable, strict=True)}
+        value, grads = module.value_and_grad(**args)
+        expected, expected_grads = _reference(op, names, point)
+        assert _close(value, expected), (op, point, value, expected)
+        direct = OPS[op].mp_value(mp, *map(mp.mpf, point))
+        if direct is not None:
+            assert _close(value, direct), (op, point, value, direct, "registry mpmath")
+        for name, expected_grad in zip(names, expected_grads, strict=True):
+            got = getattr(grads, name)
+            assert _close(got, expected_grad, 1e-9), (
+                op,
+                point,
+                name,
+                got,
+                expected_grad,
+            )
+    if target != "numpy":
+        return
+    # a batch: every point at once, the first operand an array
+    first = names[0]
+    column = np.array([p[variable[0]] for p in points])
+    others = {n: points[0][i] for n, i in zip(names[1:], variable[1:], strict=True)}
+    values, grads = module.value_and_grad(**{first: column}, **others)
+    for k, x in enumerate(column):
+        point = list(points[0])
+        point[variable[0]] = float(x)
+        expected, expected_grads = _reference(op, names, tuple(point))
+        assert _close(values[k], expected), (op, point)
+        assert _close(getattr(grads, first)[k], expected_grads[0], 1e-9), (op, point)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_every_op_is_covered(op):
+    """Each op is in exactly one of the checks here, or has a stated reason."""
+    definition = OPS[op]
+    kinds = {"arithmetic", "function", "condition", "select", "tensor", "adjoint"}
+    assert definition.kind in kinds
+    if definition.elementwise:
+        assert op in ELEMENTWISE or op in INTERNAL
+    else:
+        assert op in TENSOR_CASES or definition.kind in ("condition", "select"), op
+
+
+# --------------------------------------------------------------------------- tensors
+
+TENSOR_CASES = {
+    # op: (operand shapes, params)
+    "matmul": [((3, 4), (4, 2)), ((3, 4), (4,)), ((4,), (4, 2)), ((4,), (4,))],
+    "transpose": [((3, 4),)],
+    "sum": [((3, 4),), ((3, 4),), ((3, 4),)],
+    "mean": [((3, 4),), ((3, 4),)],
+    "index": [((3, 4),)],
+    "softmax": [((3, 4),)],
+    "logsumexp": [((3, 4),), ((3, 4),)],
+    "broadcast": [((3,), (3, 4))],
+    "scatter": [((4,), (3, 4))],
+    "outer": [((3,), (4,))],
+    "size": [((3, 4),)],
+}
+TENSOR_PARAMS = {
+    "sum": [(None, False), (0, False), (1, True)],
+    "mean": [(None,), (1,)],
+    "index": [((1,),)],
+    "softmax": [(-1,)],
+    "logsumexp": [(None,), (1,)],
+    "broadcast": [(1,)],
+    "scatter": [((1,),)],
+}
+
+
+def _numpy(op: str, params: tuple):
+    """The op as the numpy target computes it (from its printed form)."""
+    from symgrad.codegen.printer import Printer
+
+    printer = Printer("numpy")
+    names = [f"x{i}" for i in range(OPS[op].arity)]
+    text = printer.expression(op, tuple(names), params)
+    namespace = {"np": np}
+    for source in printer.helper_sources():
+        exec(source, namespace)
+    return eval(f"lambda {', '.join(names)}: {text}", namespace)
+
+
+def _evaluate(expr: sp.Basic, values: dict[str, np.ndarray]):
+    """A SymPy expression over tensor-op nodes, evaluated with the numpy target's ops."""
+    from symgrad.ops import TensorOp
+
+    if isinstance(expr, sp.Symbol):
+        return values[expr.name]
+    if expr.is_number:
+        return float(expr)
+    args = [_evaluate(a, values) for a in getattr(expr, "operands", expr.args)]
+    if isinstance(expr, TensorOp):
+        return _numpy(expr.op, expr.params)(*args)
+    if isinstance(expr, sp.Add):
+        return sum(args[1:], args[0])
+    if isinstance(expr, sp.Mul):
+        result = args[0]
+        for a in args[1:]:
+            result = result * a
+        return result
+    if isinstance(expr, sp.Pow):
+        return args[0] ** args[1]
+    if isinstance(expr, sp.exp):
+        return np.exp(args[0])
+    raise AssertionError(f"cannot evaluate {type(expr).__name__}")
+
+
+@pytest.mark.parametrize("op", sorted(TENSOR_CASES))
+def test_tensor_vjp_and_jvp_against_finite_differences(op):
+    from symgrad.ops import OPS as registry
+
+    definition = registry[op]
+    rng = np.random.default_rng(7)
+    cases = TENSOR_CASES[op]
+    params_list = TENSOR_PARAMS.get(op, [()] * len(cases))
+    for shapes, params in zip(cases, params_list, strict=False):
+        args = [rng.uniform(-1, 1, size=s) for s in shapes]
+        f = _numpy(op, params)
+        out = f(*args)
+        symbols = [sp.Symbol(f"x{i}", real=True) for i in range(len(args))]
+        values = {f"x{i}": a for i, a in enumerate(args)}
+        values["out"] = out
+        out_symbol = sp.Symbol("out", real=True)
+        # JVP: d/dt f(x + t v) at t = 0, one operand at a time
+        for k in range(len(args)):
+            v = rng.uniform(-1, 1, size=np.shape(args[k]))
+            h = 1e-6
+            moved = [a + (h * v if i == k else 0) for i, a in enumerate(args)]
+            back = [a - (h * v if i == k else 0) for i, a in enumerate(args)]
+            numerical = (f(*moved) - f(*back)) / (2 * h)
+            tangents = [
+                sp.Symbol("t", real=True) if i == k else sp.Integer(0)
+                for i in range(len(args))
+            ]
+            jvp = definition.jvp(tangents, *symbols, out=out_symbol, params=params)
+            analytical = _evaluate(jvp, {**values, "t": v}) if jvp != 0 else 0.0
+            np.testing.assert_allclose(
+                np.broadcast_to(analytical, np.shape(numerical)),
+                numerical,
+                rtol=1e-6,
+                atol=1e-8,
+                err_msg=f"{op} JVP, operand {k}",
+            )
+        if definition.kind == "adjoint":
+            continue  # backward-only: never differentiated in reverse again
+        # VJP: <g, J v> = <J^T g, v>
+        g = rng.uniform(-1, 1, size=np.shape(out))
+        vjps = definition.vjp(
+            sp.Symbol("g", real=True),
+            *symbols,
+            out=out_symbol,
+            shapes=tuple(np.shape(a) for a in args),
+            params=params,
+        )
+        for k, term in enumerate(vjps):
+            v = rng.uniform(-1, 1, size=np.shape(args[k]))
+            h = 1e-6
+            moved = [a + (h * v if i == k else 0) for i, a in enumerate(args)]
+            back = [a - (h * v if i == k else 0) for i, a in enumerate(args)]
+            directional = np.sum(g * (f(*moved) - f(*back)) / (2 * h))
+            analytical = np.sum(
+                np.broadcast_to(_evaluate(term, {**values, "g": g}), np.shape(v)) * v
+            )
+            assert analytical == pytest.approx(directional, rel=1e-6, abs=1e-8), (
+                op,
+                k,
+            )
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize(
+    "expression, at",
+    [
+        ("log1p(x)", 1e-12),
+        ("expm1(x)", 1e-12),
+        ("logaddexp(x, x)", 1000.0),
+        ("logaddexp(x, -x)", 800.0),
+        ("softplus(x)", -800.0),
+        ("log2(x)", 8.0),
+    ],
+)
+def test_accurate_where_the_written_out_form_is_not(expression, at, target):
+    module = symgrad.compile(
+        {"name": "accuracy", "inputs": {"x": {}}, "steps": {"y": expression}},
+        target=target,
+    )
+    x = sp.Symbol("x", real=True)
+    spec = module.__symgrad__.spec
+    expr = independent(spec.steps[0].expr)
+    exact = sp.N(expr.subs(x, sp.Rational(repr(at))), 40)
+    assert float(module.forward(x=at)[0]) == pytest.approx(float(exact), rel=1e-14)
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def test_readme_lists_exactly_the_registry_functions():
+    """The README's function list is the spec language's: a new op must be documented."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- functions -->(.*?)<!-- /functions -->", text, re.S)
+    assert block, "README.md lacks the <!-- functions --> list"
+    listed = set(re.findall(r"`([A-Za-z_0-9]+)[`(]", block.group(1)))
+    expected = {s for s, op in SPELLINGS.items() if op.kind != "tensor"} | set(ALIASES)
+    assert listed == expected, (
+        f"missing: {sorted(expected - listed)}, extra: {sorted(listed - expected)}"
+    )
