@@ -38,15 +38,28 @@ class Gradients(NamedTuple):
     w: Any
 
 
-def _sum_to(g, shape, out_shape):
+def _owned(g, copy=False):
+    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    if isinstance(g, np.ndarray):
+        if copy or not g.flags.writeable:
+            return g.astype(float)
+        return g.astype(float, copy=False)
+    if isinstance(g, int | np.integer | np.bool_):
+        return float(g)
+    return g
+
+
+def _sum_to(g, shape, out_shape, copy=False):
     """Sum the adjoint g, broadcast against the output, back to an input's shape."""
     full = np.broadcast_shapes(np.shape(g), out_shape)
     if full == shape:
-        return g if np.shape(g) == shape else np.broadcast_to(g, shape).copy()
+        if np.shape(g) == shape:
+            return _owned(g, copy)
+        return np.broadcast_to(g, shape).astype(float)
     lead = len(full) - len(shape)
     kept = [i for i, n in enumerate(shape) if n == 1 and full[lead + i] != 1]
     axes = tuple(range(lead)) + tuple(lead + i for i in kept)
-    return np.sum(np.broadcast_to(g, full), axis=axes).reshape(shape)
+    return _owned(np.sum(np.broadcast_to(g, full), axis=axes).reshape(shape))
 
 
 def forward(w):

@@ -55,6 +55,17 @@ class Gradients(NamedTuple):
     b: Any
 
 
+def _owned(g, copy=False):
+    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    if isinstance(g, np.ndarray):
+        if copy or not g.flags.writeable:
+            return g.astype(float)
+        return g.astype(float, copy=False)
+    if isinstance(g, int | np.integer | np.bool_):
+        return float(g)
+    return g
+
+
 def _sigmoid(x):
     """1 / (1 + exp(-x)), exact in both tails: exp never sees a positive argument."""
     return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
@@ -124,7 +135,7 @@ def backward(tape, dy=1.0):
     # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
     dL_db = np.sum(dL_dz)
     gradients = (dL_dw, dL_db)
-    return tuple.__new__(Gradients, gradients)
+    return tuple.__new__(Gradients, map(_owned, gradients))
 
 
 def value_and_grad(X, y, w, b):
@@ -146,7 +157,7 @@ def value_and_grad(X, y, w, b):
     del dL_dz
     gradients = (dL_dw, dL_db)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
-    return L, tuple.__new__(Gradients, gradients)
+    return L, tuple.__new__(Gradients, map(_owned, gradients))
 
 
 def grad(X, y, w, b):

@@ -54,6 +54,17 @@ class Gradients(NamedTuple):
     b2: Any
 
 
+def _owned(g, copy=False):
+    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    if isinstance(g, np.ndarray):
+        if copy or not g.flags.writeable:
+            return g.astype(float)
+        return g.astype(float, copy=False)
+    if isinstance(g, int | np.integer | np.bool_):
+        return float(g)
+    return g
+
+
 def _broadcast(g, like, axis=None):
     """The adjoint of a sum over axis: g spread back over like's shape (a view).
 
@@ -114,7 +125,7 @@ def backward(tape, dy=1.0):
     # ∂L/∂b2 = ∂L/∂out·∂out/∂b2   (∂out/∂b2 = 1)
     dL_db2 = np.sum(dL_dt3, axis=0)
     gradients = (dL_dW1, dL_db1, dL_dW2, dL_db2)
-    return tuple.__new__(Gradients, gradients)
+    return tuple.__new__(Gradients, map(_owned, gradients))
 
 
 def value_and_grad(X, Y, W1, b1, W2, b2):
@@ -152,7 +163,7 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
     del dL_dt3
     gradients = (dL_dW1, dL_db1, dL_dW2, dL_db2)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
-    return L, tuple.__new__(Gradients, gradients)
+    return L, tuple.__new__(Gradients, map(_owned, gradients))
 
 
 def grad(X, Y, W1, b1, W2, b2):

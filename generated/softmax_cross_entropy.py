@@ -50,6 +50,17 @@ class Gradients(NamedTuple):
     b: Any
 
 
+def _owned(g, copy=False):
+    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    if isinstance(g, np.ndarray):
+        if copy or not g.flags.writeable:
+            return g.astype(float)
+        return g.astype(float, copy=False)
+    if isinstance(g, int | np.integer | np.bool_):
+        return float(g)
+    return g
+
+
 def _logsumexp(x, axis=None):
     """log(sum(exp(x))) along axis, shifted by the maximum so it cannot overflow."""
     m = np.max(x, axis=axis, keepdims=True)
@@ -115,7 +126,7 @@ def backward(tape, dy=1.0):
     # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
     dL_db = np.sum(dL_dlogits, axis=0)
     gradients = (dL_dW, dL_db)
-    return tuple.__new__(Gradients, gradients)
+    return tuple.__new__(Gradients, map(_owned, gradients))
 
 
 def value_and_grad(X, Y, W, b):
@@ -150,7 +161,7 @@ def value_and_grad(X, Y, W, b):
     del dL_dlogits
     gradients = (dL_dW, dL_db)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
-    return L, tuple.__new__(Gradients, gradients)
+    return L, tuple.__new__(Gradients, map(_owned, gradients))
 
 
 def grad(X, Y, W, b):

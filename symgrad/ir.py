@@ -121,8 +121,9 @@ def _check_body(body: Iterable[Assign], defined: set[str]) -> None:
     for a in body:
         if a.op not in OPS:
             raise ValueError(f"{a}: unknown operation {a.op!r}")
-        if len(a.args) != OPS[a.op].arity:
-            raise ValueError(f"{a}: {a.op} takes {OPS[a.op].arity} operands")
+        op = OPS[a.op]
+        if len(a.args) != op.arity and not (op.variadic and len(a.args) > op.arity):
+            raise ValueError(f"{a}: {a.op} takes {op.arity} operands")
         _check_uses(a.args, defined, str(a))
         _define(a.name, defined)
 

@@ -34,7 +34,7 @@ def lower(spec: Spec) -> Program:
         note = f"{step.name} = {' '.join(step.text.split())}"
         try:
             emitter.lower(step.expr, name=step.name, note=note, alias=False)
-        except ShapeError as err:
+        except (ShapeError, LoweringError) as err:
             raise SpecError(
                 str(err), path=spec.path, line=step.line, step=step.name
             ) from None
@@ -85,6 +85,8 @@ class Emitter:
 
     def emit(self, op: str, args: tuple[Operand, ...], params: tuple = ()) -> Operand:
         """The name holding `op(*args)`: an existing one, or a new temporary."""
+        if len(self.shape(args[0])) < OPS[op].identity_below:
+            return args[0]  # the sum of a scalar, the transpose of a vector
         key = _key(op, args, params)
         if key not in self.values:
             name = self.fresh()

@@ -371,6 +371,9 @@ class Op:
     build: Callable[..., sp.Basic] | None = None  # the spec's call -> SymPy
     lazy: bool = False  # built unevaluated: its eval only rewrites (sin(-x) -> -sin(x))
     chain: bool = False  # an n-ary SymPy node lowers to a chain of binary ops
+    variadic: bool = False  # takes `arity` operands or more
+    # rank of the operand below which the op is the identity (a sum of a scalar)
+    identity_below: int = 0
     commutative: bool = False
     partials: Callable[..., tuple[sp.Expr | None, ...]] | None = None
     vjp: Callable[..., tuple[sp.Expr | None, ...]] | None = None
@@ -430,13 +433,53 @@ def _tie(other: sp.Expr) -> sp.Expr:
 
 
 def _extremum_partials(sign: int):
-    def partials(a, b, *, out):
-        return (
-            sp.Heaviside(sign * (a - b), _tie(b)),
-            sp.Heaviside(sign * (b - a), _tie(a)),
+    """∂max/∂a_i: 1 for the largest operand; a tie of k operands shares it, 1/k each
+    (PyTorch's rule for max and min of a tensor), unless a constant is among them."""
+
+    def partials(*args, out):
+        if len(args) == 2:  # one Heaviside per operand: the common case reads short
+            a, b = args
+            return (
+                sp.Heaviside(sign * (a - b), _tie(b)),
+                sp.Heaviside(sign * (b - a), _tie(a)),
+            )
+        # 1 where a_i holds the result: the result is the extreme, so a tie is the
+        # only place where sign*(a_i - out) reaches 0
+        hits = [sp.Heaviside(sign * (a - out), 1) for a in args]
+        shared = sp.Add(
+            *(h for h, a in zip(hits, args, strict=True) if not a.is_number)
         )
+        # SymPy keeps one constant of a max; tied with the result, it takes the
+        # whole gradient (and the denominator never vanishes)
+        held = sp.Add(*(h for h, a in zip(hits, args, strict=True) if a.is_number))
+        return tuple((1 - held) * h / (shared + held) for h in hits)
 
     return partials
+
+
+def _nested(function: str) -> Callable[..., str]:
+    """np.maximum(np.maximum(a, b), c): NumPy's binary function over several operands."""
+
+    def fmt(*args):
+        text = args[0]
+        for arg in args[1:]:
+            text = f"{function}({text}, {arg})"
+        return text
+
+    return fmt
+
+
+def _closest_pair(*args):
+    """The distance between the two closest operands (a tie is a kink of max and min)."""
+    return np.min(
+        [np.abs(a - b) for i, a in enumerate(args) for b in args[i + 1 :]], axis=0
+    )
+
+
+def _power_partials(a, b, *, out):
+    """∂(a**b): b * a**(b - 1) is finite at a = 0, where out * b / a is not; and
+    0**b is 0 for every positive b, so nothing flows to b through a zero base."""
+    return (b * a ** (b - 1), sp.Integer(0) if a == 0 else out * sp.log(a))
 
 
 def _mm(a, b):
@@ -660,7 +703,7 @@ _REGISTRY: tuple[Op, ...] = (
     Op(
         "pow", 2, "arithmetic", meaning=lambda a, b: a**b,
         # b * a**(b - 1) is finite at a = 0, where out * b / a is not.
-        partials=lambda a, b, *, out: (b * a ** (b - 1), out * sp.log(a)),
+        partials=_power_partials,
         domain=((-2.0, 2.0), (3.0, 3.0)),
         code=_both(Code(_power, 16, (17, 15))),
     ),
@@ -668,7 +711,7 @@ _REGISTRY: tuple[Op, ...] = (
     # for a negative base, where Python's ** would make a complex number.
     Op(
         "power", 2, "arithmetic", meaning=lambda a, b: a**b,
-        partials=lambda a, b, *, out: (b * a ** (b - 1), out * sp.log(a)),
+        partials=_power_partials,
         domain=((0.5, 2.0), (-2.0, 2.0)),
         code={"numpy": np_call("power"), "python": math_call("pow")},
     ),
@@ -713,16 +756,16 @@ _REGISTRY: tuple[Op, ...] = (
         },
     ),
     Op(
-        "max", 2, sympy=(sp.Max,), spellings=("max", "Max"), counts=tuple(range(2, 9)),
-        chain=True, commutative=True, mpmath=lambda m, a, b: max(a, b), partials=_extremum_partials(1),
-        kink=lambda a, b: np.abs(a - b),
-        code={"numpy": np_call("maximum"), "python": Code("max({0}, {1})")},
+        "max", 2, sympy=(sp.Max,), spellings=("max", "Max"), variadic=True,
+        counts=tuple(range(2, 9)), commutative=True, mpmath=lambda m, *a: max(a),
+        partials=_extremum_partials(1), kink=_closest_pair,
+        code={"numpy": Code(_nested("np.maximum")), "python": Code(_call_format("max"))},
     ),
     Op(
-        "min", 2, sympy=(sp.Min,), spellings=("min", "Min"), counts=tuple(range(2, 9)),
-        chain=True, commutative=True, mpmath=lambda m, a, b: min(a, b), partials=_extremum_partials(-1),
-        kink=lambda a, b: np.abs(a - b),
-        code={"numpy": np_call("minimum"), "python": Code("min({0}, {1})")},
+        "min", 2, sympy=(sp.Min,), spellings=("min", "Min"), variadic=True,
+        counts=tuple(range(2, 9)), commutative=True, mpmath=lambda m, *a: min(a),
+        partials=_extremum_partials(-1), kink=_closest_pair,
+        code={"numpy": Code(_nested("np.minimum")), "python": Code(_call_format("min"))},
     ),
     # heaviside(x, h0): 0 for x < 0, h0 at 0, 1 for x > 0 (local derivatives use it)
     Op(
@@ -997,7 +1040,7 @@ _REGISTRY: tuple[Op, ...] = (
         code={"numpy": infix("@", 14, (14, 15))},
     ),
     Op(
-        "transpose", 1, "tensor", spellings=("transpose",),
+        "transpose", 1, "tensor", spellings=("transpose",), identity_below=2,
         build=lambda a: tensor("transpose", a),
         vjp=lambda g, a, **_: (_t(g),), jvp=_linear_jvp("transpose"),
         shape=lambda shapes, params: shapes[0][::-1],
@@ -1005,7 +1048,7 @@ _REGISTRY: tuple[Op, ...] = (
         code={"numpy": Code("{0}.T", 100, (100,))},
     ),
     Op(
-        "sum", 1, "tensor", spellings=("sum",), counts=(1, 2), axis=True,
+        "sum", 1, "tensor", spellings=("sum",), counts=(1, 2), axis=True, identity_below=1,
         build=lambda a, axis=None: tensor("sum", a, params=(axis, False)),
         vjp=_sum_vjp, jvp=_linear_jvp("sum"), shape=_reduced_shape,
         text=lambda a, axis, keepdims=False: f"sum({a}{axis_text(axis)})",
@@ -1021,7 +1064,7 @@ _REGISTRY: tuple[Op, ...] = (
         },
     ),
     Op(
-        "mean", 1, "tensor", spellings=("mean",), counts=(1, 2), axis=True,
+        "mean", 1, "tensor", spellings=("mean",), counts=(1, 2), axis=True, identity_below=1,
         build=lambda a, axis=None: tensor("mean", a, params=(axis,)),
         vjp=_mean_vjp, jvp=_mean_jvp, shape=_reduced_shape,
         text=lambda a, axis: f"mean({a}{axis_text(axis)})",
@@ -1049,7 +1092,7 @@ _REGISTRY: tuple[Op, ...] = (
         )},
     ),
     Op(
-        "logsumexp", 1, "tensor", spellings=("logsumexp",), counts=(1, 2), axis=True,
+        "logsumexp", 1, "tensor", spellings=("logsumexp",), counts=(1, 2), axis=True, identity_below=1,
         build=lambda a, axis=None: tensor("logsumexp", a, params=(axis,)),
         vjp=_logsumexp_vjp, jvp=_logsumexp_jvp, shape=_reduced_shape,
         text=lambda a, axis: f"logsumexp({a}{axis_text(axis)})",

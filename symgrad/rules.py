@@ -75,7 +75,7 @@ def _rename(expr: sp.Basic, names: dict) -> tuple[sp.Basic, int]:
     return expr.func(*args), min(held, 2)
 
 
-_OPERAND = tuple(sp.Symbol(f"_a{i}", real=True) for i in range(3))
+_OPERAND = tuple(sp.Symbol(f"_a{i}", real=True) for i in range(8))
 _OUT = sp.Symbol("_out", real=True)
 
 

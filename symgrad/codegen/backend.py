@@ -13,6 +13,7 @@ class Gradient:
 
     text: str
     reads: frozenset[str]
+    helpers: frozenset[str] = frozenset()  # the target's gradient helpers it calls
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,11 @@ class Backend:
         """The returned value of the gradient `grad` of input `name`."""
         text = grad if isinstance(grad, str) else repr(float(grad))
         return Gradient(text, frozenset({grad} if isinstance(grad, str) else ()))
+
+    def returned(self, program: Program) -> str:
+        """What `backward` and `value_and_grad` build their Gradients from."""
+        return "gradients"
+
+    def batch(self, program: Program, ignored: list[str]) -> str | None:
+        """A line giving the output the batch's shape where it ignores inputs, if needed."""
+        return None

@@ -26,14 +26,32 @@ class NumpyBackend(Backend):
         and only the gradients of inputs it does not depend on need a shape.
         """
         plain = super().gradient(program, name, grad)
+        # an input returned as a gradient (∂(x*y)/∂x = y) is copied: the caller owns it
+        copy = ", copy=True" if grad in program.inputs else ""
         if not program.tensor and not (one_point and grad != 0):
             return Gradient(
-                f"_sum_to({plain.text}, np.shape({name}), np.shape({program.output}))",
+                f"_sum_to({plain.text}, np.shape({name}), np.shape({program.output}){copy})",
                 plain.reads | {name, program.output},
+                frozenset({"_sum_to", "_owned"}),
             )
         if program.tensor and grad == 0:
             return Gradient(f"np.zeros(np.shape({name}))", frozenset({name}))
+        if program.tensor and copy:
+            return Gradient(f"np.copy({plain.text})", plain.reads)
         return plain
+
+    def returned(self, program: Program) -> str:
+        """Tensor gradients are made the caller's own: writable float arrays (a sum's
+        adjoint is a read-only broadcast view, and integer inputs give integers)."""
+        return "map(_owned, gradients)" if program.tensor else "gradients"
+
+    def batch(self, program: Program, ignored: list[str]) -> str | None:
+        """`y = y + _batch(x)`: a scalar spec called with a batch of x returns a batch
+        even where y does not depend on x (as NumPy broadcasting would)."""
+        if program.tensor or not ignored:
+            return None
+        out = program.output
+        return f"{out} = {out} + _batch({', '.join(ignored)})"
 
 
 NUMPY = NumpyBackend(

@@ -127,6 +127,11 @@ def _lines(
     )
     unit_lines = printer.body(unit.backward, fusible(unit.backward, unit_graded))
     one_point = backend.one_point and not backward.tensor
+    batch = backend.batch(backward, _ignored(backward))
+    if batch is not None:
+        line = Line(batch, frozenset(backward.inputs) | {backward.output})
+        forward.append(line)
+        fused_forward.append(line)
 
     def gradients(program: Program, at_one_point: bool = False):
         return [
@@ -157,7 +162,21 @@ def _lines(
         "one_point": one_point,
         "one_point_gradients": [g.text for g in gradients(backward, True)],
         "unit_one_point_gradients": [g.text for g in unit_one_point],
+        "unused": batch is not None,
+        "gradient_helpers": frozenset().union(
+            *(g.helpers for g in backward_gradients + unit_gradients)
+        ),
+        "returned": backend.returned(backward),
     }
+
+
+def _ignored(program: Program) -> list[str]:
+    """The inputs the output does not depend on, in order."""
+    needed = {program.output}
+    for a in reversed(program.forward):
+        if a.name in needed:
+            needed.update(arg for arg in a.args if isinstance(arg, str))
+    return [name for name in program.inputs if name not in needed]
 
 
 def _text(lines: list[Line]) -> list[str]:
