@@ -89,13 +89,10 @@ def _call_format(function: str) -> Callable[..., str]:
     return lambda *args: f"{function}({', '.join(args)})"
 
 
-def helper(
-    name: str, source: str, fmt: Format | None = None, *, imports: tuple[str, ...] = ()
-) -> Code:
-    """A call of a helper function the generated module defines (`source`)."""
-    return Code(
-        fmt or _call_format(name), imports=imports, helper=(name, source.strip())
-    )
+def helper(name: str, source: str, fmt: Format | None = None, **code: Any) -> Code:
+    """A call of a helper function the generated module defines (`source`);
+    `fmt` and `code` (precedence, imports, ...) when the line is more than the call."""
+    return Code(fmt or _call_format(name), helper=(name, source.strip()), **code)
 
 
 def vectorized_math(function: str) -> Code:
@@ -882,7 +879,8 @@ _REGISTRY: tuple[Op, ...] = (
         domain=((-2.0, 2.0), (0.5, 2.0)),
         code={
             "numpy": Code(
-                lambda x, a: f"np.where({x} > 0, {x}, {_times(a)}np.expm1(np.minimum({x}, 0)))"
+                lambda x, a: f"np.where({x} > 0, {x}, {_times(a)}np.expm1(np.minimum({x}, 0)))",
+                repeats=True,
             ),
             "python": Code(
                 lambda x, a: f"{x} if {x} > 0 else {_times(a)}math.expm1({x})", 1,
@@ -918,7 +916,8 @@ _REGISTRY: tuple[Op, ...] = (
         code={
             "numpy": helper(
                 "_erf", _ERF, "0.5 * {0} * (1 + _erf({0} * 0.7071067811865476))".format,
-                imports=("math",),
+                prec=14,
+                imports=("math",), repeats=True,
             ),
             "python": Code(
                 "0.5 * {0} * (1 + math.erf({0} * 0.7071067811865476))", 14, (0,), ("math",)
@@ -929,7 +928,9 @@ _REGISTRY: tuple[Op, ...] = (
         "silu", 1, sympy=(silu,), spellings=("silu", "swish"),
         mpmath=lambda m, x: x / (1 + m.exp(-x)),
         code={
-            "numpy": helper("_sigmoid", _SIGMOID, "{0} * _sigmoid({0})".format),
+            "numpy": helper(
+                "_sigmoid", _SIGMOID, "{0} * _sigmoid({0})".format, prec=14, repeats=True
+            ),
             "python": Code(
                 "{0} * (1 / (1 + math.exp(-{0})) if {0} >= 0 "
                 "else math.exp({0}) / (1 + math.exp({0})))",

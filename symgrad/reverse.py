@@ -34,6 +34,7 @@ def reverse(
     """
     memo = {} if memo is None else memo
     depends = _depending_on(program)
+    guards = branch_guards(program.forward, {program.output})
     out = program.output
     shapes = program.shapes()
     emitter = Emitter(
@@ -66,7 +67,8 @@ def reverse(
             continue
         for arg, local, term in _terms(a, _symbol(g), shapes, memo):
             if arg in depends and term is not None and term != 0:
-                terms.setdefault(arg, []).append((a.name, local, term))
+                mask = guards.get(a.name, frozenset()) - guards.get(arg, frozenset())
+                terms.setdefault(arg, []).append((a.name, local, _masked(term, mask)))
 
     gradients = tuple((w, adjoint(w) if w in terms else 0) for w in program.wrt)
     return replace(
@@ -122,6 +124,61 @@ def _products(
                 term = tensor("sum", term, params=(axis, keepdims))
         result.append((arg, text, term))
     return result
+
+
+Guard = frozenset[tuple[str, bool]]
+"""The branches a value is computed for: (condition, side) pairs of `where`s."""
+
+
+def branch_guards(assigns: tuple[Assign, ...], roots: set[str]) -> dict[str, Guard]:
+    """For each value, the where-branches that every path to a root goes through.
+
+    `t = exp(x)` used only as the false branch of `y = where(c, x, t - 1)` has
+    the guard {(c, False)}: its value matters only where c is false. Keyed by the
+    condition's name, so two wheres on one condition share their guards; every
+    use of a value is under at least its guard.
+    """
+    uses: dict[str, list[tuple[Assign, int]]] = {}
+    for a in assigns:
+        for i, arg in enumerate(a.args):
+            if isinstance(arg, str):
+                uses.setdefault(arg, []).append((a, i))
+    guards: dict[str, Guard] = {}
+    for a in reversed(assigns):
+        if a.name in roots:
+            guards[a.name] = frozenset()
+            continue
+        through = [
+            guards[u.name] | _side(u, i)
+            for u, i in uses.get(a.name, [])
+            if u.name in guards
+        ]
+        if through:
+            guards[a.name] = frozenset.intersection(*through)
+    return guards
+
+
+def _side(user: Assign, position: int) -> Guard:
+    """The branch of `user` that its operand at `position` is (none but for a where)."""
+    if OPS[user.op].kind == "select" and position > 0 and isinstance(user.args[0], str):
+        return frozenset({(user.args[0], position == 1)})
+    return frozenset()
+
+
+def _masked(term: sp.Expr, mask: Guard) -> sp.Expr:
+    """`term` only where its branches are taken, 0 elsewhere ("double where").
+
+    A branch not taken may hold inf (exp(1e4)); its adjoint there is 0, and
+    0 · inf would make the gradient of the values it reads nan.
+    """
+    for condition, side in sorted(mask):
+        c = sp.Symbol(condition)
+        term = (
+            sp.Piecewise((term, c), (0, True))
+            if side
+            else sp.Piecewise((0, c), (term, True))
+        )
+    return term
 
 
 def _depending_on(program: Program) -> set[str]:

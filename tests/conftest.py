@@ -38,7 +38,22 @@ def independent(expr: sp.Expr) -> sp.Expr:
         lambda e: isinstance(e, Defined), lambda e: type(e)._definition(*e.args)
     )
     # mod(a, b) = a - b floor(a / b), whose derivative SymPy can take
-    return written.replace(sp.Mod, lambda a, b: a - b * sp.floor(a / b))
+    return written.replace(sp.Mod, lambda a, b: a - b * floor_step(a / b))
+
+
+class floor_step(sp.Function):  # noqa: N801 (SymPy function classes are lower case)
+    """floor, whose derivative SymPy takes as 0 (a step, almost everywhere), and
+    which SymPy does not fold back into Mod as it does a - b*floor(a/b)."""
+
+    @classmethod
+    def eval(cls, x):
+        return sp.floor(x) if x.is_Number else None
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0)
+
+    def _eval_evalf(self, prec):
+        return sp.floor(self.args[0].evalf(prec))
 
 
 def _real(number: sp.Expr) -> float:

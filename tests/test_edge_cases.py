@@ -142,3 +142,45 @@ def test_ties_in_max_and_min(expression, point, expected, target):
     module = _compile({"out": expression}, {"x": {}, "y": {}, "z": {}}, target=target)
     grads = module.grad(*point)
     assert tuple(float(g) for g in grads) == pytest.approx(expected, abs=1e-15)
+
+
+# --------------------------------------------------------------------------- branches
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(
+    "steps, point, value, gradient",
+    [
+        # elu at 1e4: the branch not taken, exp(1e4) - 1, overflows
+        ({"y": "where(x > 0, x, exp(x) - 1)"}, 1e4, 1e4, 1.0),
+        ({"y": "where(x > 0, x, exp(x) - 1)"}, -1.0, np.expm1(-1.0), np.exp(-1.0)),
+        ({"h": "exp(x)", "y": "Piecewise((x, x > 0), (h - 1, True))"}, 1e4, 1e4, 1.0),
+        # nested: exp(-x) overflows at x = -1e3 in a branch not taken
+        (
+            {"y": "where(x > 0, exp(-x), where(x > -1, x**2, log(-x)))"},
+            -1e3,
+            np.log(1e3),
+            -1e-3,
+        ),
+        (
+            {"y": "Piecewise((exp(-x), x > 0), (x**3, True))"},
+            -800.0,
+            -(800.0**3),
+            3 * 800.0**2,
+        ),
+    ],
+)
+def test_the_branch_not_taken_never_poisons_the_result(
+    steps, point, value, gradient, target
+):
+    # the numpy target returned a nan gradient (0 * inf from the branch not taken);
+    # the python target raised OverflowError even in forward
+    module = _compile(steps, {"x": {}}, target=target)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        got, grads = module.value_and_grad(x=point)
+        y, tape = module.forward(x=point)
+        backward = module.backward(tape)
+    assert float(got) == pytest.approx(value, rel=1e-12)
+    assert float(y) == pytest.approx(value, rel=1e-12)
+    assert float(grads.x) == pytest.approx(gradient, rel=1e-12)
+    assert float(backward.x) == pytest.approx(gradient, rel=1e-12)

@@ -36,6 +36,7 @@ from symgrad import ops
 from symgrad.functions import FUNCTIONS, TENSOR_FUNCTIONS
 from symgrad.ops import relu, sigmoid, softplus
 from symgrad.spec import SpecError, from_dict
+from tests import conftest
 
 settings.register_profile(
     "ci",
@@ -515,18 +516,9 @@ points = st.fixed_dictionaries({n: coordinates for n in NAMES})
 
 
 def independent(expr: sp.Expr) -> sp.Expr:
-    """`expr` in SymPy's own functions: learners by their definitions, sign as a step.
-
-    (conftest.independent uses `.rewrite(sp.exp)`, which also rewrites the
-    arguments: sigmoid(a**2) becomes 1/(1 + exp(-exp(2*log(a)))), nan at a = 0.)
-    SymPy cannot differentiate sign(u) for every u, hence the step function.
-    """
-    return (
-        expr.replace(sigmoid, lambda u: 1 / (1 + sp.exp(-u)))
-        .replace(softplus, lambda u: sp.log(1 + sp.exp(u)))
-        .replace(relu, lambda u: sp.Piecewise((u, u > 0), (0, True)))
-        .replace(sp.sign, _Step)
-    )
+    """`expr` in SymPy's own functions (symgrad's by their definitions, mod through
+    floor), with sign as a step: SymPy cannot differentiate sign(u) for every u."""
+    return conftest.independent(expr).replace(sp.sign, _Step)
 
 
 class _Step(sp.Function):

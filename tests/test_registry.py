@@ -12,6 +12,7 @@ operation itself. The README's function list is the registry's.
 
 from __future__ import annotations
 
+import ast
 import re
 
 import mpmath
@@ -61,15 +62,26 @@ def _constant_operands(op: str) -> set[int]:
     return {i for i, (low, high) in enumerate(domain) if low == high}
 
 
-def _spec(op: str, point: tuple[float, ...]) -> tuple[Spec, list[str]]:
-    """A one-step spec `y = op(a0, a1, ...)` over the SymPy meaning of the op."""
+def _spec(
+    op: str, point: tuple[float, ...], inlined: bool = False
+) -> tuple[Spec, list[str]]:
+    """A one-step spec `y = op(a0, a1, ...)` over the SymPy meaning of the op.
+
+    `inlined`: y = 2 - 3*op(a0 + 1, a1 + 1, ...), whose value_and_grad prints
+    the operands and the op inside other expressions (precedence, repeats).
+    """
     constants = _constant_operands(op)
     names = [f"a{i}" for i in range(OPS[op].arity) if i not in constants]
+    shift = 1 if inlined else 0
     operands = [
-        sp.Integer(int(point[i])) if i in constants else sp.Symbol(f"a{i}", real=True)
+        sp.Integer(int(point[i]))
+        if i in constants
+        else sp.Symbol(f"a{i}", real=True) + shift
         for i in range(OPS[op].arity)
     ]
     expr = OPS[op].meaning(*operands)
+    if inlined:
+        expr = 2 - 3 * expr
     spec = Spec(
         name=f"op_{op}",
         inputs=tuple(Input(n) for n in names),
@@ -80,12 +92,14 @@ def _spec(op: str, point: tuple[float, ...]) -> tuple[Spec, list[str]]:
     return spec, names
 
 
-def _reference(op: str, names: list[str], point: tuple[float, ...]):
+def _reference(
+    op: str, names: list[str], point: tuple[float, ...], inlined: bool = False
+):
     """(value, [∂y/∂name]) in mpmath from the independent SymPy meaning."""
-    spec, _ = _spec(op, point)
+    spec, _ = _spec(op, point, inlined)
     expr = independent(spec.steps[0].expr)
     symbols = [sp.Symbol(n, real=True) for n in names]
-    f = sp.lambdify(symbols, expr, modules="mpmath")
+    f = sp.lambdify(symbols, expr, modules=[{"floor_step": mpmath.floor}, "mpmath"])
     constants = _constant_operands(op)
     args = [repr(v) for i, v in enumerate(point) if i not in constants]
     with mpmath.workdps(30):
@@ -111,13 +125,14 @@ def _close(got, expected, rel=1e-12) -> bool:
     return abs(float(got) - float(expected)) <= rel * max(1.0, abs(float(expected)))
 
 
-def _compile(op: str, point, target: str):
+def _compile(op: str, point, target: str, inlined: bool = False):
     from symgrad.pipeline import build, import_source, source
 
-    spec, names = _spec(op, point)
+    spec, names = _spec(op, point, inlined)
     compiled = build(spec)
     ops = {a.op for a in compiled.backward.forward}
-    assert op in ops, f"the meaning of {op} lowered to {ops}, not to {op}"
+    # (inside other arithmetic, SymPy may fold add and neg into it)
+    assert op in ops or inlined, f"the meaning of {op} lowered to {ops}, not to {op}"
     return import_source(source(compiled, target), spec.name, compiled), names
 
 
@@ -175,6 +190,80 @@ def test_every_op_is_covered(op):
         assert op in ELEMENTWISE or op in INTERNAL
     else:
         assert op in TENSOR_CASES or definition.kind in ("condition", "select"), op
+
+
+@pytest.mark.parametrize("op", ELEMENTWISE)
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_elementwise_op_printed_inside_other_expressions(op, target):
+    """value_and_grad prints single-use temporaries where they are used: the op's
+    operands (a0 + 1) inside its printed form, and the op inside a product."""
+    if target not in OPS[op].code:
+        pytest.skip(f"the {target} target does not print {op} (documented)")
+    if "scipy.special" in OPS[op].code[target].imports:
+        pytest.importorskip("scipy")
+    rng = np.random.default_rng(sorted(OPS).index(op))
+    constants = _constant_operands(op)
+    points = [
+        tuple(v if i in constants else v - 1 for i, v in enumerate(p))
+        for p in _points(op, rng)
+    ]
+    module, names = _compile(op, points[0], target, inlined=True)
+    variable = [i for i in range(OPS[op].arity) if i not in constants]
+    for point in points:
+        args = {n: point[i] for n, i in zip(names, variable, strict=True)}
+        value, grads = module.value_and_grad(**args)
+        expected, expected_grads = _reference(op, names, point, inlined=True)
+        assert _close(value, expected), (op, point, value, expected)
+        for name, expected_grad in zip(names, expected_grads, strict=True):
+            got = getattr(grads, name)
+            assert _close(got, expected_grad, 1e-9), (
+                op,
+                point,
+                name,
+                got,
+                expected_grad,
+            )
+
+
+_PRECEDENCE = {
+    ast.IfExp: 1, ast.Lambda: 0, ast.BoolOp: 4, ast.Compare: 10, ast.BinOp: None,
+    ast.UnaryOp: None, ast.Call: 100, ast.Name: 100, ast.Attribute: 100,
+    ast.Subscript: 100, ast.Constant: 100,
+}  # fmt: skip
+_BINARY = {ast.Add: 13, ast.Sub: 13, ast.Mult: 14, ast.Div: 14, ast.MatMult: 14,
+           ast.Mod: 14, ast.FloorDiv: 14, ast.Pow: 16}  # fmt: skip
+
+
+def _precedence(node: ast.expr) -> int:
+    """Python's precedence of an expression's top node, as ops.Code counts it."""
+    if isinstance(node, ast.BinOp):
+        return _BINARY[type(node.op)]
+    if isinstance(node, ast.UnaryOp):
+        return 6 if isinstance(node.op, ast.Not) else 15
+    if isinstance(node, ast.BoolOp):
+        return 5 if isinstance(node.op, ast.And) else 4
+    return _PRECEDENCE[type(node)]
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_printed_forms_declare_their_precedence_and_repeats(op):
+    """Each target's printed form says how it binds (so an inlined line gets the
+    parentheses it needs) and whether it names an operand twice (never inlined into)."""
+    from symgrad.codegen.printer import Printer
+
+    params = {
+        "sum": (None, False), "mean": (None,), "index": ((0,),), "softmax": (-1,),
+        "logsumexp": (None,), "broadcast": (None,), "scatter": ((0,),),
+    }.get(op, ())  # fmt: skip
+    for target, code in OPS[op].code.items():
+        names = tuple(f"operand{i}" for i in range(OPS[op].arity))
+        if op == "heaviside":  # its value at 0 is always a number
+            names = ("operand0", "0.5")
+        text = Printer(target).expression(op, names, params)
+        tree = ast.parse(text, mode="eval").body
+        assert code.prec <= _precedence(tree), (op, target, text, code.prec)
+        repeated = any(text.count(n) > 1 for n in names)
+        assert code.repeats or not repeated, (op, target, text)
 
 
 # --------------------------------------------------------------------------- tensors

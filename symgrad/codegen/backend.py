@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from symgrad.codegen.printer import Line, Printer
 from symgrad.ir import Operand, Program
+from symgrad.reverse import Guard
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Backend:
     tensors: bool
     frees_arrays: bool = False
     one_point: bool = False
+    branches: bool = False
 
     def gradient(
         self, program: Program, name: str, grad: Operand, one_point: bool = False
@@ -38,6 +41,16 @@ class Backend:
         """The returned value of the gradient `grad` of input `name`."""
         text = grad if isinstance(grad, str) else repr(float(grad))
         return Gradient(text, frozenset({grad} if isinstance(grad, str) else ()))
+
+    def arrange(
+        self, lines: list[Line], guards: dict[str, Guard], printer: Printer
+    ) -> list[Line]:
+        """The lines of one function, given the where-branches each value is needed in.
+
+        Array targets compute both branches of a where (the compiler masks what
+        the branch not taken would add to the gradient); the lines stay as they are.
+        """
+        return lines
 
     def returned(self, program: Program) -> str:
         """What `backward` and `value_and_grad` build their Gradients from."""

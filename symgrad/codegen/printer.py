@@ -26,11 +26,13 @@ class Unprintable(ValueError):
 
 @dataclass(frozen=True)
 class Line:
-    """One printed line: a comment, or `defines = ...` reading the names in `reads`."""
+    """One printed line: a comment, or `defines = ...` reading the names in `reads`
+    (`prec`: the precedence of the expression on the right)."""
 
     text: str
     reads: frozenset[str] = frozenset()
     defines: str | None = None
+    prec: int = 100
 
 
 @dataclass
@@ -78,8 +80,8 @@ class Printer:
         note = ""
 
         def flush(arg: Operand) -> None:
-            text, _, reads = pending.pop(arg)
-            lines.append(Line(f"{arg} = {text}", reads, arg))
+            text, prec, reads = pending.pop(arg)
+            lines.append(Line(f"{arg} = {text}", reads, arg, prec))
 
         def line(a: Assign) -> tuple[str, int, frozenset[str]]:
             code = self.code(a.op)
@@ -120,7 +122,7 @@ class Printer:
             if note:
                 lines.append(Line(f"# {note}"))
                 note = ""
-            lines.append(Line(f"{a.name} = {text}", reads, a.name))
+            lines.append(Line(f"{a.name} = {text}", reads, a.name, prec))
         return lines
 
 

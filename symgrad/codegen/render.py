@@ -27,6 +27,7 @@ from symgrad.codegen.printer import (
     tuple_display,
 )
 from symgrad.ir import Program
+from symgrad.reverse import Guard, branch_guards
 from symgrad.shapes import show
 from symgrad.spec import Spec, SpecError
 
@@ -116,6 +117,13 @@ def _lines(
     """The printed bodies of forward, backward and value_and_grad, and their gradients."""
     # forward and backward: one line per operation, the full tape (teaching form);
     # value_and_grad: temporaries used once are printed where they are used.
+    guards, unit_guards = _guards(backward), _guards(unit)
+    # a target that computes only the branch taken tests each condition by name
+    conditions = (
+        {c for g in (*guards.values(), *unit_guards.values()) for c, _ in g}
+        if backend.branches
+        else set()
+    )
     forward = printer.body(backward.forward)
     graded = {g for _, g in backward.gradients if isinstance(g, str)}
     transposes = fusible(backward.backward, graded, only={"transpose"})
@@ -123,9 +131,19 @@ def _lines(
     unit_graded = {g for _, g in unit.gradients if isinstance(g, str)}
     read_by_backward = {arg for a in unit.backward for arg in a.args} | unit_graded
     fused_forward = printer.body(
-        unit.forward, fusible(unit.forward, read_by_backward | {unit.output})
+        unit.forward,
+        fusible(unit.forward, read_by_backward | {unit.output} | conditions),
     )
-    unit_lines = printer.body(unit.backward, fusible(unit.backward, unit_graded))
+    unit_lines = printer.body(
+        unit.backward, fusible(unit.backward, unit_graded | conditions)
+    )
+    forward = backend.arrange(forward, guards, printer)
+    backward_lines = backend.arrange(backward_lines, guards, printer)
+    arranged = backend.arrange(fused_forward + unit_lines, unit_guards, printer)
+    fused_forward, unit_lines = (
+        arranged[: len(fused_forward)],
+        arranged[len(fused_forward) :],
+    )
     one_point = backend.one_point and not backward.tensor
     batch = backend.batch(backward, _ignored(backward))
     if batch is not None:
@@ -168,6 +186,15 @@ def _lines(
         ),
         "returned": backend.returned(backward),
     }
+
+
+def _guards(program: Program) -> dict[str, Guard]:
+    """The where-branches each value of the forward and backward pass is needed in."""
+    body = program.forward + program.backward
+    used = {arg for a in body for arg in a.args}
+    roots = {program.output, *(g for _, g in program.gradients if isinstance(g, str))}
+    roots |= {step for step in program.steps if step not in used}
+    return branch_guards(body, roots)
 
 
 def _ignored(program: Program) -> list[str]:
