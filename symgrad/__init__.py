@@ -6,11 +6,10 @@ y, grads = mod.value_and_grad(...)
 symgrad.check_gradients(mod, point)                 # against finite differences
 """
 
-__version__ = "0.1.0"
+from symgrad._version import __version__
+from symgrad.api import compile
+from symgrad.check import check_gradients
+from symgrad.explain import explain
+from symgrad.spec import SpecError
 
-from symgrad.check import check_gradients  # noqa: E402
-from symgrad.explain import explain  # noqa: E402
-from symgrad.pipeline import compile_module as compile  # noqa: E402
-from symgrad.spec import SpecError  # noqa: E402
-
-__all__ = ["SpecError", "check_gradients", "compile", "explain"]
+__all__ = ["SpecError", "__version__", "check_gradients", "compile", "explain"]

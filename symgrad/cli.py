@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from symgrad import __version__
+from symgrad._version import __version__
 from symgrad.check import OutOfDomain, check_gradients, sample_point
 from symgrad.codegen import TARGETS
 from symgrad.lower import LoweringError

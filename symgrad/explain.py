@@ -286,7 +286,8 @@ def explain(
         for n in nodes
     )
     backward = _backward(nodes, spec, values)
-    backward = _fill_from_module(backward, spec.output, emitted, grads._asdict())
+    names = dict(compiled.backward.adjoints)
+    backward = _fill_from_module(backward, names, emitted, grads._asdict())
     return Explanation(
         name=spec.name,
         output=spec.output,
@@ -329,7 +330,7 @@ def _backward_locals(module: types.ModuleType, tape: Any) -> dict[str, Any]:
 
 def _fill_from_module(
     rows: tuple[BackwardRow, ...],
-    out: str,
+    names: dict[str, Any],
     emitted: dict[str, Any],
     gradients: dict[str, Any],
 ) -> tuple[BackwardRow, ...]:
@@ -339,7 +340,7 @@ def _fill_from_module(
         if row.value is None:
             value = gradients.get(row.name) if row.is_input else None
             if value is None:
-                value = emitted.get(f"d{out}_d{row.name}")
+                value = emitted.get(names.get(row.name))
             row = replace(row, value=value)
         filled.append(row)
     return tuple(filled)

@@ -44,7 +44,8 @@ class Program:
     `forward` computes `output` from `inputs`; `backward` computes the adjoint
     of every name in `wrt` from the forward values and the seed `dy` (a name
     or the constant 1); `gradients` maps each `wrt` name to the operand that
-    holds its gradient.
+    holds its gradient, `adjoints` every value's adjoint (teaching tools read
+    them by these names).
     """
 
     name: str
@@ -57,6 +58,8 @@ class Program:
     backward: tuple[Assign, ...] = ()
     gradients: tuple[tuple[str, Operand], ...] = ()
     seed: Operand = "dy"
+    adjoints: tuple[tuple[str, Operand], ...] = ()
+    """(v, the operand holding ∂output/∂v) for every value the backward pass reaches."""
 
     @property
     def tensor(self) -> bool:

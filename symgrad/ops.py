@@ -29,7 +29,7 @@ import numpy as np
 import sympy as sp
 from sympy.core.symbol import Str
 
-from symgrad import shapes as S
+import symgrad.shapes as S
 
 Format = str | Callable[..., str]
 

@@ -129,12 +129,9 @@ def compile_module(
     The module has `forward`, `backward`, `value_and_grad` and `grad`, and
     `__symgrad__` (the spec and programs it was printed from).
     """
-    from symgrad.explain import attach_display  # explain imports this module
-
     with _recursion_for(source_):
         compiled = build(load_spec(source_, wrt, inputs, name))
-        module = import_source(source(compiled, target), compiled.spec.name, compiled)
-    return attach_display(module)
+        return import_source(source(compiled, target), compiled.spec.name, compiled)
 
 
 MAX_RECURSION = 50_000  # past this the C stack, not Python, would give out

@@ -44,11 +44,14 @@ def reverse(
     )
     # v -> [(u, ∂u/∂v as text, ∂out/∂u · ∂u/∂v)] for every use of v by an assignment u
     terms: dict[str, list[tuple[str, str, sp.Expr]]] = {}
+    adjoints: dict[str, Operand] = {}
 
     def adjoint(v: str) -> Operand:
         """Lower ∂out/∂v from its collected terms; the operand that now holds it."""
-        if v == out:
-            return seed
+        adjoints[v] = seed if v == out else _lowered(v)
+        return adjoints[v]
+
+    def _lowered(v: str) -> Operand:
         collected = terms.pop(v)
         chain = " + ".join(f"∂{out}/∂{u}·∂{u}/∂{v}" for u, _, _ in collected)
         locals_ = ", ".join(local for _, local, _ in collected)
@@ -72,7 +75,11 @@ def reverse(
 
     gradients = tuple((w, adjoint(w) if w in terms else 0) for w in program.wrt)
     return replace(
-        program, backward=tuple(emitter.body), gradients=gradients, seed=seed
+        program,
+        backward=tuple(emitter.body),
+        gradients=gradients,
+        seed=seed,
+        adjoints=tuple(adjoints.items()),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from symgrad import __version__
+from symgrad._version import __version__
 from symgrad.codegen.backend import Backend
 from symgrad.codegen.printer import (
     INDENT,
