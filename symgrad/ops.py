@@ -872,6 +872,18 @@ _REGISTRY: tuple[Op, ...] = (
             "python": Code("math.log({0}) - math.log1p(-{0})", 13, (0,), ("math",)),
         },
     ),
+    # log(cosh(x)) without overflow: |x| + log1p(exp(-2|x|)) - log(2)
+    Op(
+        "logcosh", 1, spellings=("logcosh",), mpmath=lambda m, x: m.log(m.cosh(x)),
+        sympy=(defined("logcosh", lambda x: sp.log(sp.cosh(x)), lambda s, x: (sp.tanh(x),)),),
+        code={
+            "numpy": Code("np.abs({0}) + np.log1p(np.exp(-2 * np.abs({0}))) - 0.6931471805599453", 13),
+            "python": Code(
+                "abs({0}) + math.log1p(math.exp(-2 * abs({0}))) - 0.6931471805599453", 13,
+                imports=("math",),
+            ),
+        },
+    ),
     # activations, with PyTorch's subgradients at their kinks
     Op(
         "elu", 2, sympy=(elu,), spellings=("elu",), counts=(1, 2),

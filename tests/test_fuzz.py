@@ -264,6 +264,13 @@ OPS = [
         lambda u, v: mp.log(mp.power(2, u) + mp.power(2, v), 2),
     ),
     Op("sinc", 1, "sinc({0})", ops.sinc, mp.sincpi, lambda u: _away(u)),
+    Op(
+        "logcosh",
+        1,
+        "logcosh({0})",
+        ops.SPELLINGS["logcosh"].build,
+        lambda u: mp.log(mp.cosh(u)),
+    ),
     Op("erfc", 1, "erfc({0})", sp.erfc, mp.erfc),
     Op(
         "logit",
