@@ -136,6 +136,18 @@ def _compile(op: str, point, target: str, inlined: bool = False):
     return import_source(source(compiled, target), spec.name, compiled), names
 
 
+def _compare_at(module, op, names, variable, point, inlined=False):
+    """value_and_grad at `point` against the mpmath reference; the value."""
+    args = {n: point[i] for n, i in zip(names, variable, strict=True)}
+    value, grads = module.value_and_grad(**args)
+    expected, expected_grads = _reference(op, names, point, inlined)
+    assert _close(value, expected), (op, point, value, expected)
+    for name, expected_grad in zip(names, expected_grads, strict=True):
+        got = getattr(grads, name)
+        assert _close(got, expected_grad, 1e-9), (op, point, name, got, expected_grad)
+    return value
+
+
 @pytest.mark.parametrize("op", ELEMENTWISE)
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_every_elementwise_op_against_mpmath(op, target):
@@ -149,22 +161,10 @@ def test_every_elementwise_op_against_mpmath(op, target):
     constants = _constant_operands(op)
     variable = [i for i in range(OPS[op].arity) if i not in constants]
     for point in points:
-        args = {n: point[i] for n, i in zip(names, variable, strict=True)}
-        value, grads = module.value_and_grad(**args)
-        expected, expected_grads = _reference(op, names, point)
-        assert _close(value, expected), (op, point, value, expected)
+        value = _compare_at(module, op, names, variable, point)
         direct = OPS[op].mp_value(mp, *map(mp.mpf, point))
         if direct is not None:
             assert _close(value, direct), (op, point, value, direct, "registry mpmath")
-        for name, expected_grad in zip(names, expected_grads, strict=True):
-            got = getattr(grads, name)
-            assert _close(got, expected_grad, 1e-9), (
-                op,
-                point,
-                name,
-                got,
-                expected_grad,
-            )
     if target != "numpy":
         return
     # a batch: every point at once, the first operand an array
@@ -210,19 +210,7 @@ def test_every_elementwise_op_printed_inside_other_expressions(op, target):
     module, names = _compile(op, points[0], target, inlined=True)
     variable = [i for i in range(OPS[op].arity) if i not in constants]
     for point in points:
-        args = {n: point[i] for n, i in zip(names, variable, strict=True)}
-        value, grads = module.value_and_grad(**args)
-        expected, expected_grads = _reference(op, names, point, inlined=True)
-        assert _close(value, expected), (op, point, value, expected)
-        for name, expected_grad in zip(names, expected_grads, strict=True):
-            got = getattr(grads, name)
-            assert _close(got, expected_grad, 1e-9), (
-                op,
-                point,
-                name,
-                got,
-                expected_grad,
-            )
+        _compare_at(module, op, names, variable, point, inlined=True)
 
 
 _PRECEDENCE = {
