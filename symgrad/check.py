@@ -1,10 +1,51 @@
-"""`module, point -> Report`: compare a compiled gradient with central finite differences.
+"""`module, point -> Report`: compare a compiled gradient with finite differences.
 
 The reference is independent of symgrad's differentiation: it calls only the
-generated `forward`. Points are sampled where the function is defined (every
-intermediate finite) and away from kinks (|x| for abs, relu, sign, a tie in
-max/min, the condition of a Piecewise), where finite differences cannot see
-the subgradient symgrad returns.
+generated `forward` (and, when float64 cannot settle an entry, the spec's own
+SymPy steps evaluated by mpmath). Points are sampled where the function is
+defined (every intermediate finite) and away from kinks (|x| for abs, relu,
+sign, a tie in max/min, the condition of a Piecewise), where finite
+differences cannot see the subgradient symgrad returns.
+
+Each derivative is estimated the way numdifftools does it (`_differentiate`):
+central differences at geometrically decreasing steps (each half the one
+before, from max(1, |x|) / 16 down to about 3e-11 of it), Richardson
+extrapolation that removes their h**2 and h**4 error terms, an error bound
+from how far the extrapolated value moves between neighbouring steps and
+from its last correction (times `SAFETY`, plus the function's rounding over
+the step), and the step with the smallest bound. Only steps where the
+differences shrink as h**2 does are used: a function that oscillates faster
+than the step, or float64 rounding noise, gives no estimate rather than a
+confident wrong one. Each row then gets a verdict:
+
+* "mismatch": |analytical - numerical| exceeds the bound plus a slack for
+  the analytical gradient's own rounding (`FLOOR` of it, plus `NEGLIGIBLE`
+  of |f| / max(1, |x|));
+* "ok": they agree, and the bound is within `TOLERANCE` of
+  max(1, |analytical|, |numerical|);
+* "unverified": they agree only because the bound is wide, and the row
+  says why (finite differences disagree with each other at every step,
+  say).
+
+float64 stops as soon as it verifies a derivative to `SETTLED`. What it
+cannot verify that tightly, a scalar spec estimates again at `DIGITS`
+significant digits: the spec's steps, in order, evaluated by mpmath. That
+estimate decides, except that a mismatch only it can see stays
+"unverified": float64 rounding in the gradient itself (1 - tanh(x)**2 near
+1, say) may be all there is to it. Tensor specs contain symgrad's own
+tensor operations, which mpmath cannot evaluate: they keep the float64
+verdict.
+
+An input with more than `FULL_JACOBIAN` entries is checked on
+`SAMPLED_ENTRIES` random entries plus `DIRECTIONS` random unit directions v
+(the derivative along v against sum(gradient * v)): a few dozen forward
+evaluations per row, whatever the input's size. A direction sees every
+error e of the gradient with |e·v| above the bound; for a random v that is
+about |e| / sqrt(size), so a wrong scale, a wrong block, a transposed
+matrix, a dropped term and one flipped sign among thousands of comparable
+entries are all caught. What sampling cannot see is an error confined to
+entries far smaller than the rest of the gradient (|e| below the bound
+times sqrt(size)) unless one of them is sampled.
 
 Outside its domain (log of a negative number, a division by zero, an
 overflow) a generated module behaves like the library it is written in: the
@@ -17,23 +58,53 @@ gradient mismatch.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import mpmath
 import numpy as np
+import sympy as sp
 
 from symgrad.ops import OPS
+from symgrad.spec import Spec, make_symbol
 
-EPS = 1e-6
-"""Relative step of the central difference (float64)."""
 TOLERANCE = 1e-5
-"""Largest accepted |analytical - numerical| / max(1, |analytical|, |numerical|)."""
+"""An estimate verifies an entry when its bound is at most TOLERANCE * max(1, |analytical|, |numerical|)."""
+SETTLED = 1e-9
+"""float64 settles a derivative when it agrees within a bound of SETTLED * max(|analytical|,
+|numerical|) (or `NEGLIGIBLE`); otherwise a scalar spec retries at `DIGITS` digits."""
+FLOOR = 1e-8
+"""Relative slack added to every bound, for the rounding of the analytical gradient."""
+NEGLIGIBLE = 1e-10
+"""Absolute slack added to every bound, NEGLIGIBLE * |f| / max(1, |x|): a derivative
+that small moves f by less than float64 rounding of a deep computation's
+intermediates can (a saturated tanh turns f into a staircase)."""
+FIRST_STEP = 4
+"""The largest step is max(1, |x|) / 2**FIRST_STEP; each next step is half the last."""
+STEPS = 32
+"""Steps tried at most in float64 (the last is about 3e-11 * max(1, |x|))."""
+DIGITS = 50
+"""Significant digits of the high-precision retry (mpmath)."""
+DIGITS_STEPS = 64
+"""Steps tried at most at `DIGITS` digits."""
+SAFETY = 4.0
+"""The bound is SAFETY times the spread of the extrapolations around the chosen step."""
+ROUNDING = 10.0
+"""The function's rounding error, in units of eps * |value|, added to the bound (over the step)."""
+FULL_JACOBIAN = 16
+"""Inputs with at most this many entries are checked entry by entry; larger ones
+on `SAMPLED_ENTRIES` random entries and `DIRECTIONS` random unit directions."""
+SAMPLED_ENTRIES = 8
+DIRECTIONS = 4
 KINK_MARGIN = 1e-3
 """Sampled points keep every kink argument at least this far from its kink."""
 
 _DOMAIN_ERRORS = (ValueError, ZeroDivisionError, OverflowError, FloatingPointError)
+_RICHARDSON_TERMS = 2  # the h**2 and h**4 terms of the central difference's error
 
 
 class OutOfDomain(ValueError):
@@ -41,11 +112,33 @@ class OutOfDomain(ValueError):
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """A derivative from finite differences, a bound on its error, and the
+    digits it was computed with (None: float64)."""
+
+    value: float
+    bound: float = math.inf
+    digits: int | None = None
+
+
+@dataclass(frozen=True)
 class Row:
+    """One comparison: an entry of a gradient (`index`), or for a large input its
+    derivative along random unit direction number `direction` (`sum(gradient * v)`)."""
+
     name: str
     index: tuple[int, ...]
     analytical: float
     numerical: float
+    bound: float
+    """Estimated |numerical - exact derivative|."""
+    verdict: str
+    """"ok", "mismatch" or "unverified"."""
+    reason: str = ""
+    """Why an unverified row could not be verified."""
+    direction: int | None = None
+    digits: int | None = None
+    """Digits of the arithmetic the numerical value came from (None: float64)."""
 
     @property
     def error(self) -> float:
@@ -54,12 +147,14 @@ class Row:
 
     @property
     def label(self) -> str:
+        if self.direction is not None:
+            return f"{self.name}·v{self.direction}"
         return self.name + (str(list(self.index)) if self.index else "")
 
 
 @dataclass(frozen=True)
 class Report:
-    """The comparison at one point; `ok` when every entry is within `TOLERANCE`."""
+    """The comparison at one point; `ok` when every row is verified ok."""
 
     point: dict[str, object]
     value: float
@@ -67,28 +162,46 @@ class Report:
     kinks: list[str] = field(default_factory=list)
 
     @property
+    def verdict(self) -> str:
+        """The rows' worst verdict: "mismatch", else "unverified", else "ok"."""
+        verdicts = {r.verdict for r in self.rows}
+        return next((v for v in ("mismatch", "unverified") if v in verdicts), "ok")
+
+    @property
     def ok(self) -> bool:
-        return all(row.error <= TOLERANCE for row in self.rows)
+        return self.verdict == "ok"
+
+    @property
+    def reason(self) -> str:
+        """Why the first unverified row could not be verified ("" when none)."""
+        row = next((r for r in self.rows if r.verdict == "unverified"), None)
+        return f"{row.label}: {row.reason}" if row else ""
 
     @property
     def worst(self) -> Row | None:
-        return max(self.rows, key=lambda r: r.error, default=None)
+        """The mismatch with the largest relative error, else the largest error."""
+        return max(
+            self.rows, key=lambda r: (r.verdict == "mismatch", r.error), default=None
+        )
 
     def __str__(self) -> str:
         point = ", ".join(f"{k}={_fmt(v)}" for k, v in self.point.items())
         lines = [f"at {point}: value {self.value:.10g}"]
         width = max([len(r.label) for r in self.rows] + [8])
         lines.append(
-            f"  {'gradient':<{width}}  {'analytical':>22}  {'numerical':>22}  {'rel. error':>10}"
+            f"  {'gradient':<{width}}  {'analytical':>22}  {'numerical':>22}"
+            f"  {'rel. error':>10}"
         )
         worst = self.worst
         for r in self.rows:
-            flag = "  <-- worst" if r is worst and not self.ok else ""
+            how = f", {r.digits} digits" if r.digits else ""
+            flag = "  <-- worst" if r is worst and self.verdict == "mismatch" else ""
             lines.append(
                 f"  {r.label:<{width}}  {r.analytical:>22.15g}  {r.numerical:>22.15g}"
-                f"  {r.error:>10.2e}{flag}"
+                f"  {r.error:>10.2e}  {r.verdict} (± {r.bound:.1e}{how}){flag}"
             )
         lines += [f"  note: {k}" for k in self.kinks]
+        lines += [f"  could not verify {self.reason}"] if self.reason else []
         return "\n".join(lines)
 
 
@@ -97,10 +210,16 @@ def parameters(module: types.ModuleType) -> list[str]:
     return list(inspect.signature(module.forward).parameters)
 
 
-def check_gradients(module: types.ModuleType, point: dict[str, object]) -> Report:
-    """Compare `module.value_and_grad` at `point` with central differences of `module.forward`.
+def check_gradients(
+    module: types.ModuleType,
+    point: dict[str, object],
+    rng: np.random.Generator | None = None,
+) -> Report:
+    """Compare `module.value_and_grad` at `point` with finite differences of `module.forward`.
 
-    Raises OutOfDomain when the function or its gradient is not finite there.
+    `rng` picks the entries and directions checked in inputs with more than
+    `FULL_JACOBIAN` entries (default: a fixed seed). Raises OutOfDomain when
+    the function or its gradient is not finite there.
     """
     names = parameters(module)
     missing = [n for n in names if n not in point]
@@ -111,21 +230,281 @@ def check_gradients(module: types.ModuleType, point: dict[str, object]) -> Repor
         )
     args = {n: _value(point[n]) for n in names}
     value, gradients = _evaluate(module, args)
+    rng = np.random.default_rng(0) if rng is None else rng
     rows = []
     for name in gradients._fields:
-        analytical = np.asarray(getattr(gradients, name), dtype=float)
-        x = np.asarray(args[name], dtype=float)
-        for index in np.ndindex(x.shape):
-            numerical = _central_difference(module, args, name, index)
+        gradient = np.asarray(getattr(gradients, name), dtype=float)
+        for index, direction, v in _probes(np.shape(args[name]), rng):
+            probe = _Probe(module, args, value, name, gradient, index, v)
+            estimate, verdict, reason = probe.compare()
             rows.append(
-                Row(
-                    name,
-                    index,
-                    float(np.broadcast_to(analytical, x.shape)[index]),
-                    numerical,
-                )
-            )
+                Row(name, index, probe.analytical, estimate.value, estimate.bound,
+                    verdict, reason, direction, estimate.digits)
+            )  # fmt: skip
     return Report(dict(point), value, rows, _kinks(module, args))
+
+
+def _probes(shape: tuple[int, ...], rng: np.random.Generator) -> list[tuple]:
+    """(index, None, None) for each entry compared, then ((), number, unit vector)
+    for each random direction."""
+    size = math.prod(shape)
+    if size <= FULL_JACOBIAN:
+        return [(index, None, None) for index in np.ndindex(shape)]
+    picked = np.sort(rng.choice(size, SAMPLED_ENTRIES, replace=False))
+    probes = [
+        (tuple(int(i) for i in np.unravel_index(k, shape)), None, None) for k in picked
+    ]
+    for number in range(1, DIRECTIONS + 1):
+        v = rng.standard_normal(shape)
+        probes.append(((), number, v / np.linalg.norm(v)))
+    return probes
+
+
+class _Probe:
+    """One derivative of sum(output): along entry `index` of input `name`, or
+    along the unit vector `v` (then sum(gradient * v)); the analytical one
+    against finite differences."""
+
+    def __init__(self, module, args, value: float, name: str, gradient, index, v):
+        self.module, self.args, self.name = module, args, name
+        self.index, self.v = index, v
+        x = np.asarray(args[name], dtype=float)
+        gradient = np.broadcast_to(gradient, x.shape)
+        if v is None:
+            self.analytical = float(gradient[index])
+            moves = abs(x[index])
+        else:
+            self.analytical = float(np.sum(gradient * v))
+            moves = np.max(np.abs(x))
+        self.scale = max(1.0, float(moves))
+        """Steps are relative to max(1, |x|) over the entries that move."""
+        self.negligible = NEGLIGIBLE * abs(value) / self.scale
+
+    def compare(self) -> tuple[Estimate, str, str]:
+        """(estimate, verdict, reason) for the derivative.
+
+        float64 first. Unless it settles the derivative to `SETTLED`, a scalar
+        spec estimates it again at `DIGITS` digits. That estimate decides where
+        it verifies the gradient, or finds a mismatch float64 finds too; a gap
+        only it sees leaves the gradient unverified (float64 rounding in the
+        gradient itself, 1 - tanh(x)**2 near 1 say, may be all there is to it).
+        """
+        eps = np.finfo(float).eps
+        estimate = _differentiate(self.moved, self.scale, eps, STEPS, self.settles)
+        if self.settles(estimate):
+            return estimate, "ok", ""
+        in_float64 = self.judge(estimate, TOLERANCE)
+        precise = self.precise()
+        if isinstance(precise, str):
+            return estimate, in_float64, self.why(in_float64, estimate, f" ({precise})")
+        with mpmath.workdps(DIGITS):
+            found = _differentiate(
+                precise, mpmath.mpf(self.scale), mpmath.eps, DIGITS_STEPS, self.settles
+            )
+        exact = Estimate(float(found.value), float(found.bound), DIGITS)
+        verdict = self.judge(exact, TOLERANCE)
+        if verdict == "ok" or verdict == in_float64 == "mismatch":
+            return exact, verdict, ""
+        if verdict == "mismatch":
+            gap = abs(self.analytical - exact.value)
+            scale = max(1.0, abs(self.analytical), abs(exact.value))
+            return exact, "unverified", (
+                f"it differs by {gap / scale:.0e} from the derivative at {DIGITS} "
+                f"digits, more than float64 finite differences can resolve: float64 "
+                f"may not compute this gradient any closer here"
+            )  # fmt: skip
+        if in_float64 == "ok":
+            return estimate, "ok", ""
+        return exact, verdict, self.why(verdict, exact, f", even at {DIGITS} digits")
+
+    def why(self, verdict: str, estimate: Estimate, more: str) -> str:
+        """Why an unverified derivative could not be verified ("" for other verdicts)."""
+        if verdict != "unverified":
+            return ""
+        if math.isinf(estimate.bound):
+            return (
+                "no steps give finite differences that shrink like h**2 (the function "
+                "varies faster than the steps, or leaves its domain)" + more
+            )
+        spread = estimate.bound / max(1.0, abs(self.analytical), abs(estimate.value))
+        return (
+            f"finite differences disagree with each other by {spread:.0e} at every step"
+            + more
+        )
+
+    def judge(self, estimate: Estimate, tolerance: float, least: float = 1.0) -> str:
+        """The verdict on `estimate`: "mismatch" when the analytical derivative is
+        further from it than its bound plus the slack for the analytical one's
+        rounding (`FLOOR` of it, and `NEGLIGIBLE`); else "ok" when the bound is
+        within `tolerance` of max(least, |analytical|, |numerical|) (or within
+        `NEGLIGIBLE`), "unverified" when not."""
+        a, n = self.analytical, estimate.value
+        if abs(a - n) > estimate.bound + FLOOR * max(abs(a), abs(n)) + self.negligible:
+            return "mismatch"
+        if estimate.bound <= tolerance * max(least, abs(a), abs(n)) + self.negligible:
+            return "ok"
+        return "unverified"
+
+    def settles(self, estimate: Estimate) -> bool:
+        """Whether `estimate` verifies the derivative to `SETTLED` of itself."""
+        return self.judge(estimate, SETTLED, least=0.0) == "ok"
+
+    def moved(self, t: float) -> tuple[float, float]:
+        """sum(output) with the input moved by t, and the step actually taken."""
+        x = self.args[self.name]
+        if self.v is not None:  # x + t * v rounds every entry: noise the bound sees
+            return self.value_at(x + t * self.v), t
+        center = float(np.asarray(x)[self.index])
+        entry = center + t
+        if np.ndim(x):
+            shifted = np.array(x, dtype=float)
+            shifted[self.index] = entry
+        else:
+            shifted = entry
+        return self.value_at(shifted), entry - center  # center + t is rounded
+
+    def value_at(self, shifted) -> float:
+        return _forward_value(self.module, {**self.args, self.name: shifted})
+
+    def precise(self):
+        """`moved` at `DIGITS` digits, by the spec's own steps (scalar inputs
+        only); or the reason there is none."""
+        compiled = getattr(self.module, "__symgrad__", None)
+        if compiled is None:
+            return f"no {DIGITS}-digit retry: the module has no spec"
+        if any(np.ndim(v) for v in self.args.values()):
+            return (
+                f"the {DIGITS}-digit retry takes scalar inputs only: mpmath cannot "
+                f"evaluate symgrad's tensor operations"
+            )
+        function = _high_precision(compiled.spec)
+        values = {n: mpmath.mpf(float(v)) for n, v in self.args.items()}
+
+        def moved(t):
+            try:
+                value = function(**{**values, self.name: values[self.name] + t})
+            except _DOMAIN_ERRORS as err:
+                raise OutOfDomain(f"{_reason(err)} near there ({err})") from None
+            if not isinstance(value, mpmath.mpf) or not mpmath.isfinite(value):
+                raise OutOfDomain(f"the function is {value} near there")
+            return value, t
+
+        return moved
+
+
+def _differentiate(moved, scale, eps, steps: int, settles: Callable) -> Estimate:
+    """d/dt moved(t)[0] at t = 0, numdifftools' way (generic over float and mpmath.mpf).
+
+    Central differences D(h) at steps h = scale / 2**FIRST_STEP, half that,
+    and so on; each is extrapolated (Richardson) with the two before it to
+    remove the h**2 and h**4 terms of its error. Extrapolation is only sound
+    where those terms dominate: there D(2h) - D(h) is about 4 times D(h) -
+    D(h/2) (16 where the h**2 term vanishes; 2 to 32 is accepted), unless both
+    are within rounding; other steps (a function that oscillates faster than
+    the step, rounding noise, a float64 plateau) give no estimate. The
+    bound of the extrapolation at h is SAFETY times the largest of its last
+    correction and its distance to the extrapolations at 2h and h/2, plus the
+    function's rounding over h. The estimate with the smallest bound wins;
+    the search stops early once `settles(estimate)`. When no step moves the
+    function beyond rounding, the estimate is 0 within that rounding over the
+    largest step. Steps that leave the domain before the first one inside it
+    are skipped; one leaving it after ends the search.
+    """
+    differences: list = []  # D(h) for each step
+    previous: list = []  # the last row of the Richardson table
+    table: list[tuple] = []  # (extrapolated value, last correction, rounding, sound)
+    best = None
+    failure = None
+    flat = 0.0  # the largest rounding while no step has moved the function beyond it
+    for k in range(steps):
+        h = scale / 2 ** (k + FIRST_STEP)
+        try:
+            (up, h_up), (down, h_down) = moved(h), moved(-h)
+        except OutOfDomain as err:
+            if previous:
+                break
+            failure = err
+            continue
+        row = [(up - down) / (h_up - h_down)]
+        differences.append(row[0])
+        rounding = ROUNDING * eps * max(abs(up), abs(down))
+        if flat is not None and abs(up - down) <= rounding:
+            flat = max(flat, rounding)
+        else:
+            flat = None
+        for level in range(1, min(len(previous), _RICHARDSON_TERMS) + 1):
+            row.append(row[-1] + (row[-1] - previous[level - 1]) / (4**level - 1))
+        previous = row
+        if len(row) <= _RICHARDSON_TERMS:
+            continue
+        rounding /= h
+        wide, narrow = (differences[-3] - differences[-2], differences[-2] - row[0])
+        moving = all(differences[-3:])  # a float64 plateau (D = 0) tells nothing
+        sound = moving and (
+            max(abs(wide), abs(narrow)) <= rounding
+            or (narrow != 0 and 2 <= wide / narrow <= 32)
+        )
+        table.append((row[-1], abs(row[-1] - row[-2]), rounding, sound))
+        if len(table) >= 3 and all(entry[3] for entry in table[-3:]):
+            (before, *_), (value, correction, noise, _), (after, *_) = table[-3:]
+            spread = max(correction, abs(value - before), abs(value - after))
+            candidate = Estimate(value, SAFETY * spread + noise)
+            if best is None or candidate.bound < best.bound:
+                best = candidate
+                if settles(best):
+                    return best
+    if best is not None:
+        return best
+    if differences and flat is not None:  # no step moved the function beyond rounding
+        return Estimate(0.0, flat / (scale / 2**FIRST_STEP))
+    if previous:
+        return Estimate(previous[-1])
+    raise failure
+
+
+@functools.lru_cache(maxsize=8)
+def _high_precision(spec: Spec) -> Callable[..., object]:
+    """The spec's output as an mpmath function of its inputs (by name).
+
+    One assignment per step, in order (a deep chain is never expanded into one
+    tree); every name is a Dummy, so no user's name meets one of mpmath's.
+    Functions SymPy does not define (sigmoid, softplus, relu) are evaluated by
+    their own SymPy evalf.
+    """
+    names = {i.symbol: _dummy(i.symbol) for i in spec.inputs}
+    assignments = []
+    for step in spec.steps:
+        symbol = make_symbol(step.name)
+        assignments.append((_dummy(symbol), step.expr.xreplace(names)))
+        names[symbol] = assignments[-1][0]
+        if step.name == spec.output:
+            break
+    namespace = {
+        f.func.__name__: functools.partial(_by_evalf, f.func)
+        for _, expr in assignments
+        for f in expr.atoms(sp.Function)
+        if not f.func.__module__.startswith("sympy.")
+    }
+    output = assignments[-1][0]
+    function = sp.lambdify(
+        [names[i.symbol] for i in spec.inputs],
+        output,
+        modules=[namespace, "mpmath"],
+        cse=lambda _: (assignments, [output]),
+    )
+
+    def by_name(**values):
+        return function(*(values[i.name] for i in spec.inputs))[0]
+
+    return by_name
+
+
+def _dummy(symbol: sp.Symbol) -> sp.Dummy:
+    return sp.Dummy(symbol.name, **symbol.assumptions0)
+
+
+def _by_evalf(function, *args):
+    return mpmath.mpf(function(*(sp.Float(a, DIGITS) for a in args)).evalf(DIGITS))
 
 
 def sample_point(
@@ -244,25 +623,6 @@ def _forward_value(module: types.ModuleType, args: dict[str, object]) -> float:
     return value
 
 
-def _central_difference(
-    module, args: dict[str, object], name: str, index: tuple[int, ...]
-) -> float:
-    """∂ sum(output) / ∂ args[name][index] by central differences."""
-    x = args[name]
-    center = float(np.asarray(x)[index])
-    h = EPS * max(1.0, abs(center))
-
-    def shifted(delta: float) -> float:
-        if np.ndim(x) == 0:
-            moved = center + delta
-        else:
-            moved = np.array(x, dtype=float)
-            moved[index] = center + delta
-        return _forward_value(module, {**args, name: moved})
-
-    return (shifted(h) - shifted(-h)) / (2 * h)
-
-
 def _kinks(
     module: types.ModuleType, args: dict[str, object], margin: float = 0.0
 ) -> list[str]:
@@ -291,4 +651,9 @@ def _kinks(
 
 
 def _fmt(v: object) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(np.asarray(v).tolist())
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    array = np.asarray(v)
+    if array.size > FULL_JACOBIAN:
+        return f"<array of shape {array.shape}>"
+    return str(array.tolist())
