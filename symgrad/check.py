@@ -70,6 +70,7 @@ import numpy as np
 import sympy as sp
 
 from symgrad.ops import OPS
+from symgrad.reverse import program_guards
 from symgrad.spec import Spec, make_symbol
 
 TOLERANCE = 1e-5
@@ -577,14 +578,18 @@ def _value(v: object) -> object:
 
 
 def _evaluate(module: types.ModuleType, args: dict[str, object]):
+    """The value and gradients; OutOfDomain unless they, and every intermediate on a
+    branch the point takes, are finite (a where's other branch may overflow)."""
     try:
-        with np.errstate(all="raise"):
+        with np.errstate(all="ignore"):
             value, gradients = module.value_and_grad(**args)
             _, tape = module.forward(**args)
     except _DOMAIN_ERRORS as err:
         raise OutOfDomain(f"{_reason(err)} there ({err})") from None
+    compiled = getattr(module, "__symgrad__", None)
+    guards = program_guards(compiled.backward) if compiled is not None else {}
     for name, v in zip(type(tape)._fields, tape, strict=True):
-        if not _real_and_finite(v):
+        if not guards.get(name) and not _real_and_finite(v):
             raise OutOfDomain(f"{name} is {_fmt(v)} there")
     for name, g in zip(gradients._fields, gradients, strict=True):
         if not _real_and_finite(g):
@@ -611,7 +616,7 @@ def _reason(err: Exception) -> str:
 
 def _forward_value(module: types.ModuleType, args: dict[str, object]) -> float:
     try:
-        with np.errstate(all="raise"):
+        with np.errstate(all="ignore"):  # a non-finite output is out of the domain
             output = module.forward(**args)[0]
     except _DOMAIN_ERRORS as err:
         raise OutOfDomain(f"{_reason(err)} near there ({err})") from None
@@ -630,7 +635,8 @@ def _kinks(
     compiled = getattr(module, "__symgrad__", None)
     if compiled is None:
         return []
-    _, tape = module.forward(**args)
+    with np.errstate(all="ignore"):  # a where's branch not taken may overflow
+        _, tape = module.forward(**args)
     values = tape._asdict()
 
     def get(arg):

@@ -165,6 +165,15 @@ def branch_guards(assigns: tuple[Assign, ...], roots: set[str]) -> dict[str, Gua
     return guards
 
 
+def program_guards(program: Program) -> dict[str, Guard]:
+    """The where-branches each value of the forward and backward pass is needed in."""
+    body = program.forward + program.backward
+    used = {arg for a in body for arg in a.args}
+    roots = {program.output, *(g for _, g in program.gradients if isinstance(g, str))}
+    roots |= {step for step in program.steps if step not in used}
+    return branch_guards(body, roots)
+
+
 def _side(user: Assign, position: int) -> Guard:
     """The branch of `user` that its operand at `position` is (none but for a where)."""
     if OPS[user.op].kind == "select" and position > 0 and isinstance(user.args[0], str):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import symgrad
+from symgrad.check import OutOfDomain
 
 TARGETS = ["numpy", "python"]
 VECTORS = {"x": {"shape": [3]}, "y": {"shape": [3]}}
@@ -184,3 +185,14 @@ def test_the_branch_not_taken_never_poisons_the_result(
     assert float(y) == pytest.approx(value, rel=1e-12)
     assert float(grads.x) == pytest.approx(gradient, rel=1e-12)
     assert float(backward.x) == pytest.approx(gradient, rel=1e-12)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_check_takes_an_overflowing_branch_not_taken_as_inside_the_domain(target):
+    # check used to call x = 1e4 outside the domain: exp(1e4) overflows, on the
+    # branch the point does not take
+    module = _compile({"y": "where(x > 0, x, exp(x) - 1)"}, {"x": {}}, target=target)
+    report = symgrad.check_gradients(module, {"x": 1e4})
+    assert report.ok, str(report)
+    with pytest.raises(OutOfDomain):  # a value that is not finite still is outside
+        symgrad.check_gradients(_compile({"y": "log(x)"}, {"x": {}}), {"x": -1.0})

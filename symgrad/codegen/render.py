@@ -27,7 +27,7 @@ from symgrad.codegen.printer import (
     tuple_display,
 )
 from symgrad.ir import Program
-from symgrad.reverse import Guard, branch_guards
+from symgrad.reverse import program_guards
 from symgrad.shapes import show
 from symgrad.spec import Spec, SpecError
 
@@ -117,7 +117,7 @@ def _lines(
     """The printed bodies of forward, backward and value_and_grad, and their gradients."""
     # forward and backward: one line per operation, the full tape (teaching form);
     # value_and_grad: temporaries used once are printed where they are used.
-    guards, unit_guards = _guards(backward), _guards(unit)
+    guards, unit_guards = program_guards(backward), program_guards(unit)
     # a target that computes only the branch taken tests each condition by name
     conditions = (
         {c for g in (*guards.values(), *unit_guards.values()) for c, _ in g}
@@ -186,15 +186,6 @@ def _lines(
         ),
         "returned": backend.returned(backward),
     }
-
-
-def _guards(program: Program) -> dict[str, Guard]:
-    """The where-branches each value of the forward and backward pass is needed in."""
-    body = program.forward + program.backward
-    used = {arg for a in body for arg in a.args}
-    roots = {program.output, *(g for _, g in program.gradients if isinstance(g, str))}
-    roots |= {step for step in program.steps if step not in used}
-    return branch_guards(body, roots)
 
 
 def _ignored(program: Program) -> list[str]:
