@@ -477,11 +477,12 @@ def _gradients(program: Program, target: str, one_point: bool = False) -> list[s
     only the gradients of inputs it does not depend on need a shape.
     """
     result = []
+    tensor = program.tensor  # a scan of the inputs: once, not once per gradient
     for name, grad in program.gradients:
         value = grad if isinstance(grad, str) else repr(float(grad))
-        if target == "numpy" and not program.tensor and not (one_point and grad != 0):
+        if target == "numpy" and not tensor and not (one_point and grad != 0):
             value = f"_sum_to({value}, np.shape({name}), np.shape({program.output}))"
-        elif program.tensor and grad == 0:
+        elif tensor and grad == 0:
             value = f"np.zeros(np.shape({name}))"
         result.append(value)
     return result
