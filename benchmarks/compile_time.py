@@ -59,7 +59,9 @@ def random_expression(n_ops: int, n_symbols: int = 20, seed: int = 0):
     so its count_ops may be slightly below n_ops.
     """
     rng = random.Random(seed)
-    symbols = sp.symbols(f"x0:{n_symbols}", real=True)
+    # s0, s1, ...: lambdify(cse=True) names its temporaries x0, x1, ... (and
+    # SymPy 1.12 lets them overwrite arguments of the same names).
+    symbols = sp.symbols(f"s0:{n_symbols}", real=True)
     unary = (sp.sin, sp.cos, sp.tanh)
     n_binary = 6 * n_ops // 10
     kinds = ["unary"] * (n_ops - n_binary) + ["binary"] * n_binary
