@@ -13,15 +13,16 @@ from symgrad.rules import BOOLEAN, SYMPY
 from symgrad.shapes import ShapeError, broadcast
 
 # `sympy.cancel` costs about a millisecond per operation of the expression it is
-# given: these budgets bound `cancel`'s work on a large program, an order of
-# magnitude above what the course examples use (udl_toy: 8 candidates, 50
-# operations in all), so that compile time stays linear in the program's size.
+# given: these budgets bound `cancel`'s work on a large program (to well under a
+# second), so that compile time stays linear in the program's size. They are
+# about ten times what the course examples use (udl_toy: 8 candidates, 50
+# operations in all).
 MAX_CANCEL_OPS = 40
 """Adjoints larger than this are left as the chain rule built them: `cancel`'s cost
 grows quickly with size, and the cancellations backprop courses teach are small."""
 MAX_CANCEL_CANDIDATES = 100
 """At most this many adjoints are tried per program, nearest the output first."""
-MAX_CANCEL_TOTAL_OPS = 600
+MAX_CANCEL_TOTAL_OPS = 400
 """The adjoints tried hold at most this many operations together."""
 
 _OPAQUE = TENSOR | BOOLEAN | {"where"}  # not elementwise arithmetic: kept as names
