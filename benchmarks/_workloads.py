@@ -357,7 +357,9 @@ def logistic_regression(n: int, d: int) -> Workload:
 @cache
 def _logreg_lambdified(d: int, cse: bool) -> Callable:
     """lambdify of one sample's loss and its gradient over d feature symbols."""
-    xs, ws = sp.symbols(f"x0:{d}", real=True), sp.symbols(f"w0:{d}", real=True)
+    # Not x0, x1, ...: SymPy 1.12's lambdify(cse=True) names its temporaries so,
+    # overwriting the arguments of the same names (wrong gradients).
+    xs, ws = sp.symbols(f"X0:{d}", real=True), sp.symbols(f"w0:{d}", real=True)
     ys, bs = sp.symbols("y b", real=True)
     z = sum(xi * wi for xi, wi in zip(xs, ws, strict=True)) + bs
     a = 1 / (1 + sp.exp(-z))

@@ -1,15 +1,18 @@
 """Compile time against expression size: symgrad.compile vs sympy.diff + lambdify(cse=True).
 
-Two families: the k-layer chain h_i = sin(a_i*h_(i-1) + c_i), h_0 = x, with
-every a_i, c_i and x differentiated (k = 2 ... 1024), and random expressions
-of up to 10,000 operations (sin/cos/tanh, +, -, *) over 20 symbols, passed to
-symgrad.compile as one SymPy expression. Each point is one in-process call
-with imports warm and SymPy's cache cleared. The symbolic reference is
-skipped beyond k = 32 (it grows about 8x per doubling) and gives up after a
-per-point time limit; jax.jit compile time is shown up to k = 64 when JAX is
-installed. Issue 5's targets: k = 64 in < 0.5 s, k = 1024 in < 10 s, the
-10,000-operation expression in < 10 s, and a linear curve (growth exponent
-~1 between doublings).
+Three families: the k-layer chain h_i = sin(a_i*h_(i-1) + c_i), h_0 = x, with
+every a_i, c_i and x differentiated (k = 2 ... 4096); random expressions of
+up to 10,000 operations (sin/cos/tanh, +, -, *) over 20 symbols, passed to
+symgrad.compile as one SymPy expression; and random fan-out DAGs of up to
+10,000 named steps, each reading one or two of the last 40 values (sin, cos,
+tanh, a*b, a - b, 0.5*(a + b)), where a value has many readers. Each point
+is one in-process call with imports warm and SymPy's cache cleared. The
+symbolic reference is skipped beyond k = 32 (it grows about 8x per doubling)
+and gives up after a per-point time limit; jax.jit compile time is shown up
+to k = 64 when JAX is installed. Issue 5's targets: k = 64 in < 0.5 s,
+k = 1024 in < 10 s, the 10,000-operation expression in < 10 s, and a linear
+curve (growth exponent ~1 between doublings); issue 10's: k = 4096 and the
+10,000-step fan-out DAG in < 10 s each.
 
     python benchmarks/compile_time.py [--quick] [--stages]
 """
@@ -59,7 +62,9 @@ def random_expression(n_ops: int, n_symbols: int = 20, seed: int = 0):
     so its count_ops may be slightly below n_ops.
     """
     rng = random.Random(seed)
-    symbols = sp.symbols(f"x0:{n_symbols}", real=True)
+    # s0, s1, ...: lambdify(cse=True) names its temporaries x0, x1, ... (and
+    # SymPy 1.12 lets them overwrite arguments of the same names).
+    symbols = sp.symbols(f"s0:{n_symbols}", real=True)
     unary = (sp.sin, sp.cos, sp.tanh)
     n_binary = 6 * n_ops // 10
     kinds = ["unary"] * (n_ops - n_binary) + ["binary"] * n_binary
@@ -75,6 +80,34 @@ def random_expression(n_ops: int, n_symbols: int = 20, seed: int = 0):
         r = rng.random()
         pool.append(a + b if r < 0.4 else a * b if r < 0.8 else a - b)
     return pool[0], list(symbols)
+
+
+FAN_OUT_FORMS = (
+    "sin({a})",
+    "cos({a})",
+    "tanh({a})",
+    "{a}*{b}",
+    "{a} - {b}",
+    "0.5*({a} + {b})",
+)
+FAN_OUT_WINDOW = 40
+
+
+def fan_out_spec(n_steps: int, n_inputs: int = 20, seed: int = 0) -> dict:
+    """A random DAG of named steps, each reading values among the last 40 (fan-out)."""
+    rng = random.Random(seed)
+    values = [f"x{i}" for i in range(n_inputs)]
+    steps = {}
+    for i in range(n_steps):
+        a, b = rng.sample(values[-FAN_OUT_WINDOW:], 2)
+        steps[f"v{i}"] = rng.choice(FAN_OUT_FORMS).format(a=a, b=b)
+        values.append(f"v{i}")
+    return {
+        "name": f"fan_out{n_steps}",
+        "inputs": {x: {} for x in values[:n_inputs]},
+        "steps": steps,
+        "output": values[-1],
+    }
 
 
 def symgrad_compile(source, **options):
@@ -140,6 +173,18 @@ def growth(seconds: float | None, previous: tuple[int, float | None], size: int)
     return f"{math.log(seconds / seconds_prev) / math.log(size / size_prev):.2f}"
 
 
+def cost_cells(
+    seconds: float, size: int, previous: tuple[int, float | None], per: str
+) -> list[str]:
+    """symgrad.compile's time, its time per unit of size (in `per`: ms or µs), growth."""
+    scale, digits = {"ms": (1e3, 2), "µs": (1e6, 0)}[per]
+    return [
+        c.format_seconds(seconds),
+        f"{seconds / size * scale:.{digits}f} {per}",
+        growth(seconds, previous, size),
+    ]
+
+
 def stages(source, label: str, **options) -> None:
     """Where symgrad.compile spends its time (uses symgrad.pipeline's internals)."""
     try:
@@ -157,7 +202,12 @@ def stages(source, label: str, **options) -> None:
         return
     c.print_table(
         f"Stages of symgrad.compile: {label}",
-        ["load_spec", "build (lower, reverse x2, dce)", "source (render)", "import"],
+        [
+            "load_spec",
+            "build (lower, reverse x2, dce, cancel)",
+            "source (render)",
+            "import",
+        ],
         [[c.format_seconds(t) for t in (t_spec, t_build, t_source, t_import)]],
     )
 
@@ -171,7 +221,7 @@ def main(argv=None) -> int:
     quick, show_stages = args.quick, args.stages
     c.print_header("Compile time against expression size", quick)
     symgrad_compile(chain_spec(2))  # warm imports and templates
-    ks = [2, 4, 8] if quick else [2**i for i in range(1, 11)]
+    ks = [2, 4, 8] if quick else [2**i for i in range(1, 13)]
     sympy_max_k, jax_max_k = (4, 2) if quick else (SYMPY_MAX_K, JAX_MAX_K)
     limit = 10.0 if quick else 60.0
     targets = c.Targets()
@@ -180,13 +230,7 @@ def main(argv=None) -> int:
     for k in ks:
         seconds, module = symgrad_compile(chain_spec(k))
         times[k] = seconds
-        row = [
-            k,
-            ir_size(module),
-            c.format_seconds(seconds),
-            f"{seconds / k * 1e3:.2f} ms",
-            growth(seconds, previous, k),
-        ]
+        row = [k, ir_size(module), *cost_cells(seconds, k, previous, "ms")]
         previous = (k, seconds)
         if k <= sympy_max_k:
             expr, symbols = chain_expression(k)
@@ -224,6 +268,9 @@ def main(argv=None) -> int:
     )
     targets.check("chain k = 64: symgrad.compile", times.get(64), 0.5, " s")
     targets.check("chain k = 1024: symgrad.compile", times.get(1024), 10, " s")
+    targets.check(
+        "chain k = 4096: symgrad.compile (issue 10)", times.get(4096), 10, " s"
+    )
     if show_stages:
         stages(chain_spec(ks[-1]), f"chain k = {ks[-1]}")
 
@@ -241,9 +288,7 @@ def main(argv=None) -> int:
                 n,
                 sp.count_ops(expr),
                 ir_size(module),
-                c.format_seconds(seconds),
-                f"{seconds / n * 1e6:.0f} µs",
-                growth(seconds, previous, n),
+                *cost_cells(seconds, n, previous, "µs"),
                 "gave up" if ref is None else c.format_seconds(ref),
                 c.format_ratio(c.ratio(ref, seconds)),
                 note,
@@ -272,6 +317,27 @@ def main(argv=None) -> int:
     if show_stages:
         expr, symbols = random_expression(sizes[-1])
         stages(expr, f"random expression, {sizes[-1]} operations", wrt=symbols)
+
+    cells, previous = [], (1, None)
+    for n in sizes:
+        seconds, module = symgrad_compile(fan_out_spec(n))
+        cells.append([n, ir_size(module), *cost_cells(seconds, n, previous, "µs")])
+        previous = (n, seconds)
+        if n == 10000:
+            targets.check(
+                "fan-out DAG of 10,000 steps: symgrad.compile (issue 10)",
+                seconds,
+                10,
+                " s",
+            )
+    c.print_table(
+        "Random fan-out DAG: named steps reading the last "
+        f"{FAN_OUT_WINDOW} values, 20 inputs, all 20 gradients: compile time",
+        ["steps", "IR ops", "symgrad.compile", "per step", "growth exponent"],
+        cells,
+    )
+    if show_stages:
+        stages(fan_out_spec(sizes[-1]), f"fan-out DAG, {sizes[-1]} steps")
     targets.print()
     return 0
 

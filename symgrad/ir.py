@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from symgrad.ops import OPS
 
@@ -61,7 +62,7 @@ class Program:
     adjoints: tuple[tuple[str, Operand], ...] = ()
     """(v, the operand holding ∂output/∂v) for every value the backward pass reaches."""
 
-    @property
+    @cached_property  # read for every gradient: a chain has thousands of inputs
     def tensor(self) -> bool:
         """Whether any input is declared with a shape (else: scalars, batched at call time)."""
         return any(self.input_shapes)

@@ -12,9 +12,18 @@ from symgrad.lower import Emitter
 from symgrad.ops import OPS
 from symgrad.shapes import ShapeError, broadcast
 
+# `sympy.cancel` costs about a millisecond per operation of the expression it is
+# given: these budgets bound `cancel`'s work on a large program (to well under a
+# second), so that compile time stays linear in the program's size. They are
+# about ten times what the course examples use (udl_toy: 8 candidates, 50
+# operations in all).
 MAX_CANCEL_OPS = 40
 """Adjoints larger than this are left as the chain rule built them: `cancel`'s cost
 grows quickly with size, and the cancellations backprop courses teach are small."""
+MAX_CANCEL_CANDIDATES = 100
+"""At most this many adjoints are tried per program, nearest the output first."""
+MAX_CANCEL_TOTAL_OPS = 400
+"""The adjoints tried hold at most this many operations together."""
 
 
 def _opaque(op: str) -> bool:
@@ -52,6 +61,7 @@ def cancel(program: Program) -> Program:
     of that when it takes fewer operations than the adjoint's own and keeps
     the adjoint's shape. Run on `value_and_grad`'s program only:
     `backward(tape, dy)` keeps every step of the chain rule for learners.
+    The MAX_CANCEL_* budgets cap the SymPy work per program.
     """
     shapes = program.shapes()
     if isinstance(program.seed, str):  # dy has the output's shape
@@ -74,6 +84,7 @@ def cancel(program: Program) -> Program:
             divides.add(a.name)
             if a.name not in inlined:
                 candidates.append(a.name)
+    candidates = _within_budget(candidates, size)
     if not candidates:
         return program
     assigns = {a.name: a for a in program.backward}
@@ -105,6 +116,18 @@ def cancel(program: Program) -> Program:
         else:
             emitter.keep(a)
     return dce(replace(program, backward=tuple(emitter.body)))
+
+
+def _within_budget(candidates: list[str], size: dict[str, int]) -> list[str]:
+    """The first candidates (in program order) that fit the count and total-size budgets."""
+    chosen, total = [], 0
+    for name in candidates:
+        if len(chosen) == MAX_CANCEL_CANDIDATES:
+            break
+        if total + size[name] <= MAX_CANCEL_TOTAL_OPS:
+            chosen.append(name)
+            total += size[name]
+    return chosen
 
 
 def _inlined(backward: tuple[Assign, ...], readers: Counter) -> set[str]:

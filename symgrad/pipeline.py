@@ -110,7 +110,10 @@ def import_source(
         text.splitlines(keepends=True),
         filename,
     )
-    exec(compile(text, filename, "exec"), module.__dict__)  # noqa: S102 (our own generated code)
+    # dont_inherit: this file's `from __future__ import annotations` is not the
+    # module's (it made every Tape field's annotation a ForwardRef to compile).
+    code = compile(text, filename, "exec", dont_inherit=True)
+    exec(code, module.__dict__)  # noqa: S102 (our own generated code)
     module.__symgrad__ = compiled
     return module
 

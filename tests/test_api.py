@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 
 import numpy as np
 import pytest
@@ -128,6 +129,14 @@ def test_long_chain_compiles_without_recursion():
         value, grads = module.value_and_grad(x=0.5)
         assert value == pytest.approx(expected_value, rel=1e-12)
         assert grads.x == pytest.approx(expected_grad, rel=1e-9)
+
+
+def test_a_module_compiled_in_memory_reads_as_its_file_does():
+    """symgrad's own `from __future__ import annotations` does not leak into it."""
+    spec = {"name": "sq", "inputs": {"x": {}}, "steps": {"y": "x**2"}}
+    module = symgrad.compile(spec)
+    assert module.Tape.__annotations__ == {"x": typing.Any, "y": typing.Any}
+    assert module.Gradients.__annotations__ == {"x": typing.Any}
 
 
 def test_check_gradients_reports_a_wrong_gradient():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -59,3 +60,28 @@ def test_wheel_installs_into_a_fresh_venv_and_compiles(tmp_path):
     installed_at, beta0 = out.split()
     assert installed_at.startswith(str(site)), "symgrad was not imported from the wheel"
     assert round(float(beta0), 3) == -0.646
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """1.24 and 1.24.0 alike."""
+    parts = [int(p) for p in version.split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def test_the_lowest_versions_ci_tests_are_the_lower_bounds_of_pyproject():
+    """.ci/lowest.txt pins each dependency (and test extra) to its lower bound."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    bounds = {}
+    for requirement in (
+        project["dependencies"] + project["optional-dependencies"]["test"]
+    ):
+        name, low = re.fullmatch(
+            r"([\w-]+)(?:\[[\w,]+\])?>=([\d.]+)", requirement
+        ).groups()
+        bounds[name.lower()] = _release(low)
+    lines = (ROOT / ".ci" / "lowest.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert {name: _release(v) for name, v in pins.items()} == bounds

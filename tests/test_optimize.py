@@ -14,6 +14,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import symgrad
+from symgrad import optimize
 from symgrad.pipeline import build, import_source, load_spec, source
 from tests.conftest import ROOT, exact_gradient
 
@@ -98,6 +99,36 @@ def test_the_batched_logistic_regression_computes_a_minus_y():
     """The hand-written NumPy of seed 000 writes dL/dZ = a - y; so does value_and_grad."""
     module = symgrad.compile(ROOT / "examples" / "logistic_regression_batch.yaml")
     assert "    dL_dz = a - y\n" in inspect.getsource(module.value_and_grad)
+
+
+def test_the_budgets_bound_the_adjoints_tried_and_spare_the_examples(monkeypatch):
+    """Each `sympy.cancel` candidate is counted (and left as it is)."""
+    tried = []
+    monkeypatch.setattr(optimize, "_cancel", lambda whole, *rest: tried.append(whole))
+    spec = load_spec(ROOT / "examples" / "udl_toy.yaml")
+
+    def count(**budgets) -> int:
+        for name, value in budgets.items():
+            monkeypatch.setattr(optimize, name, value)
+        tried.clear()
+        build(spec)
+        return len(tried)
+
+    within = count()
+    assert within > 3
+    unbounded = {"MAX_CANCEL_CANDIDATES": 10**6, "MAX_CANCEL_TOTAL_OPS": 10**6}
+    assert count(**unbounded) == within  # a course example is not cut short
+    assert count(MAX_CANCEL_CANDIDATES=3) == 3
+    assert count(MAX_CANCEL_TOTAL_OPS=0) == 0
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "poisson", "log_of_square"])
+def test_the_adjoint_nearest_the_output_is_tried_first(name, monkeypatch):
+    """A program over budget still gets the cancellation next to its loss."""
+    monkeypatch.setattr(optimize, "MAX_CANCEL_CANDIDATES", 1)
+    compiled = build(load_spec(_spec(name)))
+    unit_notes = [a.note for a in compiled.unit.backward if a.note]
+    assert f"{CANCELLING[name][1]}   {SIMPLIFIED}" in unit_notes
 
 
 def test_a_simplification_that_would_change_the_shape_is_refused():
