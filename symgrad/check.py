@@ -229,7 +229,7 @@ def check_gradients(
         raise KeyError(
             f"point must give exactly {names}; missing {missing}, unknown {unknown}"
         )
-    args = {n: _value(point[n]) for n in names}
+    args = {n: as_value(point[n]) for n in names}
     value, gradients = _evaluate(module, args)
     rng = np.random.default_rng(0) if rng is None else rng
     rows = []
@@ -526,7 +526,7 @@ def sample_point(
             n: fixed[n] if n in fixed else _draw(rng, n in positive, shapes.get(n, ()))
             for n in parameters(module)
         }
-        args = {n: _value(v) for n, v in point.items()}
+        args = {n: as_value(v) for n, v in point.items()}
         try:
             _evaluate(module, args)
             for name in parameters(module):
@@ -540,7 +540,7 @@ def sample_point(
         if not _kinks(module, args, KINK_MARGIN):
             return point
     if fixed and len(fixed) == len(parameters(module)):
-        _evaluate(module, {n: _value(v) for n, v in fixed.items()})  # says why
+        _evaluate(module, {n: as_value(v) for n, v in fixed.items()})  # says why
     given = ", ".join(f"{n}={_fmt(v)}" for n, v in fixed.items())
     raise OutOfDomain(
         f"found no point inside the function's domain in {tries} tries"
@@ -573,7 +573,8 @@ def _concrete_shapes(compiled, fixed: dict[str, object]) -> dict[str, tuple[int,
     return shapes
 
 
-def _value(v: object) -> object:
+def as_value(v: object) -> object:
+    """A point's value as the generated code takes it: a number, or a float array."""
     return v if np.ndim(v) == 0 else np.asarray(v, dtype=float)
 
 

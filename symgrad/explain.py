@@ -38,12 +38,13 @@ import numpy as np
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from symgrad.check import OutOfDomain, parameters, sample_point
+from symgrad.check import OutOfDomain, as_value, parameters, sample_point
 from symgrad.codegen import numpy as numpy_target
 from symgrad.codegen.render import environment
 from symgrad.ops import BY_SYMPY, OPS
 from symgrad.pipeline import Compiled, build, import_source, load_spec, source
-from symgrad.rules import local_derivatives
+from symgrad.rules import local_derivatives, operand_symbol
+from symgrad.shapes import reduction_to
 from symgrad.spec import Spec, make_symbol
 
 FORMATS = ("text", "markdown", "latex", "html")
@@ -256,7 +257,7 @@ def explain(
     compiled, module = _compiled_module(target)
     spec = compiled.spec
     point = _point(module, spec, at, seed)
-    args = {n: _as_value(v) for n, v in point.items()}
+    args = {n: as_value(v) for n, v in point.items()}
     try:
         with np.errstate(divide="raise", over="raise", invalid="raise"):
             _, tape = module.forward(**args)
@@ -383,10 +384,6 @@ def _point(
         raise ExplainError(str(err)) from None
 
 
-def _as_value(v: Any) -> Any:
-    return v if np.ndim(v) == 0 else np.asarray(v, dtype=float)
-
-
 def _step_nodes(spec: Spec) -> list[_Node]:
     """One node per named step; ∂step/∂v by `sympy.diff`, reusing the step's name."""
     position = {i.name: k for k, i in enumerate(spec.inputs)}
@@ -425,7 +422,7 @@ def _op_nodes(compiled: Compiled) -> list[_Node]:
     nodes = []
     for a in compiled.backward.forward:
         operands = tuple(dict.fromkeys(x for x in a.args if isinstance(x, str)))
-        symbols = [_operand_symbol(x) for x in a.args]
+        symbols = [operand_symbol(x) for x in a.args]
         meaning = OPS[a.op].meaning
         # a tensor operation has no scalar meaning: shown as a call
         expr = (meaning or sp.Function(a.op))(*symbols)
@@ -452,10 +449,6 @@ def _op_nodes(compiled: Compiled) -> list[_Node]:
             )
         )
     return nodes
-
-
-def _operand_symbol(x: Any) -> sp.Expr:
-    return sp.Symbol(x, real=True) if isinstance(x, str) else sp.sympify(x)
 
 
 def _backward(
@@ -568,11 +561,9 @@ def _times(g: Any, local: Any, target: Any) -> Any:
 
 
 def _sum_to(g: np.ndarray, shape: tuple[int, ...]) -> Any:
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
-    )
-    result = np.sum(g, axis=axes).reshape(shape)
+    """g, broadcast against the output, summed back to a value's shape."""
+    axes = reduction_to(g.shape, shape)
+    result = g if axes is None else np.sum(g, axis=axes[0]).reshape(shape)
     return float(result) if shape == () else result
 
 
@@ -1075,7 +1066,7 @@ def plot(
         raise ExplainError(f"empty range {lo} .. {hi}")
     xs = np.linspace(lo, hi, points)
     coarse = np.linspace(lo, hi, 21)
-    others = {n: _as_value(v) for n, v in point.items() if n != wrt}
+    others = {n: as_value(v) for n, v in point.items() if n != wrt}
 
     def f(x: np.ndarray) -> np.ndarray:
         y, _ = module.forward(**others, **{wrt: x})

@@ -10,6 +10,7 @@ import sympy as sp
 from symgrad.ir import Assign, Operand, Program, is_temporary
 from symgrad.lower import Emitter
 from symgrad.ops import OPS
+from symgrad.rules import operand_symbol
 from symgrad.shapes import ShapeError, broadcast
 
 # `sympy.cancel` costs about a millisecond per operation of the expression it is
@@ -166,11 +167,7 @@ class _Builder:
     def operand(self, arg: Operand) -> sp.Expr:
         if arg in self.substitute:
             return self(arg)
-        return _symbol(arg)
-
-
-def _symbol(arg: Operand) -> sp.Expr:
-    return sp.Symbol(arg, real=True) if isinstance(arg, str) else sp.sympify(arg)
+        return operand_symbol(arg)
 
 
 def _cancel(
@@ -205,5 +202,5 @@ def _expanded(name: str, forward: dict[str, Assign]) -> sp.Expr:
     """
     a = forward.get(name)
     if a is None or not is_temporary(name) or _opaque(a.op):
-        return _symbol(name)
-    return OPS[a.op].meaning(*map(_symbol, a.args))
+        return operand_symbol(name)
+    return OPS[a.op].meaning(*map(operand_symbol, a.args))

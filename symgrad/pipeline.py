@@ -22,6 +22,7 @@ import sympy as sp
 
 from symgrad import spec as spec_module
 from symgrad.codegen import TARGETS, render
+from symgrad.functions import nodes
 from symgrad.ir import Program
 from symgrad.lower import lower
 from symgrad.optimize import cancel, dce
@@ -149,19 +150,9 @@ def _recursion_for(expr: Any):
     upper bound on its depth). Specs with named steps never need this.
     """
     limit = sys.getrecursionlimit()
-    nodes = _node_count(expr) if isinstance(expr, sp.Basic) else 0
-    sys.setrecursionlimit(min(max(limit, 1000 + 8 * nodes), MAX_RECURSION))
+    count = len(nodes(expr)) if isinstance(expr, sp.Basic) else 0
+    sys.setrecursionlimit(min(max(limit, 1000 + 8 * count), MAX_RECURSION))
     try:
         yield
     finally:
         sys.setrecursionlimit(limit)
-
-
-def _node_count(expr: sp.Basic) -> int:
-    seen, stack = set(), [expr]
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(node.args)
-    return len(seen)

@@ -17,7 +17,7 @@ import sympy as sp
 from symgrad.ir import Assign, Operand, Program
 from symgrad.lower import Emitter
 from symgrad.ops import OPS, tensor
-from symgrad.rules import local_derivatives, vjp
+from symgrad.rules import local_derivatives, operand_symbol, vjp
 from symgrad.shapes import reduction_to
 
 SEED = "dy"
@@ -68,7 +68,7 @@ def reverse(
         g = adjoint(a.name)
         if g == 0:
             continue
-        for arg, local, term in _terms(a, _symbol(g), shapes, memo):
+        for arg, local, term in _terms(a, operand_symbol(g), shapes, memo):
             if arg in depends and term is not None and term != 0:
                 mask = guards.get(a.name, frozenset()) - guards.get(arg, frozenset())
                 terms.setdefault(arg, []).append((a.name, local, _masked(term, mask)))
@@ -213,11 +213,3 @@ def _adjoint_name(out: str, v: str, taken: set[str]) -> str:
         name += "_"
     taken.add(name)
     return name
-
-
-def _symbol(operand: Operand) -> sp.Expr:
-    return (
-        sp.Symbol(operand, real=True)
-        if isinstance(operand, str)
-        else sp.sympify(operand)
-    )

@@ -18,10 +18,13 @@ from symgrad.ir import Operand
 from symgrad.ops import OPS
 
 
-def _symbols(args: tuple[Operand, ...]) -> list[sp.Expr]:
-    return [
-        sp.Symbol(a, real=True) if isinstance(a, str) else sp.sympify(a) for a in args
-    ]
+def operand_symbol(operand: Operand) -> sp.Expr:
+    """The SymPy form of an operand: a real symbol for a name, else the number."""
+    return (
+        sp.Symbol(operand, real=True)
+        if isinstance(operand, str)
+        else sp.sympify(operand)
+    )
 
 
 def vjp(
@@ -29,7 +32,11 @@ def vjp(
 ) -> tuple:
     """The terms ∂L/∂arg for each operand of the tensor operation `out = op(*args)`."""
     terms = OPS[op].vjp(
-        g, *_symbols(args), out=sp.Symbol(out, real=True), shapes=shapes, params=params
+        g,
+        *map(operand_symbol, args),
+        out=sp.Symbol(out, real=True),
+        shapes=shapes,
+        params=params,
     )
     return tuple(
         None if not isinstance(a, str) else t for a, t in zip(args, terms, strict=True)
