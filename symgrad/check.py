@@ -486,16 +486,19 @@ def _high_precision(spec: Spec) -> Callable[..., object]:
         for f in expr.atoms(sp.Function)
         if not f.func.__module__.startswith("sympy.")
     }
-    output = assignments[-1][0]
-    function = sp.lambdify(
-        [names[i.symbol] for i in spec.inputs],
-        output,
-        modules=[namespace, "mpmath"],
-        cse=lambda _: (assignments, [output]),
-    )
+    # one function per step, evaluated in order (lambdify's own cse hook differs
+    # between SymPy releases)
+    steps = []
+    for target, expr in assignments:
+        arguments = sorted(expr.free_symbols, key=sp.default_sort_key)
+        function = sp.lambdify(arguments, expr, modules=[namespace, "mpmath"])
+        steps.append((target, arguments, function))
 
     def by_name(**values):
-        return function(*(values[i.name] for i in spec.inputs))[0]
+        known = {names[i.symbol]: values[i.name] for i in spec.inputs}
+        for target, arguments, function in steps:
+            known[target] = function(*(known[a] for a in arguments))
+        return known[steps[-1][0]]
 
     return by_name
 
