@@ -39,7 +39,7 @@ class Gradients(NamedTuple):
 
 
 def _owned(g, copy=False):
-    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    """A gradient the caller owns: a writable float array (views and inputs copied)."""
     if isinstance(g, np.ndarray):
         if copy or not g.flags.writeable:
             return g.astype(float)
@@ -88,7 +88,7 @@ def backward(tape, dy=1.0):
 
 
 def value_and_grad(w):
-    """(J, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
+    """(J, Gradients) in one pass: forward, then backward with dy = 1."""
     # J = 2*w
     J = 2 * w
     if np.ndim(J) == 0:  # one point, not a batch: no sums needed

@@ -67,7 +67,7 @@ class Gradients(NamedTuple):
 
 
 def _owned(g, copy=False):
-    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    """A gradient the caller owns: a writable float array (views and inputs copied)."""
     if isinstance(g, np.ndarray):
         if copy or not g.flags.writeable:
             return g.astype(float)
@@ -194,7 +194,7 @@ def backward(tape, dy=1.0):
 
 
 def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
-    """(L, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
+    """(L, Gradients) in one pass: forward, then backward with dy = 1."""
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
     # a = sigmoid(Z)

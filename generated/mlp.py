@@ -55,7 +55,7 @@ class Gradients(NamedTuple):
 
 
 def _owned(g, copy=False):
-    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    """A gradient the caller owns: a writable float array (views and inputs copied)."""
     if isinstance(g, np.ndarray):
         if copy or not g.flags.writeable:
             return g.astype(float)
@@ -129,7 +129,7 @@ def backward(tape, dy=1.0):
 
 
 def value_and_grad(X, Y, W1, b1, W2, b2):
-    """(L, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
+    """(L, Gradients) in one pass: forward, then backward with dy = 1."""
     # hidden = tanh(X @ W1 + b1)
     hidden = np.tanh(b1 + X @ W1)
     # out = hidden @ W2 + b2

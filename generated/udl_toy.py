@@ -82,7 +82,7 @@ class Gradients(NamedTuple):
 
 
 def _owned(g, copy=False):
-    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    """A gradient the caller owns: a writable float array (views and inputs copied)."""
     if isinstance(g, np.ndarray):
         if copy or not g.flags.writeable:
             return g.astype(float)
@@ -248,7 +248,7 @@ def backward(tape, dy=1.0):
 def value_and_grad(
     x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4
 ):
-    """(y, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
+    """(y, Gradients) in one pass: forward, then backward with dy = 1."""
     # f0 = beta0 + omega0*x
     f0 = beta0 + omega0 * x
     # h1 = sin(f0)

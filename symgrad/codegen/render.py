@@ -18,6 +18,7 @@ from symgrad import __version__
 from symgrad.codegen.backend import Backend
 from symgrad.codegen.printer import (
     INDENT,
+    LINE_LENGTH,
     Line,
     Printer,
     Unprintable,
@@ -107,7 +108,32 @@ def render(
         "tuple_display": tuple_display,
         "INDENT": INDENT,
     }
-    return environment().get_template(f"{backend.name}/module.py.j2").render(context)
+    text = environment().get_template(f"{backend.name}/module.py.j2").render(context)
+    return _exempted(text, tape + list(backward.wrt))
+
+
+AMBIGUOUS = frozenset({"l", "I", "O"})  # pycodestyle's E741: like 1 and 0 in some fonts
+
+
+def _exempted(text: str, names: list[str]) -> str:
+    """`text` with a file-level `# ruff: noqa` for what its user's names and prose need.
+
+    The user's names stay theirs (`l`, `I`, `O` are fine in mathematics: E741),
+    and comments and docstrings may carry a formula longer than a line (E501),
+    so the module is clean wherever it is written: under ruff's defaults, which
+    leave E501 and E741 off and report an exemption for them as unused (RUF100),
+    and under a configuration that turns them on.
+    """
+    codes = []
+    if any(len(line) > LINE_LENGTH for line in text.splitlines()):
+        codes.append("E501")
+    if AMBIGUOUS.intersection(names):
+        codes.append("E741")
+    if not codes:
+        return text
+    codes.append("RUF100")
+    header, rest = text.split("\n", 1)
+    return f"{header}\n# ruff: noqa: {', '.join(codes)}\n{rest}"
 
 
 def _lines(
