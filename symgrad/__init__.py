@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 
 from symgrad.check import check_gradients  # noqa: E402
 from symgrad.explain import explain  # noqa: E402
+from symgrad.pipeline import SymgradWarning  # noqa: E402
 from symgrad.pipeline import compile_module as compile  # noqa: E402
 from symgrad.spec import SpecError  # noqa: E402
 
-__all__ = ["SpecError", "check_gradients", "compile", "explain"]
+__all__ = ["SpecError", "SymgradWarning", "check_gradients", "compile", "explain"]
