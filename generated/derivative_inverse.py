@@ -65,7 +65,7 @@ def _sum_to(g, shape, out_shape, copy=False):
 def forward(w):
     """Compute J; return (J, tape)."""
     # J = 1/w
-    J = 1 / w
+    J = np.divide(1, w)
     tape = Tape(w, J)
     return J, tape
 
@@ -92,7 +92,7 @@ def backward(tape, dy=1.0):
 def value_and_grad(w):
     """(J, Gradients) in one pass: forward, then backward with dy = 1."""
     # J = 1/w
-    J = 1 / w
+    J = np.divide(1, w)
     # ∂J/∂w = ∂J/∂J·∂J/∂w   (∂J/∂w = -J**2)
     dJ_dw = -(J**2)
     if np.ndim(J) == 0:  # one point, not a batch: no sums needed

@@ -68,7 +68,7 @@ def forward(w):
     """Compute J; return (J, tape)."""
     # J = 1/w**2
     t0 = w**2
-    J = 1 / t0
+    J = np.divide(1, t0)
     tape = Tape(w, t0, J)
     return J, tape
 
@@ -98,7 +98,7 @@ def backward(tape, dy=1.0):
 def value_and_grad(w):
     """(J, Gradients) in one pass: forward, then backward with dy = 1."""
     # J = 1/w**2
-    J = 1 / w**2
+    J = np.divide(1, w**2)
     # ∂J/∂t0 = ∂J/∂J·∂J/∂t0   (∂J/∂t0 = -J**2)
     dJ_dt0 = -(J**2)
     # ∂J/∂w = ∂J/∂t0·∂t0/∂w   (∂t0/∂w = 2*w)

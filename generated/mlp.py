@@ -105,7 +105,7 @@ def backward(tape, dy=1.0):
     t4 = tape.t4
     # ∂L/∂t4 = ∂L/∂L·∂L/∂t4   (∂L/∂t4: broadcast((dy/size(t4)) to t4))
     t5 = np.size(t4)
-    t6 = dy / t5
+    t6 = np.divide(dy, t5)
     dL_dt4 = _broadcast(t6, t4)
     # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3 = 2*t3)
     t7 = 2 * dL_dt4
@@ -140,7 +140,7 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
     t4 = t3**2
     L = np.mean(t4)
     # ∂L/∂t4 = ∂L/∂L·∂L/∂t4   (∂L/∂t4: broadcast((1/size(t4)) to t4))
-    dL_dt4 = _broadcast(1 / np.size(t4), t4)
+    dL_dt4 = _broadcast(np.divide(1, np.size(t4)), t4)
     del t4
     # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3 = 2*t3)
     dL_dt3 = 2 * dL_dt4 * t3

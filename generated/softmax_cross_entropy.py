@@ -108,7 +108,7 @@ def backward(tape, dy=1.0):
     loss = tape.loss
     # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss: broadcast((dy/size(loss)) to loss))
     t4 = np.size(loss)
-    t5 = dy / t4
+    t5 = np.divide(dy, t4)
     dL_dloss = _broadcast(t5, loss)
     # ∂L/∂t3 = ∂L/∂loss·∂loss/∂t3   (∂loss/∂t3 = -1)
     dL_dt3 = -dL_dloss
@@ -141,7 +141,7 @@ def value_and_grad(X, Y, W, b):
     # L = mean(loss)
     L = np.mean(loss)
     # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss: broadcast((1/size(loss)) to loss))
-    dL_dloss = _broadcast(1 / np.size(loss), loss)
+    dL_dloss = _broadcast(np.divide(1, np.size(loss)), loss)
     del loss
     # ∂L/∂t3 = ∂L/∂loss·∂loss/∂t3   (∂loss/∂t3 = -1)
     dL_dt3 = -dL_dloss

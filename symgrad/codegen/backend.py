@@ -32,6 +32,10 @@ class Backend:
     frees_arrays: bool = False
     one_point: bool = False
 
+    def prepared(self, program: Program) -> Program:
+        """`program` as the target prints it (its operations' parameters set)."""
+        return program
+
     def gradient(
         self, program: Program, name: str, grad: Operand, one_point: bool = False
     ) -> Gradient:

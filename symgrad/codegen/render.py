@@ -52,6 +52,7 @@ def render(
             path=spec.path,
         )
     printer = Printer(backend.name)
+    backward, unit = backend.prepared(backward), backend.prepared(unit)
     try:
         context = _lines(printer, backward, unit, backend)
     except Unprintable as err:
