@@ -6,6 +6,7 @@ import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ class NumpyBackend(Backend):
         inf or nan with a RuntimeWarning. Every other division keeps the `/` that
         is fastest at one point: a NumPy scalar or array on either side is enough.
         """
+        if all(a.op != "div" for a in program.forward + program.backward):
+            return program  # nothing to look at (a long expression often has no /)
         shapes = program.shapes()
         numbers = {name for name in program.inputs if not shapes[name]}
         if isinstance(program.seed, str) and not shapes[program.output]:
@@ -48,8 +51,8 @@ class NumpyBackend(Backend):
         """Whether `a` may be a Python number: np.size is a Python int, and Python's
         operators (`w * x`, `-x`, `x**2`) on Python numbers give one; any other call
         gives a NumPy scalar or array."""
-        calls = _CALL.findall(Printer(self.name).expression(a.op, a.args, a.params))
-        return calls == ["np.size("] or (not calls and all(_operands_in(a, numbers)))
+        calls = _calls(self.name, a.op, len(a.args), a.params)
+        return calls == ("np.size(",) or (not calls and all(_operands_in(a, numbers)))
 
     def gradient(
         self, program: Program, name: str, grad: Operand, one_point: bool = False
@@ -86,6 +89,13 @@ class NumpyBackend(Backend):
             return None
         out = program.output
         return f"{out} = {out} + _batch({', '.join(ignored)})"
+
+
+@cache
+def _calls(target: str, op: str, arity: int, params: tuple) -> tuple[str, ...]:
+    """The functions `op` calls as `target` prints it (`np.exp(`), in order."""
+    operands = tuple(f"x{i}" for i in range(arity))
+    return tuple(_CALL.findall(Printer(target).expression(op, operands, params)))
 
 
 def _operands_in(a: Assign, names: set[str]):
