@@ -104,7 +104,12 @@ def _operands_in(a: Assign, names: set[str]):
 
 
 NUMPY = NumpyBackend(
-    "numpy", value_type="Any", tensors=True, frees_arrays=True, one_point=True
+    "numpy",
+    value_type="Any",
+    tensors=True,
+    frees_arrays=True,
+    one_point=True,
+    arrays=True,
 )
 
 

@@ -84,6 +84,13 @@ def render(
         ),
         "tape_fields": tape,
         "params": backward.inputs,
+        "arguments": _rebound(list(backward.inputs), "_arrays")
+        if backend.arrays
+        else [],
+        "declared_shapes": [
+            (name, _tuple(shape))
+            for name, shape in zip(backward.inputs, backward.input_shapes, strict=True)
+        ],
         "make_tape": call("tape = Tape", tape, INDENT),
         "checked": textwrap.fill(checked, width=79),
         "tensor": backward.tensor,
@@ -95,8 +102,11 @@ def render(
                     backward.inputs, backward.input_shapes, strict=True
                 )
             )
-            + "); named dimensions take their size from the arguments. Arguments may "
-            "be NumPy arrays or any array type NumPy dispatches to, such as Dask or CuPy.",
+            + "); named dimensions take their size from the arguments, and forward "
+            "and value_and_grad raise a ValueError naming an argument whose shape is "
+            "not the spec's (CHECK_ARGUMENTS). Arguments may be NumPy arrays or any "
+            "array type NumPy dispatches to, such as Dask or CuPy; lists and tuples are "
+            "made arrays.",
             width=79,
             break_long_words=False,
         ),
@@ -195,6 +205,28 @@ def _lines(
         ),
         "returned": backend.returned(backward),
     }
+
+
+def _rebound(names: list[str], function: str) -> list[str]:
+    """`a, b = function(a, b)` in a function body, laid out as ruff format would."""
+    targets = ", ".join(names) if len(names) > 1 else f"({names[0]},)"
+    lines = call(f"{targets} = {function}", names, INDENT)
+    if len(lines[0]) <= LINE_LENGTH:
+        return lines
+    if len(f"{INDENT}{targets} = (") <= LINE_LENGTH:  # the call in parentheses
+        return [
+            f"{INDENT}{targets} = (",
+            *call(function, names, INDENT * 2),
+            f"{INDENT})",
+        ]
+    each = [f"{INDENT * 2}{name}," for name in names]  # targets and arguments
+    return [f"{INDENT}(", *each, f"{INDENT}) = {function}(", *each, f"{INDENT})"]
+
+
+def _tuple(shape: tuple) -> str:
+    """A shape as a Python tuple display: `("n", 3)`, `("n",)`, `()`."""
+    items = [f'"{d}"' if isinstance(d, str) else str(d) for d in shape]
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _ignored(program: Program) -> list[str]:
