@@ -74,7 +74,7 @@ _SEQUENCES = frozenset({list, tuple})
 _passed = None  # what _arrays saw of the last call's arguments that passed
 
 
-def _arrays(*args):
+def _arrays(X, y, w, b):
     """The arguments, lists and tuples made arrays, their shapes checked (SHAPES).
 
     Other arguments pass unchanged (Dask and CuPy arrays too). A call whose
@@ -82,9 +82,15 @@ def _arrays(*args):
     the last call that passed returns them at once.
     """
     global _passed
+    args = (X, y, w, b)
     if not CHECK_ARGUMENTS:
         return args
-    seen = [getattr(a, "shape", type(a)) for a in args]
+    seen = (
+        getattr(X, "shape", type(X)),
+        getattr(y, "shape", type(y)),
+        getattr(w, "shape", type(w)),
+        getattr(b, "shape", type(b)),
+    )
     if seen == _passed:
         return args
     if not _SEQUENCES.isdisjoint(seen):  # a list or a tuple: the same, as arrays

@@ -74,7 +74,7 @@ _SEQUENCES = frozenset({list, tuple})
 _passed = None  # what _arrays saw of the last call's arguments that passed
 
 
-def _arrays(*args):
+def _arrays(X, Y, W1, b1, W2, b2):
     """The arguments, lists and tuples made arrays, their shapes checked (SHAPES).
 
     Other arguments pass unchanged (Dask and CuPy arrays too). A call whose
@@ -82,9 +82,17 @@ def _arrays(*args):
     the last call that passed returns them at once.
     """
     global _passed
+    args = (X, Y, W1, b1, W2, b2)
     if not CHECK_ARGUMENTS:
         return args
-    seen = [getattr(a, "shape", type(a)) for a in args]
+    seen = (
+        getattr(X, "shape", type(X)),
+        getattr(Y, "shape", type(Y)),
+        getattr(W1, "shape", type(W1)),
+        getattr(b1, "shape", type(b1)),
+        getattr(W2, "shape", type(W2)),
+        getattr(b2, "shape", type(b2)),
+    )
     if seen == _passed:
         return args
     if not _SEQUENCES.isdisjoint(seen):  # a list or a tuple: the same, as arrays

@@ -69,7 +69,7 @@ _SEQUENCES = frozenset({list, tuple})
 _passed = None  # what _arrays saw of the last call's arguments that passed
 
 
-def _arrays(*args):
+def _arrays(X, Y, W, b):
     """The arguments, lists and tuples made arrays, their shapes checked (SHAPES).
 
     Other arguments pass unchanged (Dask and CuPy arrays too). A call whose
@@ -77,9 +77,15 @@ def _arrays(*args):
     the last call that passed returns them at once.
     """
     global _passed
+    args = (X, Y, W, b)
     if not CHECK_ARGUMENTS:
         return args
-    seen = [getattr(a, "shape", type(a)) for a in args]
+    seen = (
+        getattr(X, "shape", type(X)),
+        getattr(Y, "shape", type(Y)),
+        getattr(W, "shape", type(W)),
+        getattr(b, "shape", type(b)),
+    )
     if seen == _passed:
         return args
     if not _SEQUENCES.isdisjoint(seen):  # a list or a tuple: the same, as arrays

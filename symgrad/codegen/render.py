@@ -87,6 +87,7 @@ def render(
         "arguments": _rebound(list(backward.inputs), "_arrays")
         if backend.arrays
         else [],
+        "seen": [f'getattr({n}, "shape", type({n}))' for n in backward.inputs],
         "declared_shapes": [
             (name, _tuple(shape))
             for name, shape in zip(backward.inputs, backward.input_shapes, strict=True)
