@@ -304,6 +304,7 @@ class Targets:
     """The issue's targets, each reported as met / not met with its number (never fails)."""
 
     lines: list[str] = field(default_factory=list)
+    issue: int = 5
 
     def check(self, what: str, value: float | None, limit: float, unit: str = "×"):
         if value is None:
@@ -315,7 +316,7 @@ class Targets:
 
     def print(self) -> None:
         if self.lines:
-            print("## Targets of issue 5")
+            print(f"## Targets of issue {self.issue}")
             print()
             print("\n".join(self.lines))
             print()

@@ -344,7 +344,9 @@ def logistic_regression(n: int, d: int) -> Workload:
         forward=lambda: logreg_numpy_forward(*args),
     )
     return Workload(
-        f"logistic regression {n:.0e} x {d}",
+        f"logistic regression {n:.0e} x {d}"
+        if n >= 10_000
+        else f"logistic regression {n} x {d}",
         LOGREG_SPEC,
         inputs,
         ("w", "b"),

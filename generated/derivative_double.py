@@ -12,9 +12,9 @@ Backward pass: reverse-mode differentiation of J with respect to w. The adjoint
 dJ_dv holds ∂J/∂v; t0, t1, ... are temporaries that hold one operation each.
 
 Arguments may be floats or NumPy arrays (or any array type NumPy dispatches
-to, such as Dask or CuPy); they broadcast together. For a batch, the default
-dy = 1 gives the gradient of the sum of J over the batch, and each
-gradient is summed back to its input's shape.
+to, such as Dask or CuPy; lists and tuples are made arrays); they broadcast
+together. For a batch, the default dy = 1 gives the gradient of the sum of
+J over the batch, and each gradient is summed back to its input's shape.
 
 Checked: symgrad compared these gradients with central finite differences at 3
 random points before writing this file.
@@ -23,6 +23,10 @@ random points before writing this file.
 from typing import Any, NamedTuple
 
 import numpy as np
+
+# forward and value_and_grad make list and tuple arguments arrays. False: they
+# take their arguments as given, for a hot loop.
+CHECK_ARGUMENTS = True
 
 
 class Tape(NamedTuple):
@@ -38,8 +42,23 @@ class Gradients(NamedTuple):
     w: Any
 
 
+_SEQUENCES = frozenset({list, tuple})
+
+
+def _arrays(*args):
+    """The arguments, lists and tuples made arrays (the others pass unchanged)."""
+    if CHECK_ARGUMENTS and not _SEQUENCES.isdisjoint(map(type, args)):
+        return [*map(_array, args)]
+    return args
+
+
+def _array(a):
+    """`a` as an array if it is a list or a tuple."""
+    return np.asarray(a) if type(a) in _SEQUENCES else a
+
+
 def _owned(g, copy=False):
-    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    """A gradient the caller owns: a writable float array (views and inputs copied)."""
     if isinstance(g, np.ndarray):
         if copy or not g.flags.writeable:
             return g.astype(float)
@@ -64,6 +83,7 @@ def _sum_to(g, shape, out_shape, copy=False):
 
 def forward(w):
     """Compute J; return (J, tape)."""
+    (w,) = _arrays(w)
     # J = 2*w
     J = 2 * w
     tape = Tape(w, J)
@@ -88,7 +108,8 @@ def backward(tape, dy=1.0):
 
 
 def value_and_grad(w):
-    """(J, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
+    """(J, Gradients) in one pass: forward, then backward with dy = 1."""
+    (w,) = _arrays(w)
     # J = 2*w
     J = 2 * w
     if np.ndim(J) == 0:  # one point, not a batch: no sums needed

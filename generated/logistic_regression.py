@@ -16,9 +16,9 @@ The adjoint dL_dv holds ∂L/∂v; t0, t1, ... are temporaries that hold one
 operation each.
 
 Arguments may be floats or NumPy arrays (or any array type NumPy dispatches
-to, such as Dask or CuPy); they broadcast together. For a batch, the default
-dy = 1 gives the gradient of the sum of L over the batch, and each
-gradient is summed back to its input's shape.
+to, such as Dask or CuPy; lists and tuples are made arrays); they broadcast
+together. For a batch, the default dy = 1 gives the gradient of the sum of
+L over the batch, and each gradient is summed back to its input's shape.
 
 Checked: symgrad compared these gradients with central finite differences at 3
 random points before writing this file.
@@ -27,6 +27,10 @@ random points before writing this file.
 from typing import Any, NamedTuple
 
 import numpy as np
+
+# forward and value_and_grad make list and tuple arguments arrays. False: they
+# take their arguments as given, for a hot loop.
+CHECK_ARGUMENTS = True
 
 
 class Tape(NamedTuple):
@@ -66,8 +70,23 @@ class Gradients(NamedTuple):
     b: Any
 
 
+_SEQUENCES = frozenset({list, tuple})
+
+
+def _arrays(*args):
+    """The arguments, lists and tuples made arrays (the others pass unchanged)."""
+    if CHECK_ARGUMENTS and not _SEQUENCES.isdisjoint(map(type, args)):
+        return [*map(_array, args)]
+    return args
+
+
+def _array(a):
+    """`a` as an array if it is a list or a tuple."""
+    return np.asarray(a) if type(a) in _SEQUENCES else a
+
+
 def _owned(g, copy=False):
-    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    """A gradient the caller owns: a writable float array (views and inputs copied)."""
     if isinstance(g, np.ndarray):
         if copy or not g.flags.writeable:
             return g.astype(float)
@@ -97,6 +116,7 @@ def _sigmoid(x):
 
 def forward(w1, w2, w3, b, x1, x2, x3, y):
     """Compute L; return (L, tape)."""
+    w1, w2, w3, b, x1, x2, x3, y = _arrays(w1, w2, w3, b, x1, x2, x3, y)
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     t0 = w1 * x1
     t1 = b + t0
@@ -194,7 +214,8 @@ def backward(tape, dy=1.0):
 
 
 def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
-    """(L, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
+    """(L, Gradients) in one pass: forward, then backward with dy = 1."""
+    w1, w2, w3, b, x1, x2, x3, y = _arrays(w1, w2, w3, b, x1, x2, x3, y)
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
     # a = sigmoid(Z)

@@ -14,8 +14,10 @@ operation each.
 
 Inputs have the spec's shapes (X [n, d_in], Y [n, d_out], W1 [d_in, d_hidden],
 b1 [d_hidden], W2 [d_hidden, d_out], b2 [d_out]); named dimensions take their
-size from the arguments. Arguments may be NumPy arrays or any array type NumPy
-dispatches to, such as Dask or CuPy.
+size from the arguments, and forward and value_and_grad raise a ValueError
+naming an argument whose shape is not the spec's (CHECK_ARGUMENTS). Arguments
+may be NumPy arrays or any array type NumPy dispatches to, such as Dask or
+CuPy; lists and tuples are made arrays.
 
 Checked: symgrad compared these gradients with central finite differences at 3
 random points before writing this file.
@@ -24,6 +26,20 @@ random points before writing this file.
 from typing import Any, NamedTuple
 
 import numpy as np
+
+# forward and value_and_grad make list and tuple arguments arrays and check the
+# shapes against SHAPES (a named dimension has one size throughout a call).
+# False: they take their arguments as given (arrays of the right shapes), for a
+# hot loop.
+CHECK_ARGUMENTS = True
+SHAPES = {
+    "X": ("n", "d_in"),
+    "Y": ("n", "d_out"),
+    "W1": ("d_in", "d_hidden"),
+    "b1": ("d_hidden",),
+    "W2": ("d_hidden", "d_out"),
+    "b2": ("d_out",),
+}
 
 
 class Tape(NamedTuple):
@@ -54,8 +70,65 @@ class Gradients(NamedTuple):
     b2: Any
 
 
+_SEQUENCES = frozenset({list, tuple})
+_passed = None  # what _arrays saw of the last call's arguments that passed
+
+
+def _arrays(X, Y, W1, b1, W2, b2):
+    """The arguments, lists and tuples made arrays, their shapes checked (SHAPES).
+
+    Other arguments pass unchanged (Dask and CuPy arrays too). A call whose
+    arguments have the shapes (and the types, where they have no shape) of
+    the last call that passed returns them at once.
+    """
+    global _passed
+    args = (X, Y, W1, b1, W2, b2)
+    if not CHECK_ARGUMENTS:
+        return args
+    seen = (
+        getattr(X, "shape", type(X)),
+        getattr(Y, "shape", type(Y)),
+        getattr(W1, "shape", type(W1)),
+        getattr(b1, "shape", type(b1)),
+        getattr(W2, "shape", type(W2)),
+        getattr(b2, "shape", type(b2)),
+    )
+    if seen == _passed:
+        return args
+    if not _SEQUENCES.isdisjoint(seen):  # a list or a tuple: the same, as arrays
+        return _arrays(*map(_array, args))
+    _check_shapes([getattr(a, "shape", ()) for a in args])
+    _passed = seen
+    return args
+
+
+def _array(a):
+    """`a` as an array if it is a list or a tuple."""
+    return np.asarray(a) if type(a) in _SEQUENCES else a
+
+
+def _check_shapes(shapes):
+    """A ValueError naming the first argument whose shape is not the spec's."""
+    sizes = {}  # a named dimension: its size in this call, and the argument it is from
+    for (name, declared), shape in zip(SHAPES.items(), shapes, strict=True):
+        if len(shape) == len(declared) and all(
+            n == (d if isinstance(d, int) else sizes.setdefault(d, (n, name))[0])
+            for d, n in zip(declared, shape, strict=True)
+        ):
+            continue
+        spec = f"[{', '.join(map(str, declared))}]" if declared else "a scalar"
+        where = "".join(
+            f", where {d} = {size} (from {source})"
+            for d, (size, source) in sizes.items()
+            if d in declared and source != name
+        )
+        raise ValueError(
+            f"{name} has shape {shape}; the spec declares {name} {spec}{where}"
+        )
+
+
 def _owned(g, copy=False):
-    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    """A gradient the caller owns: a writable float array (views and inputs copied)."""
     if isinstance(g, np.ndarray):
         if copy or not g.flags.writeable:
             return g.astype(float)
@@ -77,6 +150,7 @@ def _broadcast(g, like, axis=None):
 
 def forward(X, Y, W1, b1, W2, b2):
     """Compute L; return (L, tape)."""
+    X, Y, W1, b1, W2, b2 = _arrays(X, Y, W1, b1, W2, b2)
     # hidden = tanh(X @ W1 + b1)
     t0 = X @ W1
     t1 = b1 + t0
@@ -105,7 +179,7 @@ def backward(tape, dy=1.0):
     t4 = tape.t4
     # ∂L/∂t4 = ∂L/∂L·∂L/∂t4   (∂L/∂t4: broadcast((dy/size(t4)) to t4))
     t5 = np.size(t4)
-    t6 = dy / t5
+    t6 = np.divide(dy, t5)
     dL_dt4 = _broadcast(t6, t4)
     # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3 = 2*t3)
     t7 = 2 * dL_dt4
@@ -129,7 +203,8 @@ def backward(tape, dy=1.0):
 
 
 def value_and_grad(X, Y, W1, b1, W2, b2):
-    """(L, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
+    """(L, Gradients) in one pass: forward, then backward with dy = 1."""
+    X, Y, W1, b1, W2, b2 = _arrays(X, Y, W1, b1, W2, b2)
     # hidden = tanh(X @ W1 + b1)
     hidden = np.tanh(b1 + X @ W1)
     # out = hidden @ W2 + b2
@@ -140,7 +215,7 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
     t4 = t3**2
     L = np.mean(t4)
     # ∂L/∂t4 = ∂L/∂L·∂L/∂t4   (∂L/∂t4: broadcast((1/size(t4)) to t4))
-    dL_dt4 = _broadcast(1 / np.size(t4), t4)
+    dL_dt4 = _broadcast(np.divide(1, np.size(t4)), t4)
     del t4
     # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3 = 2*t3)
     dL_dt3 = 2 * dL_dt4 * t3

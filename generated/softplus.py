@@ -14,9 +14,9 @@ Backward pass: reverse-mode differentiation of y with respect to x. The adjoint
 dy_dv holds ∂y/∂v; t0, t1, ... are temporaries that hold one operation each.
 
 Arguments may be floats or NumPy arrays (or any array type NumPy dispatches
-to, such as Dask or CuPy); they broadcast together. For a batch, the default
-dy = 1 gives the gradient of the sum of y over the batch, and each
-gradient is summed back to its input's shape.
+to, such as Dask or CuPy; lists and tuples are made arrays); they broadcast
+together. For a batch, the default dy = 1 gives the gradient of the sum of
+y over the batch, and each gradient is summed back to its input's shape.
 
 Checked: symgrad compared these gradients with central finite differences at 3
 random points before writing this file.
@@ -25,6 +25,10 @@ random points before writing this file.
 from typing import Any, NamedTuple
 
 import numpy as np
+
+# forward and value_and_grad make list and tuple arguments arrays. False: they
+# take their arguments as given, for a hot loop.
+CHECK_ARGUMENTS = True
 
 
 class Tape(NamedTuple):
@@ -42,8 +46,23 @@ class Gradients(NamedTuple):
     x: Any
 
 
+_SEQUENCES = frozenset({list, tuple})
+
+
+def _arrays(*args):
+    """The arguments, lists and tuples made arrays (the others pass unchanged)."""
+    if CHECK_ARGUMENTS and not _SEQUENCES.isdisjoint(map(type, args)):
+        return [*map(_array, args)]
+    return args
+
+
+def _array(a):
+    """`a` as an array if it is a list or a tuple."""
+    return np.asarray(a) if type(a) in _SEQUENCES else a
+
+
 def _owned(g, copy=False):
-    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    """A gradient the caller owns: a writable float array (views and inputs copied)."""
     if isinstance(g, np.ndarray):
         if copy or not g.flags.writeable:
             return g.astype(float)
@@ -68,6 +87,7 @@ def _sum_to(g, shape, out_shape, copy=False):
 
 def forward(x):
     """Compute y; return (y, tape)."""
+    (x,) = _arrays(x)
     # e = exp(x)
     e = np.exp(x)
     # y = log(1 + e)
@@ -99,7 +119,8 @@ def backward(tape, dy=1.0):
 
 
 def value_and_grad(x):
-    """(y, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
+    """(y, Gradients) in one pass: forward, then backward with dy = 1."""
+    (x,) = _arrays(x)
     # e = exp(x)
     e = np.exp(x)
     # y = log(1 + e)

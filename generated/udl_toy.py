@@ -23,9 +23,9 @@ beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4. The adjoint dy_dv
 holds ∂y/∂v; t0, t1, ... are temporaries that hold one operation each.
 
 Arguments may be floats or NumPy arrays (or any array type NumPy dispatches
-to, such as Dask or CuPy); they broadcast together. For a batch, the default
-dy = 1 gives the gradient of the sum of y over the batch, and each
-gradient is summed back to its input's shape.
+to, such as Dask or CuPy; lists and tuples are made arrays); they broadcast
+together. For a batch, the default dy = 1 gives the gradient of the sum of
+y over the batch, and each gradient is summed back to its input's shape.
 
 Checked: symgrad compared these gradients with central finite differences at 3
 random points before writing this file.
@@ -34,6 +34,10 @@ random points before writing this file.
 from typing import Any, NamedTuple
 
 import numpy as np
+
+# forward and value_and_grad make list and tuple arguments arrays. False: they
+# take their arguments as given, for a hot loop.
+CHECK_ARGUMENTS = True
 
 
 class Tape(NamedTuple):
@@ -81,8 +85,23 @@ class Gradients(NamedTuple):
     omega4: Any
 
 
+_SEQUENCES = frozenset({list, tuple})
+
+
+def _arrays(*args):
+    """The arguments, lists and tuples made arrays (the others pass unchanged)."""
+    if CHECK_ARGUMENTS and not _SEQUENCES.isdisjoint(map(type, args)):
+        return [*map(_array, args)]
+    return args
+
+
+def _array(a):
+    """`a` as an array if it is a list or a tuple."""
+    return np.asarray(a) if type(a) in _SEQUENCES else a
+
+
 def _owned(g, copy=False):
-    """A gradient the caller owns: a writable float array (a view or an input is copied)."""
+    """A gradient the caller owns: a writable float array (views and inputs copied)."""
     if isinstance(g, np.ndarray):
         if copy or not g.flags.writeable:
             return g.astype(float)
@@ -109,6 +128,11 @@ def forward(
     x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4
 ):
     """Compute y; return (y, tape)."""
+    x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4 = (
+        _arrays(
+            x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4
+        )
+    )
     # f0 = beta0 + omega0*x
     t0 = omega0 * x
     f0 = beta0 + t0
@@ -248,7 +272,12 @@ def backward(tape, dy=1.0):
 def value_and_grad(
     x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4
 ):
-    """(y, Gradients) in one pass: the forward pass, then the backward pass with dy = 1."""
+    """(y, Gradients) in one pass: forward, then backward with dy = 1."""
+    x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4 = (
+        _arrays(
+            x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4
+        )
+    )
     # f0 = beta0 + omega0*x
     f0 = beta0 + omega0 * x
     # h1 = sin(f0)

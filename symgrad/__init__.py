@@ -10,6 +10,14 @@ from symgrad._version import __version__
 from symgrad.api import compile
 from symgrad.check import check_gradients
 from symgrad.explain import explain
+from symgrad.pipeline import SymgradWarning
 from symgrad.spec import SpecError
 
-__all__ = ["SpecError", "__version__", "check_gradients", "compile", "explain"]
+__all__ = [
+    "SpecError",
+    "SymgradWarning",
+    "__version__",
+    "check_gradients",
+    "compile",
+    "explain",
+]

@@ -20,7 +20,13 @@ from symgrad._version import __version__
 from symgrad.check import OutOfDomain, check_gradients, sample_point
 from symgrad.codegen import TARGETS
 from symgrad.lower import LoweringError
-from symgrad.pipeline import Compiled, build, import_source, source
+from symgrad.pipeline import (
+    Compiled,
+    build,
+    dependence_warnings,
+    import_source,
+    source,
+)
 from symgrad.spec import SpecError, load
 
 CHECK_POINTS = 3
@@ -119,7 +125,7 @@ def _compile(args: argparse.Namespace) -> int:
     for (
         path
     ) in args.specs:  # everything is compiled and checked before anything is written
-        compiled = build(load(path))
+        compiled = _built(path)
         checked = ""
         if not args.no_check:
             try:
@@ -170,7 +176,7 @@ def _check(args: argparse.Namespace) -> int:
     fixed = _parse_at(args.at)
     status = 0
     for path in args.specs:
-        compiled = build(load(path))
+        compiled = _built(path)
         unknown = [n for n in fixed if n not in [i.name for i in compiled.spec.inputs]]
         if unknown:
             raise UsageError(f"--at {unknown[0]}: {path} has no input {unknown[0]!r}")
@@ -210,6 +216,14 @@ def _check(args: argparse.Namespace) -> int:
                 f"differences (worst relative error {worst:.1e})"
             )
     return status
+
+
+def _built(path: Path) -> Compiled:
+    """The spec at `path` compiled, with what is worth a warning said on stderr."""
+    compiled = build(load(path))
+    for message in dependence_warnings(compiled):
+        print(f"{path}: warning: {message}", file=sys.stderr)
+    return compiled
 
 
 def _run_checks(compiled: Compiled, target: str, fixed: dict, points: int, seed: int):
@@ -321,7 +335,7 @@ def _explained(args: argparse.Namespace):
 
     try:
         return explain(
-            load(args.spec), _parse_at(args.at), level=args.level, seed=args.seed
+            _built(args.spec), _parse_at(args.at), level=args.level, seed=args.seed
         )
     except ExplainError as err:
         raise UsageError(f"{args.spec}: {err}") from None
@@ -351,7 +365,7 @@ def _plot(args: argparse.Namespace) -> int:
 
     try:
         path = plot(
-            load(args.spec),
+            _built(args.spec),
             args.wrt,
             _parse_at(args.at),
             args.output,

@@ -42,7 +42,14 @@ from symgrad.check import OutOfDomain, as_value, parameters, sample_point
 from symgrad.codegen import numpy as numpy_target
 from symgrad.codegen.render import environment
 from symgrad.ops import BY_SYMPY, OPS
-from symgrad.pipeline import Compiled, build, import_source, load_spec, source
+from symgrad.pipeline import (
+    Compiled,
+    build,
+    import_source,
+    load_spec,
+    source,
+    warn,
+)
 from symgrad.rules import local_derivatives, operand_symbol
 from symgrad.shapes import reduction_to
 from symgrad.spec import Spec, make_symbol
@@ -363,6 +370,7 @@ def _compiled_module(target: Any) -> tuple[Compiled, types.ModuleType]:
     else:
         spec = target if isinstance(target, Spec) else load_spec(target)
         compiled = build(spec)
+        warn(compiled, stacklevel=3)  # _compiled_module, explain, the user
     return compiled, import_source(source(compiled), compiled.spec.name, compiled)
 
 

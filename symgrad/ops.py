@@ -596,6 +596,13 @@ def _power(a: str, b: str) -> str:
     return f"{a}**{b}" if _SIMPLE.match(a) and _SIMPLE.match(b) else f"{a} ** {b}"
 
 
+def _divide(a: str, b: str, numbers: bool = False) -> str:
+    """`a / b`; `np.divide(a, b)` where both may be Python numbers (the parameter
+    `numbers`, set by the numpy target): their / raises ZeroDivisionError where
+    NumPy gives inf or nan and a RuntimeWarning."""
+    return f"np.divide({a}, {b})" if numbers else f"{a} / {b}"
+
+
 def _python_heaviside(x: str, h0: str) -> str:
     if float(h0) == 0:
         return f"1.0 if {x} > 0 else 0.0"
@@ -695,7 +702,10 @@ _REGISTRY: tuple[Op, ...] = (
         "mul", 2, "arithmetic", meaning=lambda a, b: a * b, commutative=True,
         code=_both(infix("*", 14, (14, 15))),
     ),
-    Op("div", 2, "arithmetic", meaning=lambda a, b: a / b, code=_both(infix("/", 14, (14, 15)))),
+    Op(
+        "div", 2, "arithmetic", meaning=lambda a, b: a / b,
+        code={"numpy": Code(_divide, 14, (14, 15)), "python": infix("/", 14, (14, 15))},
+    ),
     # a**n for a whole number n: Python's ** (a negative base is fine)
     Op(
         "pow", 2, "arithmetic", meaning=lambda a, b: a**b,

@@ -13,6 +13,7 @@ import gc
 import linecache
 import sys
 import types
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ from symgrad.lower import lower
 from symgrad.optimize import cancel, dce
 from symgrad.reverse import SEED, reverse
 from symgrad.spec import Spec
+
+
+class SymgradWarning(UserWarning):
+    """A spec that compiles but probably does not say what was meant."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,56 @@ def build(spec: Spec) -> Compiled:
         dce(reverse(forward, SEED, memo)),
         cancel(dce(reverse(forward, unit_seed, memo))),
     )
+
+
+def dependence_warnings(compiled: Compiled) -> list[str]:
+    """What to warn about a spec: its output does not depend on a `wrt` input.
+
+    Its gradient is then 0, which is right but rarely meant: usually a value
+    was declared as an input where it should be a step computed from that
+    input (seed 000: `Z` an input, where `Z = w1*x1 + b`). The hint names the
+    input the output depends on, not differentiated, that is furthest from it.
+    """
+    program = compiled.backward
+    depth = {program.output: 0}  # the longest path from each name to the output
+    for a in reversed(program.forward):
+        if a.name in depth:
+            for arg in a.args:
+                if isinstance(arg, str):
+                    depth[arg] = max(depth.get(arg, 0), depth[a.name] + 1)
+    ignored = [name for name in program.wrt if name not in depth]
+    if not ignored:
+        return []
+    message = f"{program.output} does not depend on {_listing(ignored, 'or')}: " + (
+        "its gradient is 0" if len(ignored) == 1 else "their gradients are 0"
+    )
+    held = [n for n in program.inputs if n in depth and n not in program.wrt]
+    if held:
+        furthest = max(held, key=lambda n: depth[n])  # the first of equals
+        message += (
+            f". Is {furthest} meant to be a step computed from "
+            f"{_listing(ignored, 'and')}?"
+        )
+    return [message]
+
+
+def _listing(names: list[str], conjunction: str) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
+
+
+def warn(compiled: Compiled, stacklevel: int) -> None:
+    """Issue `dependence_warnings` as SymgradWarnings (for the library API).
+
+    `stacklevel` counts from the caller of `warn`, as `warnings.warn` does from
+    its own caller: the user's line that compiled the spec.
+    """
+    for message in dependence_warnings(compiled):
+        warnings.warn(
+            f"{compiled.spec.name}: {message}", SymgradWarning, stacklevel + 1
+        )
 
 
 @_gc_paused
@@ -135,7 +190,11 @@ def compile_module(
     """
     with _recursion_for(source_):
         compiled = build(load_spec(source_, wrt, inputs, name))
-        return import_source(source(compiled, target), compiled.spec.name, compiled)
+        module = import_source(source(compiled, target), compiled.spec.name, compiled)
+    warn(
+        compiled, stacklevel=4
+    )  # compile_module, its _gc_paused wrapper, api, the user
+    return module
 
 
 MAX_RECURSION = 50_000  # past this the C stack, not Python, would give out

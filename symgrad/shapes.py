@@ -20,7 +20,13 @@ def show(shape: Shape) -> str:
 
 
 def broadcast(*shapes: Shape) -> Shape:
-    """The shape NumPy broadcasting gives these shapes, or ShapeError."""
+    """The shape NumPy broadcasting gives these shapes, or ShapeError.
+
+    Also a ShapeError: a result larger than every operand where one of them
+    gains an axis it was not written with, `[n, 1]` and `[n]` giving `[n, n]`
+    (NumPy's silent outer product, as in `y_pred - y` with a column of
+    predictions). With the axes written out, `[n, 1]` and `[1, n]`, it is meant.
+    """
     ndim = max(map(len, shapes), default=0)
     result: list[Dim] = []
     for i in range(-ndim, 0):
@@ -30,7 +36,17 @@ def broadcast(*shapes: Shape) -> Shape:
                 f"shapes {' and '.join(map(show, shapes))} do not broadcast"
             )
         result.append(dims.pop() if dims else 1)
-    return tuple(result)
+    full = tuple(result)
+    short = [s for s in shapes if 0 < len(s) < ndim]
+    if short and full not in shapes:
+        written = (1,) * (ndim - len(short[0])) + short[0]
+        raise ShapeError(
+            f"shapes {' and '.join(map(show, shapes))} broadcast to {show(full)}, "
+            f"larger than each of them: an outer product. If it is meant, give "
+            f"{show(short[0])} its new axis, as {show(written)}; if "
+            f"not, make the shapes agree"
+        )
+    return full
 
 
 def reduced(

@@ -33,6 +33,7 @@ def _load(name: str):
 
 def test_every_question_has_a_script():
     assert set(SCRIPTS) == {
+        "argument_checks",
         "batched_throughput",
         "compile_time",
         "grad_forward_ratio",

@@ -169,9 +169,11 @@ def _assert_only_expected_statements(tree: ast.Module) -> None:
             assert node.name in {"forward", "backward", "value_and_grad", "grad"} or (
                 node.name.startswith("_")
             )
-        elif isinstance(node, ast.Assign):
+        elif isinstance(node, ast.Assign):  # helpers' constants; the numpy settings
             assert all(
-                isinstance(t, ast.Name) and t.id.startswith("_") for t in node.targets
+                isinstance(t, ast.Name)
+                and (t.id.startswith("_") or t.id in {"CHECK_ARGUMENTS", "SHAPES"})
+                for t in node.targets
             )
         else:
             raise AssertionError(f"unexpected statement: {ast.dump(node)[:200]}")

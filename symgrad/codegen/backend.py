@@ -25,7 +25,9 @@ class Backend:
     `value_type` annotates the Tape and Gradients fields; `tensors` says
     whether it prints vectors and matrices; `frees_arrays` whether
     `value_and_grad` deletes each array after its last use; `one_point`
-    whether a scalar spec gets a fast path for a call at a single point.
+    whether a scalar spec gets a fast path for a call at a single point;
+    `arrays` whether `forward` and `value_and_grad` start by passing their
+    arguments through the template's `_arrays` (lists made arrays, shapes checked).
     """
 
     name: str
@@ -34,6 +36,11 @@ class Backend:
     frees_arrays: bool = False
     one_point: bool = False
     branches: bool = False
+    arrays: bool = False
+
+    def prepared(self, program: Program) -> Program:
+        """`program` as the target prints it (its operations' parameters set)."""
+        return program
 
     def gradient(
         self, program: Program, name: str, grad: Operand, one_point: bool = False

@@ -3,20 +3,57 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 
 import numpy as np
 
 from symgrad.codegen.backend import Backend, Gradient
 from symgrad.codegen.printer import Printer
-from symgrad.ir import Operand, Program
+from symgrad.ir import Assign, Operand, Program
 from symgrad.ops import OPS
+
+_CALL = re.compile(r"[\w.]+\(")
 
 
 @dataclass(frozen=True)
 class NumpyBackend(Backend):
+    def prepared(self, program: Program) -> Program:
+        """Each division of two values that may be Python numbers printed `np.divide`.
+
+        A scalar input may be a Python float, and Python's operators keep it one
+        (`w * x`); Python's / then raises ZeroDivisionError where NumPy returns
+        inf or nan with a RuntimeWarning. Every other division keeps the `/` that
+        is fastest at one point: a NumPy scalar or array on either side is enough.
+        """
+        if all(a.op != "div" for a in program.forward + program.backward):
+            return program  # nothing to look at (a long expression often has no /)
+        shapes = program.shapes()
+        numbers = {name for name in program.inputs if not shapes[name]}
+        if isinstance(program.seed, str) and not shapes[program.output]:
+            numbers.add(program.seed)  # backward's dy
+        body = []
+        for a in program.forward + program.backward:
+            if a.op == "div" and all(_operands_in(a, numbers)):
+                a = replace(a, params=(True,))  # np.divide: a NumPy scalar
+            elif not a.shape and self._gives_number(a, numbers):
+                numbers.add(a.name)
+            body.append(a)
+        split = len(program.forward)
+        return replace(
+            program, forward=tuple(body[:split]), backward=tuple(body[split:])
+        )
+
+    def _gives_number(self, a: Assign, numbers: set[str]) -> bool:
+        """Whether `a` may be a Python number: np.size is a Python int, and Python's
+        operators (`w * x`, `-x`, `x**2`) on Python numbers give one; any other call
+        gives a NumPy scalar or array."""
+        calls = _calls(self.name, a.op, len(a.args), a.params)
+        return calls == ("np.size(",) or (not calls and all(_operands_in(a, numbers)))
+
     def gradient(
         self, program: Program, name: str, grad: Operand, one_point: bool = False
     ) -> Gradient:
@@ -54,8 +91,25 @@ class NumpyBackend(Backend):
         return f"{out} = {out} + _batch({', '.join(ignored)})"
 
 
+@cache
+def _calls(target: str, op: str, arity: int, params: tuple) -> tuple[str, ...]:
+    """The functions `op` calls as `target` prints it (`np.exp(`), in order."""
+    operands = tuple(f"x{i}" for i in range(arity))
+    return tuple(_CALL.findall(Printer(target).expression(op, operands, params)))
+
+
+def _operands_in(a: Assign, names: set[str]):
+    """For each operand of `a`, whether it is a constant or one of `names`."""
+    return (not isinstance(x, str) or x in names for x in a.args)
+
+
 NUMPY = NumpyBackend(
-    "numpy", value_type="Any", tensors=True, frees_arrays=True, one_point=True
+    "numpy",
+    value_type="Any",
+    tensors=True,
+    frees_arrays=True,
+    one_point=True,
+    arrays=True,
 )
 
 

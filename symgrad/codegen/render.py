@@ -18,6 +18,7 @@ from symgrad._version import __version__
 from symgrad.codegen.backend import Backend
 from symgrad.codegen.printer import (
     INDENT,
+    LINE_LENGTH,
     Line,
     Printer,
     Unprintable,
@@ -52,6 +53,7 @@ def render(
             path=spec.path,
         )
     printer = Printer(backend.name)
+    backward, unit = backend.prepared(backward), backend.prepared(unit)
     try:
         context = _lines(printer, backward, unit, backend)
     except Unprintable as err:
@@ -83,6 +85,14 @@ def render(
         ),
         "tape_fields": tape,
         "params": backward.inputs,
+        "arguments": _rebound(list(backward.inputs), "_arrays")
+        if backend.arrays
+        else [],
+        "seen": [f'getattr({n}, "shape", type({n}))' for n in backward.inputs],
+        "declared_shapes": [
+            (name, _tuple(shape))
+            for name, shape in zip(backward.inputs, backward.input_shapes, strict=True)
+        ],
         "make_tape": call("tape = Tape", tape, INDENT),
         "checked": textwrap.fill(checked, width=79),
         "tensor": backward.tensor,
@@ -94,8 +104,11 @@ def render(
                     backward.inputs, backward.input_shapes, strict=True
                 )
             )
-            + "); named dimensions take their size from the arguments. Arguments may "
-            "be NumPy arrays or any array type NumPy dispatches to, such as Dask or CuPy.",
+            + "); named dimensions take their size from the arguments, and forward "
+            "and value_and_grad raise a ValueError naming an argument whose shape is "
+            "not the spec's (CHECK_ARGUMENTS). Arguments may be NumPy arrays or any "
+            "array type NumPy dispatches to, such as Dask or CuPy; lists and tuples are "
+            "made arrays.",
             width=79,
             break_long_words=False,
         ),
@@ -108,7 +121,32 @@ def render(
         "tuple_display": tuple_display,
         "INDENT": INDENT,
     }
-    return environment().get_template(f"{backend.name}/module.py.j2").render(context)
+    text = environment().get_template(f"{backend.name}/module.py.j2").render(context)
+    return _exempted(text, tape + list(backward.wrt))
+
+
+AMBIGUOUS = frozenset({"l", "I", "O"})  # pycodestyle's E741: like 1 and 0 in some fonts
+
+
+def _exempted(text: str, names: list[str]) -> str:
+    """`text` with a file-level `# ruff: noqa` for what its user's names and prose need.
+
+    The user's names stay theirs (`l`, `I`, `O` are fine in mathematics: E741),
+    and comments and docstrings may carry a formula longer than a line (E501),
+    so the module is clean wherever it is written: under ruff's defaults, which
+    leave E501 and E741 off and report an exemption for them as unused (RUF100),
+    and under a configuration that turns them on.
+    """
+    codes = []
+    if any(len(line) > LINE_LENGTH for line in text.splitlines()):
+        codes.append("E501")
+    if AMBIGUOUS.intersection(names):
+        codes.append("E741")
+    if not codes:
+        return text
+    codes.append("RUF100")
+    header, rest = text.split("\n", 1)
+    return f"{header}\n# ruff: noqa: {', '.join(codes)}\n{rest}"
 
 
 def _lines(
@@ -186,6 +224,28 @@ def _lines(
         ),
         "returned": backend.returned(backward),
     }
+
+
+def _rebound(names: list[str], function: str) -> list[str]:
+    """`a, b = function(a, b)` in a function body, laid out as ruff format would."""
+    targets = ", ".join(names) if len(names) > 1 else f"({names[0]},)"
+    lines = call(f"{targets} = {function}", names, INDENT)
+    if len(lines[0]) <= LINE_LENGTH:
+        return lines
+    if len(f"{INDENT}{targets} = (") <= LINE_LENGTH:  # the call in parentheses
+        return [
+            f"{INDENT}{targets} = (",
+            *call(function, names, INDENT * 2),
+            f"{INDENT})",
+        ]
+    each = [f"{INDENT * 2}{name}," for name in names]  # targets and arguments
+    return [f"{INDENT}(", *each, f"{INDENT}) = {function}(", *each, f"{INDENT})"]
+
+
+def _tuple(shape: tuple) -> str:
+    """A shape as a Python tuple display: `("n", 3)`, `("n",)`, `()`."""
+    items = [f'"{d}"' if isinstance(d, str) else str(d) for d in shape]
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _ignored(program: Program) -> list[str]:
