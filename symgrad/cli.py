@@ -21,7 +21,7 @@ from symgrad.check import OutOfDomain, check_gradients, sample_point
 from symgrad.codegen import TARGETS
 from symgrad.lower import LoweringError
 from symgrad.pipeline import Compiled, build, import_source, source
-from symgrad.spec import SpecError, load
+from symgrad.spec import DERIVATIVES, SpecError, load, with_derivatives
 
 CHECK_POINTS = 3
 
@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the finite-difference check before writing",
     )
+    compile_.add_argument(
+        "--derivatives",
+        default="",
+        metavar="LIST",
+        help=f"functions to add beyond the gradient, comma-separated "
+        f"({','.join(DERIVATIVES)}), to those the spec's derivatives key asks for",
+    )
     compile_.set_defaults(run=_compile)
 
     check = commands.add_parser(
@@ -119,7 +126,11 @@ def _compile(args: argparse.Namespace) -> int:
     for (
         path
     ) in args.specs:  # everything is compiled and checked before anything is written
-        compiled = build(load(path))
+        spec = load(path)
+        if args.derivatives:
+            asked = args.derivatives.split(",")
+            spec = with_derivatives(spec, [*spec.derivatives, *asked])
+        compiled = build(spec)
         checked = ""
         if not args.no_check:
             try:
