@@ -243,30 +243,24 @@ def test_derivatives_must_be_a_list_of_names(tmp_path):
     assert "spec.yaml:7" in message and "'derivatives' must be a list" in message
 
 
-def test_hessian_of_a_tensor_spec_is_refused_with_its_line():
+def _tensor_spec(step: str, derivative: str) -> dict:
+    return {
+        "name": "t",
+        "inputs": {"w": {"shape": [3]}},
+        "steps": {"y": step},
+        "output": "y",
+        "derivatives": [derivative],
+    }
+
+
+def test_hessian_of_a_tensor_spec_is_refused():
     with pytest.raises(SpecError, match="'hessian' needs scalar inputs"):
-        from_dict(
-            {
-                "name": "t",
-                "inputs": {"w": {"shape": [3]}},
-                "steps": {"y": "sum(w**2)"},
-                "output": "y",
-                "derivatives": ["hessian"],
-            }
-        )
+        from_dict(_tensor_spec("sum(w**2)", "hessian"))
 
 
 def test_hvp_of_an_array_output_is_refused():
     with pytest.raises(SpecError, match="need a scalar output"):
-        symgrad.compile(
-            {
-                "name": "t",
-                "inputs": {"w": {"shape": [3]}},
-                "steps": {"y": "w**2"},
-                "output": "y",
-                "derivatives": ["hvp"],
-            }
-        )
+        symgrad.compile(_tensor_spec("w**2", "hvp"))
 
 
 def test_api_derivatives_are_checked():
