@@ -8,7 +8,7 @@ ones the reverse pass uses), a tensor operation's is the registry's `jvp`;
 conditions carry none, and a tangent that is 0 is never computed. The
 tangents are lowered by an `Emitter` that holds the program's own values, so
 they reuse them and share subexpressions; each tangent line directly follows
-the line it differentiates.
+the lines of the step it differentiates.
 
 Applied to `value_and_grad`'s program (forward and backward pass, dy = 1),
 the tangents of the gradients are a Hessian-vector product: forward over
@@ -32,7 +32,7 @@ TANGENT = "dot_"
 
 
 def forward_mode(program: Program, seeds: dict[str, str]) -> Program:
-    """`program` with the tangent of every value interleaved after the value.
+    """`program` with the tangent of every value, after the lines of its step.
 
     `seeds` maps each input to differentiate to the name of the new parameter
     holding its tangent (inputs not named have tangent 0); those parameters
@@ -51,11 +51,13 @@ def forward_mode(program: Program, seeds: dict[str, str]) -> Program:
 
     def body(assigns: tuple[Assign, ...]) -> tuple[Assign, ...]:
         start = len(emitter.body)
-        for a in assigns:
-            emitter.keep(a)
-            tangent = _tangent(a, tangents, emitter)
-            if tangent != 0:
-                tangents[a.name] = tangent
+        for group in _groups(assigns):  # a step's lines, then their tangents
+            for a in group:
+                emitter.keep(a)
+            for a in group:
+                tangent = _tangent(a, tangents, emitter)
+                if tangent != 0:
+                    tangents[a.name] = tangent
         return tuple(emitter.body[start:])
 
     forward = body(program.forward)
@@ -84,6 +86,16 @@ def tangent_name(v: str, taken: set[str], prefix: str = TANGENT) -> str:
         name += "_"
     taken.add(name)
     return name
+
+
+def _groups(assigns: tuple[Assign, ...]) -> list[list[Assign]]:
+    """The assignments split where a note starts the lines of a step or an adjoint."""
+    groups: list[list[Assign]] = []
+    for a in assigns:
+        if a.note or not groups:
+            groups.append([])
+        groups[-1].append(a)
+    return groups
 
 
 def _tangent(a: Assign, tangents: dict[str, Operand], emitter: Emitter) -> Operand:

@@ -82,6 +82,7 @@ class Program:
             lines.append(f"  -- backward (seed {self.seed})")
             lines += [f"  {a}" for a in self.backward]
             lines += [f"  grad {w} = {g}" for w, g in self.gradients]
+        lines += [f"  tangent {v} = {t}" for v, t in self.tangents]
         return "\n".join(lines)
 
     def verify(self) -> None:
