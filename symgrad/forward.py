@@ -105,7 +105,16 @@ def _tangent(a: Assign, tangents: dict[str, Operand], emitter: Emitter) -> Opera
     dots = [tangents.get(arg, 0) if isinstance(arg, str) else 0 for arg in a.args]
     if all(d == 0 for d in dots):
         return 0
-    if OPS[a.op].vjp is not None:  # a tensor operation: the registry's JVP
+    if OPS[a.op].kind == "select":  # where(c, a, b) is linear in its branches
+        condition = a.args[0]
+        # a where of the tangents, never a product with 0 (0·inf is nan)
+        terms = [
+            sp.Piecewise(
+                (_symbol(dots[1]), sp.Symbol(condition)), (_symbol(dots[2]), True)
+            )
+        ]
+        note = f"where({condition}, {dots[1]}, {dots[2]})"
+    elif OPS[a.op].vjp is not None:  # a tensor operation: the registry's JVP
         terms = [_jvp(a, dots, emitter)]
         note = str(terms[0])
     else:

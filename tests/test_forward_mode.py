@@ -288,3 +288,24 @@ def test_cli_derivatives_flag(tmp_path):
     assert (
         "\ndef jvp(" in text and "\ndef hvp(" in text and "\ndef hessian(" not in text
     )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_branch_not_taken_never_poisons_a_tangent(target):
+    """The tangent of where(c, a, b) is where(c, ȧ, ḃ): exp(1e4) on the branch not
+    taken overflows (python: is not computed) but the tangents stay finite."""
+    spec = {
+        "name": "w",
+        "inputs": {"x": {}, "a": {}},
+        "steps": {"y": "where(x > 100, a*x, exp(a*x))"},
+        "output": "y",
+        "derivatives": ["jvp", "hessian"],
+    }
+    module = symgrad.compile(spec, target=target)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert module.jvp(1e4, 1.0, 1.0, 0.5) == (1e4, 1.0 + 0.5 * 1e4)
+        h = module.hessian(1e4, 1.0)
+    assert (h.x.x, h.x.a, h.a.a) == (0.0, 1.0, 0.0)
+    h = module.hessian(0.5, 2.0)
+    e = np.exp(1.0)
+    assert (h.x.x, h.x.a, h.a.a) == pytest.approx((4 * e, (1 + 1.0) * e, 0.25 * e))
