@@ -24,7 +24,7 @@ import sympy as sp
 
 from symgrad import spec as spec_module
 from symgrad.codegen import TARGETS, render
-from symgrad.forward import forward_mode, tangent_name
+from symgrad.forward import TANGENT, forward_mode, tangent_name
 from symgrad.ir import Program
 from symgrad.lower import lower
 from symgrad.optimize import cancel, dce
@@ -75,7 +75,7 @@ def build(spec: Spec) -> Compiled:
     unit = cancel(dce(reverse(forward, unit_seed, memo)))
     jvp = hvp = None
     if "jvp" in spec.derivatives:
-        jvp = dce(forward_mode(forward, _seeds(forward, "dot_")))
+        jvp = dce(forward_mode(forward, _seeds(forward, TANGENT)))
     if {"hvp", "hessian"} & set(spec.derivatives):
         if array_output:
             raise SpecError(

@@ -309,3 +309,15 @@ def test_the_branch_not_taken_never_poisons_a_tangent(target):
     h = module.hessian(0.5, 2.0)
     e = np.exp(1.0)
     assert (h.x.x, h.x.a, h.a.a) == pytest.approx((4 * e, (1 + 1.0) * e, 0.25 * e))
+
+
+@pytest.mark.parametrize("example", ["udl_toy.yaml", "mlp.yaml", "seed_hessian.yaml"])
+def test_forward_mode_programs_verify(example):
+    from symgrad.pipeline import build
+    from symgrad.spec import with_derivatives
+
+    compiled = build(with_derivatives(load(EXAMPLES / example), ["jvp", "hvp"]))
+    compiled.jvp.verify()
+    compiled.hvp.verify()
+    assert compiled.jvp.tangents[0][1] == f"dot_{compiled.jvp.output}"
+    assert [w for w, _ in compiled.hvp.gradients] == list(compiled.spec.wrt)
