@@ -27,7 +27,7 @@ from symgrad.pipeline import (
     import_source,
     source,
 )
-from symgrad.spec import SpecError, load
+from symgrad.spec import DERIVATIVES, SpecError, load, with_derivatives
 
 CHECK_POINTS = 3
 
@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the finite-difference check before writing",
     )
+    compile_.add_argument(
+        "--derivatives",
+        default="",
+        metavar="LIST",
+        help=f"functions to add beyond the gradient, comma-separated "
+        f"({','.join(DERIVATIVES)}), to those the spec's derivatives key asks for",
+    )
     compile_.set_defaults(run=_compile)
 
     check = commands.add_parser(
@@ -125,7 +132,7 @@ def _compile(args: argparse.Namespace) -> int:
     for (
         path
     ) in args.specs:  # everything is compiled and checked before anything is written
-        compiled = _built(path)
+        compiled = _built(path, args.derivatives)
         checked = ""
         if not args.no_check:
             try:
@@ -218,9 +225,13 @@ def _check(args: argparse.Namespace) -> int:
     return status
 
 
-def _built(path: Path) -> Compiled:
-    """The spec at `path` compiled, with what is worth a warning said on stderr."""
-    compiled = build(load(path))
+def _built(path: Path, derivatives: str | None = None) -> Compiled:
+    """The spec at `path` compiled (with the `derivatives` the command line adds,
+    comma-separated), with what is worth a warning said on stderr."""
+    spec = load(path)
+    if derivatives:
+        spec = with_derivatives(spec, [*spec.derivatives, *derivatives.split(",")])
+    compiled = build(spec)
     for message in dependence_warnings(compiled):
         print(f"{path}: warning: {message}", file=sys.stderr)
     return compiled

@@ -61,6 +61,8 @@ class Program:
     seed: Operand = "dy"
     adjoints: tuple[tuple[str, Operand], ...] = ()
     """(v, the operand holding ∂output/∂v) for every value the backward pass reaches."""
+    tangents: tuple[tuple[str, Operand], ...] = ()
+    """(v, the operand holding v̇, its directional derivative) after forward mode."""
 
     @cached_property  # read for every gradient: a chain has thousands of inputs
     def tensor(self) -> bool:
@@ -80,6 +82,7 @@ class Program:
             lines.append(f"  -- backward (seed {self.seed})")
             lines += [f"  {a}" for a in self.backward]
             lines += [f"  grad {w} = {g}" for w, g in self.gradients]
+        lines += [f"  tangent {v} = {t}" for v, t in self.tangents]
         return "\n".join(lines)
 
     def verify(self) -> None:
@@ -99,6 +102,8 @@ class Program:
                 if wrt not in self.inputs:
                     raise ValueError(f"gradient for {wrt!r}, which is not an input")
                 _check_uses([grad], defined, f"gradient of {wrt}")
+        for value, tangent in self.tangents:
+            _check_uses([tangent], defined, f"tangent of {value}")
 
 
 _TEMPORARY = re.compile(r"t\d+\Z")

@@ -32,10 +32,14 @@ def _opaque(op: str) -> bool:
     return not OPS[op].elementwise
 
 
-def dce(program: Program) -> Program:
-    """Remove assignments whose result nothing uses (user steps are always kept)."""
-    live = {program.output, *program.steps}
-    live |= {g for _, g in program.gradients if isinstance(g, str)}
+def dce(program: Program, roots: set[str] | None = None) -> Program:
+    """Remove assignments whose result nothing uses (user steps are always kept).
+
+    `roots`, if given, replaces the output and the steps as what must be kept
+    besides the gradients and tangents (a function that returns only those).
+    """
+    live = {program.output, *program.steps} if roots is None else set(roots)
+    live |= {g for _, g in program.gradients + program.tangents if isinstance(g, str)}
     kept = []
     for a in reversed(program.forward + program.backward):
         if a.name in live:

@@ -4,6 +4,8 @@ forward = lower(spec)
 backward = dce(reverse(forward, seed="dy"))   # for backward(tape, dy)
 unit = cancel(dce(reverse(forward, seed=1)))  # for value_and_grad: dy = 1 folded in,
                                               # adjoints simplified (a*(1-a)*... -> a - y)
+jvp = dce(forward_mode(forward))              # if the spec asks: jvp(inputs, dot_inputs)
+hvp = dce(forward_mode(unit))                 # hvp(inputs, v_inputs): forward over reverse
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import sympy as sp
 
 from symgrad import spec as spec_module
 from symgrad.codegen import TARGETS, render
+from symgrad.forward import TANGENT, forward_mode, tangent_name
 from symgrad.functions import nodes
 from symgrad.ir import Program
 from symgrad.lower import lower
 from symgrad.optimize import cancel, dce
 from symgrad.reverse import SEED, reverse
-from symgrad.spec import Spec
+from symgrad.spec import Spec, SpecError, with_derivatives
 
 
 class SymgradWarning(UserWarning):
@@ -42,6 +45,8 @@ class Compiled:
     spec: Spec
     backward: Program
     unit: Program
+    jvp: Program | None = None  # forward mode, when the spec asks for jvp
+    hvp: Program | None = None  # forward over reverse, for hvp or hessian
 
 
 def _gc_paused(function):
@@ -73,11 +78,25 @@ def build(spec: Spec) -> Compiled:
     array_output = forward.tensor and forward.shapes()[forward.output] != ()
     unit_seed = SEED if array_output else 1
     memo: dict = {}  # local derivatives, shared by the two backward passes
-    return Compiled(
-        spec,
-        dce(reverse(forward, SEED, memo)),
-        cancel(dce(reverse(forward, unit_seed, memo))),
-    )
+    unit = cancel(dce(reverse(forward, unit_seed, memo)))
+    jvp = hvp = None
+    if "jvp" in spec.derivatives:
+        jvp = dce(forward_mode(forward, _seeds(forward, TANGENT)))
+    if {"hvp", "hessian"} & set(spec.derivatives):
+        if array_output:
+            raise SpecError(
+                f"hvp and hessian need a scalar output; {forward.output} is an array "
+                "(sum it in a step)",
+                path=spec.path,
+            )
+        hvp = dce(forward_mode(unit, _seeds(unit, "v_")))
+    return Compiled(spec, dce(reverse(forward, SEED, memo)), unit, jvp, hvp)
+
+
+def _seeds(program: Program, prefix: str) -> dict[str, str]:
+    """A new parameter for the tangent of each `wrt` input: `dot_x` (or `v_x`)."""
+    taken = set(program.inputs) | set(program.shapes()) | {SEED}
+    return {w: tangent_name(w, taken, prefix) for w in program.wrt}
 
 
 def dependence_warnings(compiled: Compiled) -> list[str]:
@@ -136,7 +155,13 @@ def source(compiled: Compiled, target: str = "numpy", checked: str = "") -> str:
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
     return render(
-        compiled.spec, compiled.backward, compiled.unit, TARGETS[target], checked
+        compiled.spec,
+        compiled.backward,
+        compiled.unit,
+        TARGETS[target],
+        checked,
+        compiled.jvp,
+        compiled.hvp,
     )
 
 
@@ -182,18 +207,23 @@ def compile_module(
     *,
     target: str = "numpy",
     name: str | None = None,
+    derivatives: Any = None,
 ) -> types.ModuleType:
     """Compile a spec (path, dict or SymPy expression) and import the result in memory.
 
     The module has `forward`, `backward`, `value_and_grad` and `grad`, and
-    `__symgrad__` (the spec and programs it was printed from).
+    `__symgrad__` (the spec and programs it was printed from); `derivatives`
+    (a list of jvp, hvp, hessian) adds those functions, as the spec's own
+    `derivatives` key does.
     """
     with _recursion_for(source_):
-        compiled = build(load_spec(source_, wrt, inputs, name))
+        spec = load_spec(source_, wrt, inputs, name)
+        if derivatives is not None:
+            spec = with_derivatives(spec, derivatives)
+        compiled = build(spec)
         module = import_source(source(compiled, target), compiled.spec.name, compiled)
-    warn(
-        compiled, stacklevel=4
-    )  # compile_module, its _gc_paused wrapper, api, the user
+    # the frames: compile_module, its _gc_paused wrapper, api.compile, the user's
+    warn(compiled, stacklevel=4)
     return module
 
 

@@ -169,7 +169,8 @@ def program_guards(program: Program) -> dict[str, Guard]:
     """The where-branches each value of the forward and backward pass is needed in."""
     body = program.forward + program.backward
     used = {arg for a in body for arg in a.args}
-    roots = {program.output, *(g for _, g in program.gradients if isinstance(g, str))}
+    roots = {program.output}
+    roots |= {g for _, g in program.gradients + program.tangents if isinstance(g, str)}
     roots |= {step for step in program.steps if step not in used}
     return branch_guards(body, roots)
 

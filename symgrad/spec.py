@@ -16,7 +16,7 @@ import keyword
 import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,11 @@ TOP_LEVEL_KEYS = (
     "steps",
     "output",
     "outputs",
+    "derivatives",
 )
+DERIVATIVES = ("jvp", "hvp", "hessian")
+"""What a module may carry beyond the gradient (the `derivatives` key)."""
+MAX_HESSIAN_INPUTS = 16  # hessian() calls hvp once per differentiated input
 INPUT_KEYS = ("shape", "positive")
 
 # Names the generated module itself uses, so a spec cannot take them.
@@ -138,6 +142,7 @@ class Spec:
     description: str = ""
     source: str = ""
     path: str | None = None
+    derivatives: tuple[str, ...] = ()  # beyond the gradient: jvp, hvp, hessian
 
     def expanded(self) -> sp.Expr:
         """The output as one SymPy expression of the inputs (steps substituted)."""
@@ -321,7 +326,18 @@ class _Builder:
         steps = self.steps(data.get("steps"), symbols)
         output = self.output(data, steps, inputs)
         wrt = self.wrt(data.get("wrt"), inputs, steps)
-        return Spec(name, inputs, wrt, steps, output, description, source, self.path)
+        derivatives = self.derivatives(data.get("derivatives"), inputs, steps, wrt)
+        return Spec(
+            name,
+            inputs,
+            wrt,
+            steps,
+            output,
+            description,
+            source,
+            self.path,
+            derivatives,
+        )
 
     def module_name(self, name: Any, default: str | None = None) -> str:
         if name is None and default is None:
@@ -551,6 +567,54 @@ class _Builder:
         if len(set(raw)) != len(raw):
             raise self.error("'wrt' names an input twice", "wrt")
         return tuple(n for n in names if n in raw)
+
+    def derivatives(
+        self, raw: Any, inputs: tuple[Input, ...], steps: tuple[Step, ...], wrt: tuple
+    ) -> tuple[str, ...]:
+        if raw is None:
+            return ()
+        raw = [raw] if isinstance(raw, str) else raw
+        if not isinstance(raw, list) or not all(isinstance(d, str) for d in raw):
+            raise self.error(
+                f"'derivatives' must be a list of {', '.join(DERIVATIVES)}",
+                "derivatives",
+            )
+        for d in raw:
+            if d not in DERIVATIVES:
+                raise self.error(
+                    f"unknown derivative {d!r}{_suggest(d, DERIVATIVES)}; a module "
+                    f"can carry {', '.join(DERIVATIVES)}",
+                    "derivatives",
+                )
+        taken = {i.name for i in inputs} | {s.name for s in steps}
+        for d in raw:
+            if d in taken:
+                raise self.error(
+                    f"derivative {d!r} would be a function of the module, but the "
+                    f"spec names an input or step {d!r}",
+                    "derivatives",
+                )
+        if "hessian" in raw and any(i.shape for i in inputs):
+            raise self.error(
+                "'hessian' needs scalar inputs (a batch is fine); for vectors and "
+                "matrices ask for 'hvp' (a Hessian-vector product)",
+                "derivatives",
+            )
+        if "hessian" in raw and len(wrt) > MAX_HESSIAN_INPUTS:
+            raise self.error(
+                f"'hessian' takes at most {MAX_HESSIAN_INPUTS} differentiated inputs "
+                f"(one hvp each), not {len(wrt)}; ask for 'hvp' instead",
+                "derivatives",
+            )
+        return tuple(d for d in DERIVATIVES if d in raw)
+
+
+def with_derivatives(spec: Spec, derivatives: Any) -> Spec:
+    """`spec` carrying `derivatives` (from the command line or the API), checked
+    as the spec's own `derivatives` key is."""
+    builder = _Builder(spec.path or "<spec>", {})
+    checked = builder.derivatives(derivatives, spec.inputs, spec.steps, spec.wrt)
+    return replace(spec, derivatives=checked)
 
 
 def _kind(value: Any) -> str:

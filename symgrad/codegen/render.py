@@ -28,6 +28,7 @@ from symgrad.codegen.printer import (
     tuple_display,
 )
 from symgrad.ir import Program
+from symgrad.optimize import dce
 from symgrad.reverse import program_guards
 from symgrad.shapes import show
 from symgrad.spec import Spec, SpecError
@@ -39,12 +40,16 @@ def render(
     unit: Program,
     backend: Backend,
     checked: str = "",
+    jvp: Program | None = None,
+    hvp: Program | None = None,
 ) -> str:
     """The source of the generated module.
 
     `backward` is seeded with the parameter `dy` (for `backward(tape, dy)`);
     `unit` is the same program seeded with 1 (for `value_and_grad`);
-    `checked` says how the gradients were verified, for the docstring.
+    `checked` says how the gradients were verified, for the docstring;
+    `jvp` and `hvp` (forward mode) add those functions, and `hessian` with hvp
+    where the spec asks for it.
     """
     if backward.tensor and not backend.tensors:
         raise SpecError(
@@ -56,6 +61,9 @@ def render(
     backward, unit = backend.prepared(backward), backend.prepared(unit)
     try:
         context = _lines(printer, backward, unit, backend)
+        context |= _higher(
+            printer, spec, jvp, hvp, backend, context["gradient_helpers"]
+        )
     except Unprintable as err:
         raise SpecError(f"{err}; use --target numpy", path=spec.path) from None
     tape = list(backward.inputs) + [a.name for a in backward.forward]
@@ -246,6 +254,54 @@ def _tuple(shape: tuple) -> str:
     """A shape as a Python tuple display: `("n", 3)`, `("n",)`, `()`."""
     items = [f'"{d}"' if isinstance(d, str) else str(d) for d in shape]
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _higher(
+    printer: Printer,
+    spec: Spec,
+    jvp: Program | None,
+    hvp: Program | None,
+    backend: Backend,
+    helpers: frozenset[str],
+) -> dict:
+    """The bodies of jvp, hvp and hessian, each line one operation (None: not asked
+    for), and the gradient `helpers` with those hvp calls."""
+
+    def lines(program: Program) -> list[str]:
+        body = printer.body(program.forward + program.backward)
+        return _text(backend.arrange(body, program_guards(program), printer))
+
+    context: dict = {"jvp": None, "hvp": None, "hessian": None}
+    context["gradient_helpers"] = helpers
+    if jvp is not None:
+        ((_, tangent),) = jvp.tangents
+        context["jvp"] = {
+            "params": jvp.inputs,
+            "lines": lines(jvp),
+            "tangent": tangent if isinstance(tangent, str) else repr(float(tangent)),
+        }
+    if hvp is not None:
+        products = [backend.gradient(hvp, name, g) for name, g in hvp.gradients]
+        needed = dce(hvp, roots=set().union(*(g.reads for g in products)))
+        context["hvp"] = {
+            "params": hvp.inputs,
+            "lines": lines(needed),
+            "products": [g.text for g in products],
+        }
+        context["gradient_helpers"] = helpers.union(*(g.helpers for g in products))
+    if "hessian" in spec.derivatives:
+        inputs = list(hvp.inputs[: -len(hvp.wrt)])
+        context["hessian"] = [
+            line
+            for w in hvp.wrt
+            for line in call(
+                "hvp",
+                inputs + ["1.0" if v == w else "0.0" for v in hvp.wrt],
+                INDENT * 2,
+                ",",
+            )
+        ]
+    return context
 
 
 def _ignored(program: Program) -> list[str]:
