@@ -9,9 +9,9 @@ symgrad.check_gradients(mod, point)                 # against finite differences
 from symgrad._version import __version__
 from symgrad.api import compile
 from symgrad.check import check_gradients
-from symgrad.explain import explain
+from symgrad.frontend.spec import SpecError
 from symgrad.pipeline import SymgradWarning
-from symgrad.spec import SpecError
+from symgrad.teach.explain import explain
 
 __all__ = [
     "SpecError",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import types
 
-from symgrad.explain import attach_display
 from symgrad.pipeline import compile_module
+from symgrad.teach.explain import attach_display
 
 
 @functools.wraps(compile_module)

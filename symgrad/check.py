@@ -69,9 +69,9 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from symgrad.compiler.reverse import program_guards
+from symgrad.frontend.spec import Spec, make_symbol
 from symgrad.ops import OPS
-from symgrad.reverse import program_guards
-from symgrad.spec import Spec, make_symbol
 
 TOLERANCE = 1e-5
 """An estimate verifies an entry when its bound is at most TOLERANCE * max(1, |analytical|, |numerical|)."""

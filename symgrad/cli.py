@@ -19,7 +19,8 @@ import numpy as np
 from symgrad._version import __version__
 from symgrad.check import OutOfDomain, check_gradients, sample_point
 from symgrad.codegen import TARGETS
-from symgrad.lower import LoweringError
+from symgrad.compiler.lower import LoweringError
+from symgrad.frontend.spec import DERIVATIVES, SpecError, load, with_derivatives
 from symgrad.pipeline import (
     Compiled,
     build,
@@ -27,7 +28,6 @@ from symgrad.pipeline import (
     import_source,
     source,
 )
-from symgrad.spec import DERIVATIVES, SpecError, load, with_derivatives
 
 CHECK_POINTS = 3
 
@@ -283,7 +283,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _add_explain_commands(commands) -> None:
-    """`explain`, `graph` and `plot`: the chain rule shown (symgrad/explain.py)."""
+    """`explain`, `graph` and `plot`: the chain rule shown (symgrad/teach/explain.py)."""
     at = {
         "action": "append",
         "default": [],
@@ -342,7 +342,7 @@ def _add_explain_commands(commands) -> None:
 
 
 def _explained(args: argparse.Namespace):
-    from symgrad.explain import ExplainError, explain
+    from symgrad.teach.explain import ExplainError, explain
 
     try:
         return explain(
@@ -358,7 +358,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from symgrad.explain import write_graph
+    from symgrad.teach.explain import write_graph
 
     explanation = _explained(args)
     if args.output == "-":
@@ -372,7 +372,7 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from symgrad.explain import ExplainError, plot
+    from symgrad.teach.explain import ExplainError, plot
 
     try:
         path = plot(

@@ -23,15 +23,15 @@ from typing import Any
 
 import sympy as sp
 
-from symgrad import spec as spec_module
 from symgrad.codegen import TARGETS, render
-from symgrad.forward import TANGENT, forward_mode, tangent_name
-from symgrad.functions import nodes
+from symgrad.compiler.forward import TANGENT, forward_mode, tangent_name
+from symgrad.compiler.lower import lower
+from symgrad.compiler.optimize import cancel, dce
+from symgrad.compiler.reverse import SEED, reverse
+from symgrad.frontend import spec as spec_module
+from symgrad.frontend.language import nodes
+from symgrad.frontend.spec import Spec, SpecError, with_derivatives
 from symgrad.ir import Program
-from symgrad.lower import lower
-from symgrad.optimize import cancel, dce
-from symgrad.reverse import SEED, reverse
-from symgrad.spec import Spec, SpecError, with_derivatives
 
 
 class SymgradWarning(UserWarning):

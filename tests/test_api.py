@@ -10,8 +10,8 @@ import pytest
 import sympy as sp
 
 import symgrad
+from symgrad.frontend.spec import SpecError, from_dict, from_sympy
 from symgrad.pipeline import build, import_source, source
-from symgrad.spec import SpecError, from_dict, from_sympy
 from tests.conftest import exact_gradient
 
 

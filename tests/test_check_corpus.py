@@ -24,8 +24,8 @@ from symgrad.check import (
     check_gradients,
     sample_point,
 )
+from symgrad.frontend.spec import from_dict, load
 from symgrad.pipeline import build, import_source, source
-from symgrad.spec import from_dict, load
 
 
 def scalar(steps: dict[str, str], *names: str) -> dict:

@@ -17,8 +17,8 @@ import yaml
 
 import symgrad
 from symgrad import cli
+from symgrad.frontend.spec import from_dict
 from symgrad.pipeline import build, dependence_warnings
-from symgrad.spec import from_dict
 
 CELL = {
     "name": "seed_cell",

@@ -15,8 +15,8 @@ import pytest
 
 from symgrad import cli
 from symgrad.check import check_gradients, sample_point
+from symgrad.frontend.spec import load
 from symgrad.pipeline import build, import_source, source
-from symgrad.spec import load
 from tests.conftest import EXAMPLES, ROOT, captured_locals, exact_gradient
 
 

@@ -17,7 +17,10 @@ import sympy as sp
 
 import symgrad
 from symgrad import cli
-from symgrad.explain import (
+from symgrad.frontend.spec import make_symbol
+from symgrad.ops import OPS
+from symgrad.pipeline import build, load_spec
+from symgrad.teach.explain import (
     ExplainError,
     Explanation,
     attach_display,
@@ -25,9 +28,6 @@ from symgrad.explain import (
     swell_count,
     write_graph,
 )
-from symgrad.ops import OPS
-from symgrad.pipeline import build, load_spec
-from symgrad.spec import make_symbol
 from tests.conftest import EXAMPLES, ROOT
 
 TOY = ROOT / "examples/udl_toy.yaml"

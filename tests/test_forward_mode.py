@@ -11,7 +11,7 @@ import pytest
 import sympy as sp
 
 import symgrad
-from symgrad.spec import SpecError, from_dict, load
+from symgrad.frontend.spec import SpecError, from_dict, load
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -313,8 +313,8 @@ def test_the_branch_not_taken_never_poisons_a_tangent(target):
 
 @pytest.mark.parametrize("example", ["udl_toy.yaml", "mlp.yaml", "seed_hessian.yaml"])
 def test_forward_mode_programs_verify(example):
+    from symgrad.frontend.spec import with_derivatives
     from symgrad.pipeline import build
-    from symgrad.spec import with_derivatives
 
     compiled = build(with_derivatives(load(EXAMPLES / example), ["jvp", "hvp"]))
     compiled.jvp.verify()

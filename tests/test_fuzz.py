@@ -33,9 +33,9 @@ from hypothesis import strategies as st
 
 import symgrad
 from symgrad import ops
-from symgrad.functions import FUNCTIONS, TENSOR_FUNCTIONS
+from symgrad.frontend.language import FUNCTIONS, TENSOR_FUNCTIONS
+from symgrad.frontend.spec import SpecError, from_dict
 from symgrad.ops import relu, sigmoid, softplus
-from symgrad.spec import SpecError, from_dict
 from tests import conftest
 
 settings.register_profile(

@@ -26,8 +26,8 @@ import sympy as sp
 
 import symgrad
 from symgrad import cli
+from symgrad.frontend.spec import SpecError, from_dict, from_sympy, load, parse
 from symgrad.pipeline import build, import_source, source
-from symgrad.spec import SpecError, from_dict, from_sympy, load, parse
 from tests.conftest import ROOT
 
 GENEROUS = 30.0  # seconds: "ends", not "is fast"
@@ -391,7 +391,7 @@ def test_constants_at_the_edge_of_float64_still_compile():
 _MEMORY_PROBE = """
 import json, resource, sys, time
 from pathlib import Path
-from symgrad.spec import SpecError, load
+from symgrad.frontend.spec import SpecError, load
 results = {}
 for path in sys.argv[1:]:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

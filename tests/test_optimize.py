@@ -14,7 +14,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import symgrad
-from symgrad import optimize
+from symgrad.compiler import optimize
 from symgrad.pipeline import build, import_source, load_spec, source
 from tests.conftest import ROOT, exact_gradient
 

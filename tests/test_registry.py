@@ -22,8 +22,8 @@ import sympy as sp
 
 import symgrad
 from symgrad.codegen import TARGETS
+from symgrad.frontend.spec import Input, Spec, Step
 from symgrad.ops import ALIASES, OPS, SPELLINGS
-from symgrad.spec import Input, Spec, Step
 from tests.conftest import ROOT, independent
 
 INTERNAL = {

@@ -6,9 +6,9 @@ import pytest
 import sympy as sp
 
 import symgrad
-from symgrad import rules
+from symgrad.compiler import rules
+from symgrad.compiler.rules import local_derivatives
 from symgrad.ops import OPS, relu, sigmoid, softplus
-from symgrad.rules import local_derivatives
 from tests.conftest import independent
 
 NUMERIC = sorted(op for op in OPS if OPS[op].elementwise)

@@ -9,7 +9,7 @@ import pytest
 import sympy as sp
 
 import symgrad
-from symgrad import spec as spec_module
+from symgrad.frontend import spec as spec_module
 from tests.conftest import ROOT, captured_locals, exact_gradient
 
 # Source: udlbook, CM20315_Gradients_I.ipynb (seed 004), the point of its cells.

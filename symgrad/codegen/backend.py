@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from symgrad.codegen.printer import Line, Printer
+from symgrad.compiler.reverse import Guard
 from symgrad.ir import Operand, Program
-from symgrad.reverse import Guard
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from symgrad.codegen.backend import Backend
 from symgrad.codegen.printer import Line, Printer
-from symgrad.reverse import Guard
+from symgrad.compiler.reverse import Guard
 
 NOT_TAKEN = "math.nan"
 """The value of a temporary on the branch of a where that does not need it."""

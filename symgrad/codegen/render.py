@@ -27,11 +27,11 @@ from symgrad.codegen.printer import (
     fusible,
     tuple_display,
 )
+from symgrad.compiler.optimize import dce
+from symgrad.compiler.reverse import program_guards
+from symgrad.frontend.spec import Spec, SpecError
 from symgrad.ir import Program
-from symgrad.optimize import dce
-from symgrad.reverse import program_guards
 from symgrad.shapes import show
-from symgrad.spec import Spec, SpecError
 
 
 def render(

@@ -21,10 +21,10 @@ from dataclasses import replace
 
 import sympy as sp
 
+from symgrad.compiler.lower import Emitter
+from symgrad.compiler.rules import local_derivatives, operand_symbol
 from symgrad.ir import Assign, Operand, Program
-from symgrad.lower import Emitter
 from symgrad.ops import OPS, tensor
-from symgrad.rules import local_derivatives, operand_symbol
 
 TANGENT = "dot_"
 """`dot_f0` holds ḟ0, the directional derivative of f0."""

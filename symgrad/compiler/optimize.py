@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import sympy as sp
 
+from symgrad.compiler.lower import Emitter
+from symgrad.compiler.rules import operand_symbol
 from symgrad.ir import Assign, Operand, Program, is_temporary
-from symgrad.lower import Emitter
 from symgrad.ops import OPS
-from symgrad.rules import operand_symbol
 from symgrad.shapes import ShapeError, broadcast
 
 # `sympy.cancel` costs about a millisecond per operation of the expression it is

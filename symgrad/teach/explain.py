@@ -12,7 +12,7 @@ expanded `sympy.diff` derivatives take against symgrad's backward pass.
 The rows are built at the level of the spec's named steps (the notebook's
 f0, h1, ...), with local derivatives from `sympy.diff` of each step, or, for
 a one-step spec, at the level of the single operations the compiler emits,
-with local derivatives from `symgrad.rules`. Values come from the generated
+with local derivatives from `symgrad.compiler.rules`. Values come from the generated
 module's own tape; adjoints are accumulated from the local values (tensor
 steps, which have no scalar local formula, take theirs from the generated
 `backward`), and the final gradients are the module's. The result renders as text, Markdown,
@@ -41,6 +41,8 @@ from sympy.printing.latex import LatexPrinter
 from symgrad.check import OutOfDomain, as_value, parameters, sample_point
 from symgrad.codegen import numpy as numpy_target
 from symgrad.codegen.render import environment
+from symgrad.compiler.rules import local_derivatives, operand_symbol
+from symgrad.frontend.spec import Spec, make_symbol
 from symgrad.ops import BY_SYMPY, OPS
 from symgrad.pipeline import (
     Compiled,
@@ -50,9 +52,7 @@ from symgrad.pipeline import (
     source,
     warn,
 )
-from symgrad.rules import local_derivatives, operand_symbol
 from symgrad.shapes import reduction_to
-from symgrad.spec import Spec, make_symbol
 
 FORMATS = ("text", "markdown", "latex", "html")
 LEVELS = ("auto", "steps", "ops")

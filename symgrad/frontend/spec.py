@@ -25,7 +25,7 @@ import sympy as sp
 import yaml
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 
-from symgrad.functions import (
+from symgrad.frontend.language import (
     CONSTANTS,
     FUNCTIONS,
     NORMALIZED_ONLY,

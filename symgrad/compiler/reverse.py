@@ -14,10 +14,10 @@ from dataclasses import replace
 
 import sympy as sp
 
+from symgrad.compiler.lower import Emitter
+from symgrad.compiler.rules import local_derivatives, operand_symbol, vjp
 from symgrad.ir import Assign, Operand, Program
-from symgrad.lower import Emitter
 from symgrad.ops import OPS, tensor
-from symgrad.rules import local_derivatives, operand_symbol, vjp
 from symgrad.shapes import reduction_to
 
 SEED = "dy"

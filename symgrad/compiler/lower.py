@@ -13,10 +13,10 @@ from dataclasses import replace
 
 import sympy as sp
 
+from symgrad.frontend.spec import Spec, SpecError
 from symgrad.ir import Assign, Operand, Program
 from symgrad.ops import BY_SYMPY, OPS, TensorOp
 from symgrad.shapes import Shape, ShapeError
-from symgrad.spec import Spec, SpecError
 
 
 class LoweringError(ValueError):

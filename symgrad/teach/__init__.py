@@ -1,0 +1,1 @@
+"""Teaching tools on top of the compiler: explain (the chain rule as tables), graph, plot."""
