@@ -47,6 +47,13 @@ entries are all caught. What sampling cannot see is an error confined to
 entries far smaller than the rest of the gradient (|e| below the bound
 times sqrt(size)) unless one of them is sampled.
 
+A module that carries jvp, hvp or hessian gets rows for them too, each
+estimated the same way from what the gradient rows verify (`_higher_rows`):
+the JVP along `HIGHER_DIRECTIONS` random unit directions d against
+`forward` along d, H·d (entry by entry, sampled as the gradient is) against
+`grad` along d, and Hessian column w against `grad` along input w. They get
+no high-precision retry.
+
 Outside its domain (log of a negative number, a division by zero, an
 overflow) a generated module behaves like the library it is written in: the
 numpy target returns nan or inf (with NumPy's RuntimeWarning), the python
@@ -101,6 +108,8 @@ FULL_JACOBIAN = 16
 on `SAMPLED_ENTRIES` random entries and `DIRECTIONS` random unit directions."""
 SAMPLED_ENTRIES = 8
 DIRECTIONS = 4
+HIGHER_DIRECTIONS = 2
+"""Random unit directions d along which a module's jvp and hvp are checked."""
 KINK_MARGIN = 1e-3
 """Sampled points keep every kink argument at least this far from its kink."""
 
@@ -140,6 +149,11 @@ class Row:
     direction: int | None = None
     digits: int | None = None
     """Digits of the arithmetic the numerical value came from (None: float64)."""
+    derivative: str = "gradient"
+    """Which derivative of the module the row checks: "gradient", "jvp", "hvp" or
+    "hessian" (then `name` is "w.u", the entry hessian(...).w.u)."""
+    along: int | None = None
+    """The number of the random direction d of a jvp or hvp row."""
 
     @property
     def error(self) -> float:
@@ -149,8 +163,16 @@ class Row:
     @property
     def label(self) -> str:
         if self.direction is not None:
-            return f"{self.name}·v{self.direction}"
-        return self.name + (str(list(self.index)) if self.index else "")
+            entry = f"{self.name}·v{self.direction}"
+        else:
+            entry = self.name + (str(list(self.index)) if self.index else "")
+        if self.derivative == "gradient":
+            return entry
+        if self.derivative == "jvp":
+            return f"jvp(d{self.along})"
+        if self.derivative == "hvp":
+            return f"hvp(d{self.along}).{entry}"
+        return f"{self.derivative}.{entry}"
 
 
 @dataclass(frozen=True)
@@ -179,6 +201,12 @@ class Report:
         return f"{row.label}: {row.reason}" if row else ""
 
     @property
+    def derivatives(self) -> list[str]:
+        """The derivatives the rows check, in order: "gradient", then any of "jvp",
+        "hvp", "hessian"."""
+        return list(dict.fromkeys(r.derivative for r in self.rows))
+
+    @property
     def worst(self) -> Row | None:
         """The mismatch with the largest relative error, else the largest error."""
         return max(
@@ -188,9 +216,10 @@ class Report:
     def __str__(self) -> str:
         point = ", ".join(f"{k}={_fmt(v)}" for k, v in self.point.items())
         lines = [f"at {point}: value {self.value:.10g}"]
-        width = max([len(r.label) for r in self.rows] + [8])
+        kind = "gradient" if self.derivatives == ["gradient"] else "derivative"
+        width = max([len(r.label) for r in self.rows] + [len(kind)])
         lines.append(
-            f"  {'gradient':<{width}}  {'analytical':>22}  {'numerical':>22}"
+            f"  {kind:<{width}}  {'analytical':>22}  {'numerical':>22}"
             f"  {'rel. error':>10}"
         )
         worst = self.worst
@@ -242,6 +271,7 @@ def check_gradients(
                 Row(name, index, probe.analytical, estimate.value, estimate.bound,
                     verdict, reason, direction, estimate.digits)
             )  # fmt: skip
+    rows += _higher_rows(module, args, gradients, rng)
     return Report(dict(point), value, rows, _kinks(module, args))
 
 
@@ -261,62 +291,30 @@ def _probes(shape: tuple[int, ...], rng: np.random.Generator) -> list[tuple]:
     return probes
 
 
-class _Probe:
-    """One derivative of sum(output): along entry `index` of input `name`, or
-    along the unit vector `v` (then sum(gradient * v)); the analytical one
-    against finite differences."""
+class _Derivative:
+    """d/dt g(t) at t = 0, `analytical`, against central finite differences of g
+    (`moved`), with steps relative to `scale`."""
 
-    def __init__(self, module, args, value: float, name: str, gradient, index, v):
-        self.module, self.args, self.name = module, args, name
-        self.index, self.v = index, v
-        x = np.asarray(args[name], dtype=float)
-        gradient = np.broadcast_to(gradient, x.shape)
-        if v is None:
-            self.analytical = float(gradient[index])
-            moves = abs(x[index])
-        else:
-            self.analytical = float(np.sum(gradient * v))
-            moves = np.max(np.abs(x))
-        self.scale = max(1.0, float(moves))
-        """Steps are relative to max(1, |x|) over the entries that move."""
-        self.negligible = NEGLIGIBLE * abs(value) / self.scale
+    analytical: float
+    scale: float
+    negligible: float
+
+    def moved(self, t: float) -> tuple[float, float]:
+        """g(t), and the step actually taken."""
+        raise NotImplementedError
 
     def compare(self) -> tuple[Estimate, str, str]:
-        """(estimate, verdict, reason) for the derivative.
-
-        float64 first. Unless it settles the derivative to `SETTLED`, a scalar
-        spec estimates it again at `DIGITS` digits. That estimate decides where
-        it verifies the gradient, or finds a mismatch float64 finds too; a gap
-        only it sees leaves the gradient unverified (float64 rounding in the
-        gradient itself, 1 - tanh(x)**2 near 1 say, may be all there is to it).
-        """
+        """(estimate, verdict, reason) for the derivative: float64 first; unless it
+        settles the derivative to `SETTLED`, `retried` has the last word."""
         eps = np.finfo(float).eps
         estimate = _differentiate(self.moved, self.scale, eps, STEPS, self.settles)
         if self.settles(estimate):
             return estimate, "ok", ""
-        in_float64 = self.judge(estimate, TOLERANCE)
-        precise = self.precise()
-        if isinstance(precise, str):
-            return estimate, in_float64, self.why(in_float64, estimate, f" ({precise})")
-        with mpmath.workdps(DIGITS):
-            found = _differentiate(
-                precise, mpmath.mpf(self.scale), mpmath.eps, DIGITS_STEPS, self.settles
-            )
-        exact = Estimate(float(found.value), float(found.bound), DIGITS)
-        verdict = self.judge(exact, TOLERANCE)
-        if verdict == "ok" or verdict == in_float64 == "mismatch":
-            return exact, verdict, ""
-        if verdict == "mismatch":
-            gap = abs(self.analytical - exact.value)
-            scale = max(1.0, abs(self.analytical), abs(exact.value))
-            return exact, "unverified", (
-                f"it differs by {gap / scale:.0e} from the derivative at {DIGITS} "
-                f"digits, more than float64 finite differences can resolve: float64 "
-                f"may not compute this gradient any closer here"
-            )  # fmt: skip
-        if in_float64 == "ok":
-            return estimate, "ok", ""
-        return exact, verdict, self.why(verdict, exact, f", even at {DIGITS} digits")
+        return self.retried(estimate, self.judge(estimate, TOLERANCE))
+
+    def retried(self, estimate: Estimate, in_float64: str) -> tuple[Estimate, str, str]:
+        """No retry at higher precision: the float64 verdict stands."""
+        return estimate, in_float64, self.why(in_float64, estimate, "")
 
     def why(self, verdict: str, estimate: Estimate, more: str) -> str:
         """Why an unverified derivative could not be verified ("" for other verdicts)."""
@@ -349,6 +347,57 @@ class _Probe:
     def settles(self, estimate: Estimate) -> bool:
         """Whether `estimate` verifies the derivative to `SETTLED` of itself."""
         return self.judge(estimate, SETTLED, least=0.0) == "ok"
+
+
+class _Probe(_Derivative):
+    """One derivative of sum(output): along entry `index` of input `name`, or
+    along the unit vector `v` (then sum(gradient * v)); the analytical one
+    against finite differences."""
+
+    def __init__(self, module, args, value: float, name: str, gradient, index, v):
+        self.module, self.args, self.name = module, args, name
+        self.index, self.v = index, v
+        x = np.asarray(args[name], dtype=float)
+        gradient = np.broadcast_to(gradient, x.shape)
+        if v is None:
+            self.analytical = float(gradient[index])
+            moves = abs(x[index])
+        else:
+            self.analytical = float(np.sum(gradient * v))
+            moves = np.max(np.abs(x))
+        self.scale = max(1.0, float(moves))
+        """Steps are relative to max(1, |x|) over the entries that move."""
+        self.negligible = NEGLIGIBLE * abs(value) / self.scale
+
+    def retried(self, estimate: Estimate, in_float64: str) -> tuple[Estimate, str, str]:
+        """A scalar spec estimates the derivative again at `DIGITS` digits. That
+        estimate decides where it verifies the gradient, or finds a mismatch
+        float64 finds too; a gap only it sees leaves the gradient unverified
+        (float64 rounding in the gradient itself, 1 - tanh(x)**2 near 1 say, may
+        be all there is to it).
+        """
+        precise = self.precise()
+        if isinstance(precise, str):
+            return estimate, in_float64, self.why(in_float64, estimate, f" ({precise})")
+        with mpmath.workdps(DIGITS):
+            found = _differentiate(
+                precise, mpmath.mpf(self.scale), mpmath.eps, DIGITS_STEPS, self.settles
+            )
+        exact = Estimate(float(found.value), float(found.bound), DIGITS)
+        verdict = self.judge(exact, TOLERANCE)
+        if verdict == "ok" or verdict == in_float64 == "mismatch":
+            return exact, verdict, ""
+        if verdict == "mismatch":
+            gap = abs(self.analytical - exact.value)
+            scale = max(1.0, abs(self.analytical), abs(exact.value))
+            return exact, "unverified", (
+                f"it differs by {gap / scale:.0e} from the derivative at {DIGITS} "
+                f"digits, more than float64 finite differences can resolve: float64 "
+                f"may not compute this gradient any closer here"
+            )  # fmt: skip
+        if in_float64 == "ok":
+            return estimate, "ok", ""
+        return exact, verdict, self.why(verdict, exact, f", even at {DIGITS} digits")
 
     def moved(self, t: float) -> tuple[float, float]:
         """sum(output) with the input moved by t, and the step actually taken."""
@@ -391,6 +440,98 @@ class _Probe:
             return value, t
 
         return moved
+
+
+class _Along(_Derivative):
+    """d/dt g(t) at t = 0 for a `g` that moves several inputs at once (the point
+    plus t times a direction): a jvp against `forward`, an hvp or a Hessian
+    column against the gradient. float64 only: the spec's own steps give no
+    gradient to evaluate at more digits."""
+
+    def __init__(self, analytical: float, g: Callable[[float], float], scale: float):
+        self.analytical, self.g, self.scale = analytical, g, scale
+        self.negligible = NEGLIGIBLE * abs(g(0.0)) / scale
+
+    def moved(self, t: float) -> tuple[float, float]:
+        return self.g(t), t  # x + t * d rounds every entry: noise the bound sees
+
+
+def _higher_rows(module, args: dict, gradients, rng: np.random.Generator) -> list[Row]:
+    """Rows for the jvp, hvp and hessian `module` carries, each against finite
+    differences of what the gradient rows verify: the jvp along a random unit
+    direction d against `forward` along d, H·d entry by entry (sampled as the
+    gradient is) against the gradient along d, and Hessian column w against the
+    gradient along input w."""
+    wrt = gradients._fields
+    inputs = list(args.values())
+    rows = []
+
+    def row(derivative, along, name, index, direction, analytical, g, d):
+        moves = max(float(np.max(np.abs(args[w]))) for w, v in d.items() if np.any(v))
+        probe = _Along(analytical, g, max(1.0, moves))
+        estimate, verdict, reason = probe.compare()
+        rows.append(
+            Row(name, index, analytical, estimate.value, estimate.bound, verdict,
+                reason, direction, None, derivative, along)
+        )  # fmt: skip
+
+    def moved(d: dict, t: float) -> dict:
+        return {n: x + t * d[n] if n in d else x for n, x in args.items()}
+
+    def value(d: dict) -> Callable[[float], float]:
+        return lambda t: _forward_value(module, moved(d, t))
+
+    def gradient(d: dict, w: str, index, u) -> Callable[[float], float]:
+        return lambda t: _entry(_gradients(module, moved(d, t))[w], index, u)
+
+    for along in range(1, HIGHER_DIRECTIONS + 1) if hasattr(module, "jvp") else ():
+        d = _direction(args, wrt, rng)
+        _, tangent = module.jvp(*inputs, *d.values())
+        row("jvp", along, "", (), None, float(np.sum(tangent)), value(d), d)
+    for along in range(1, HIGHER_DIRECTIONS + 1) if hasattr(module, "hvp") else ():
+        d = _direction(args, wrt, rng)
+        product = module.hvp(*inputs, *d.values())
+        for w in wrt:
+            for index, direction, u in _probes(np.shape(args[w]), rng):
+                analytical = _entry(getattr(product, w), index, u)
+                row("hvp", along, w, index, direction, analytical,
+                    gradient(d, w, index, u), d)  # fmt: skip
+    if hasattr(module, "hessian"):
+        hessian = module.hessian(*inputs)
+        for w in wrt:
+            e = {w: 1.0}
+            for u in wrt:
+                analytical = float(getattr(getattr(hessian, w), u))
+                row("hessian", None, f"{w}.{u}", (), None, analytical,
+                    gradient(e, u, (), None), e)  # fmt: skip
+    return rows
+
+
+def _direction(args: dict, wrt: tuple[str, ...], rng: np.random.Generator) -> dict:
+    """A random unit direction over every differentiated input (its entries together)."""
+    d = {w: rng.standard_normal(np.shape(args[w])) for w in wrt}
+    norm = math.sqrt(sum(float(np.sum(v**2)) for v in d.values()))
+    return {w: v / norm if np.ndim(v) else float(v) / norm for w, v in d.items()}
+
+
+def _entry(gradient, index, u) -> float:
+    """Entry `index` of a gradient, or sum(gradient * u) along a unit vector u."""
+    if u is not None:
+        return float(np.sum(gradient * u))
+    return float(np.asarray(gradient, dtype=float)[index])
+
+
+def _gradients(module: types.ModuleType, args: dict) -> dict:
+    """The gradients at a point near the one checked, by name; OutOfDomain unless finite."""
+    try:
+        with np.errstate(all="ignore"):
+            gradients = module.grad(**args)
+    except _DOMAIN_ERRORS as err:
+        raise OutOfDomain(f"{_reason(err)} near there ({err})") from None
+    for name, g in zip(gradients._fields, gradients, strict=True):
+        if not _real_and_finite(g):
+            raise OutOfDomain(f"the gradient for {name} is {_fmt(g)} near there")
+    return gradients._asdict()
 
 
 def _differentiate(moved, scale, eps, steps: int, settles: Callable) -> Estimate:

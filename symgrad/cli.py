@@ -218,9 +218,10 @@ def _check(args: argparse.Namespace) -> int:
                 f"point(s): {unverified[0].reason}; no mismatch found"
             )
         else:
+            checked = ", ".join(["gradients", *reports[0].derivatives[1:]])  # + jvp...
             print(
-                f"{path}: ok: {len(reports)} point(s), gradients match central finite "
-                f"differences (worst relative error {worst:.1e})"
+                f"{path}: ok: {len(reports)} point(s), {checked} match "
+                f"central finite differences (worst relative error {worst:.1e})"
             )
     return status
 

@@ -1,0 +1,93 @@
+"""`symgrad check` checks every derivative a module carries: jvp against
+`forward` along a direction, hvp and hessian against the gradient (issue 13)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import symgrad
+from symgrad import cli
+from symgrad.check import check_gradients, sample_point
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+HIGHER = ["jvp", "hvp", "hessian"]
+
+
+@pytest.mark.parametrize("target", ["numpy", "python"])
+def test_every_derivative_of_a_scalar_spec_is_checked(target):
+    module = symgrad.compile(
+        EXAMPLES / "udl_toy.yaml", target=target, derivatives=HIGHER
+    )
+    rng = np.random.default_rng(3)
+    report = check_gradients(module, sample_point(module, rng), rng)
+    assert report.verdict == "ok", report
+    assert report.derivatives == ["gradient", *HIGHER]
+    wrt = module.Gradients._fields
+    kinds = [r.derivative for r in report.rows]
+    assert kinds.count("jvp") == 2
+    assert kinds.count("hvp") == 2 * len(wrt)
+    assert kinds.count("hessian") == len(wrt) ** 2
+    text = str(report)
+    assert "jvp(d1)" in text and "hvp(d2).beta0" in text
+    assert f"hessian.{wrt[0]}.{wrt[1]}" in text
+
+
+def test_tensor_hvp_and_jvp_are_checked():
+    module = symgrad.compile(
+        EXAMPLES / "logistic_regression_batch.yaml", derivatives=["jvp", "hvp"]
+    )
+    rng = np.random.default_rng(0)
+    report = check_gradients(module, sample_point(module, rng), rng)
+    assert report.verdict == "ok", report
+    assert "hvp(d1).w[2]" in str(report)
+
+
+def _scaled(function, factor):
+    def wrong(*args):
+        result = function(*args)
+        return type(result)(*(factor * g for g in result))
+
+    return wrong
+
+
+@pytest.mark.parametrize("factor", [1 + 1e-6, -1.0])
+def test_a_wrong_hvp_is_a_mismatch(factor):
+    module = symgrad.compile(EXAMPLES / "seed_hessian.yaml")
+    module.hvp = _scaled(module.hvp, factor)  # hessian calls it too
+    report = check_gradients(module, {"x1": 2.0, "x2": 3.0})
+    assert report.verdict == "mismatch"
+    verdicts = {(r.derivative, r.verdict) for r in report.rows}
+    assert ("gradient", "ok") in verdicts
+    assert ("hvp", "mismatch") in verdicts and ("hessian", "mismatch") in verdicts
+    assert report.worst.derivative in ("hvp", "hessian")
+
+
+def test_a_wrong_jvp_is_a_mismatch():
+    module = symgrad.compile(EXAMPLES / "udl_toy.yaml", derivatives=["jvp"])
+    jvp = module.jvp
+    module.jvp = lambda *args: (jvp(*args)[0], jvp(*args)[1] * (1 + 1e-6))
+    rng = np.random.default_rng(1)
+    report = check_gradients(module, sample_point(module, rng), rng)
+    assert {r.verdict for r in report.rows if r.derivative == "jvp"} == {"mismatch"}
+    assert {r.verdict for r in report.rows if r.derivative == "gradient"} == {"ok"}
+
+
+def test_cli_check_names_the_derivatives_and_fails_on_a_wrong_hvp(monkeypatch, capsys):
+    spec = str(EXAMPLES / "seed_hessian.yaml")
+    assert cli.main(["check", spec, "--points", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "gradients, hvp, hessian match central finite differences" in out
+    assert "hessian.x1.x1" in out
+
+    def wrong_source(*args, **kwargs):
+        text = symgrad.pipeline.source(*args, **kwargs)
+        assert "dot_df_dx2 = 4 * v_x2" in text
+        return text.replace("dot_df_dx2 = 4 * v_x2", "dot_df_dx2 = 4.00001 * v_x2")
+
+    monkeypatch.setattr(cli, "source", wrong_source)
+    assert cli.main(["check", spec, "--points", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "hvp(d1).x2" in out
