@@ -307,6 +307,13 @@ def _add_explain_commands(commands) -> None:
     )
     explain.add_argument("--level", **level)
     explain.add_argument("--seed", **seed)
+    explain.add_argument(
+        "--order",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2 adds the Hessian: each ∂²y/∂u∂w, its formula and value (scalar inputs)",
+    )
     explain.set_defaults(run=_explain)
 
     graph = commands.add_parser(
@@ -347,7 +354,11 @@ def _explained(args: argparse.Namespace):
 
     try:
         return explain(
-            _built(args.spec), _parse_at(args.at), level=args.level, seed=args.seed
+            _built(args.spec),
+            _parse_at(args.at),
+            level=args.level,
+            seed=args.seed,
+            order=getattr(args, "order", 1),  # graph and plot have no --order
         )
     except ExplainError as err:
         raise UsageError(f"{args.spec}: {err}") from None

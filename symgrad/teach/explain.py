@@ -8,6 +8,8 @@ its value), the gradients the generated module returns, the short closed
 forms SymPy finds for some adjoints (∂L/∂Z = a - y for sigmoid and binary
 cross-entropy), and the expression-swell line: how many operations the fully
 expanded `sympy.diff` derivatives take against symgrad's backward pass.
+With `order=2` (scalar inputs) it adds the Hessian: each ∂²y/∂u∂w, its
+`sympy.diff` formula when short, and its value from the generated `hessian`.
 
 The rows are built at the level of the spec's named steps (the notebook's
 f0, h1, ...), with local derivatives from `sympy.diff` of each step, or, for
@@ -42,7 +44,7 @@ from symgrad.check import OutOfDomain, as_value, parameters, sample_point
 from symgrad.codegen import numpy as numpy_target
 from symgrad.codegen.render import environment
 from symgrad.compiler.rules import local_derivatives, operand_symbol
-from symgrad.frontend.spec import Spec, make_symbol
+from symgrad.frontend.spec import Spec, make_symbol, with_derivatives
 from symgrad.ops import BY_SYMPY, OPS
 from symgrad.pipeline import (
     Compiled,
@@ -111,6 +113,17 @@ class BackwardRow:
 
 
 @dataclass(frozen=True)
+class SecondRow:
+    """One second derivative ∂²out/∂u∂w: `sympy.diff` of the expanded output (None
+    when that is too long to show) and its value from the generated `hessian`."""
+
+    u: str
+    w: str
+    formula: sp.Expr | None
+    value: Any
+
+
+@dataclass(frozen=True)
 class Swell:
     """Operations in the fully expanded `sympy.diff` derivatives against symgrad's."""
 
@@ -152,6 +165,8 @@ class Explanation:
     gradients: dict[str, Any]
     swell: Swell | None
     input_values: dict[str, Any] = field(default_factory=dict)
+    second: tuple[SecondRow, ...] = ()
+    """With `order=2`: the Hessian's entries on and above its diagonal."""
 
     # ---- look-ups
 
@@ -250,6 +265,7 @@ def explain(
     level: str = "auto",
     seed: int = 0,
     swell: bool = True,
+    order: int = 1,
 ) -> Explanation:
     """Explain the chain rule of `target` at the point `at`.
 
@@ -258,7 +274,10 @@ def explain(
     inside the function's domain (reproducibly, from `seed`). `level` is
     "steps" (the spec's named steps), "ops" (every single operation) or
     "auto" (steps, unless the spec is one step of several operations).
+    `order=2` adds the Hessian table (scalar inputs only).
     """
+    if order not in (1, 2):
+        raise ExplainError(f"unknown order {order!r}; choose 1 or 2")
     if level not in LEVELS:
         raise ExplainError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}")
     compiled, module = _compiled_module(target)
@@ -308,7 +327,36 @@ def explain(
         gradients=dict(grads._asdict()),
         swell=swell_count(compiled) if swell else None,
         input_values={i.name: values.get(i.name) for i in spec.inputs},
+        second=_second_derivatives(compiled, args) if order == 2 else (),
     )
+
+
+def _second_derivatives(compiled: Compiled, args: dict[str, Any]) -> tuple:
+    """∂²out/∂u∂w for u before or equal to w in `wrt`: the formula from `sympy.diff`
+    of the expanded output when it is short, the value from the generated `hessian`."""
+    spec = compiled.spec
+    shaped = [i.name for i in spec.inputs if i.shape]
+    if shaped:
+        raise ExplainError(
+            f"order 2 explains specs with scalar inputs; {shaped[0]} has a shape "
+            f"(compile it with derivatives: [hvp] for H·v)"
+        )
+    if "hessian" not in spec.derivatives:
+        compiled = build(with_derivatives(spec, [*spec.derivatives, "hessian"]))
+    module = import_source(source(compiled), spec.name, compiled)
+    with np.errstate(all="ignore"):
+        hessian = module.hessian(**args)
+    expanded = spec.expanded()
+    small = _tree_size(expanded) <= SWELL_EXPANDED_LIMIT
+    symbols = {i.name: i.symbol for i in spec.inputs}
+    rows = []
+    for k, u in enumerate(spec.wrt):
+        for w in spec.wrt[k:]:
+            formula = sp.diff(expanded, symbols[u], symbols[w]) if small else None
+            if formula is not None and sp.count_ops(formula) > SHORT_FORM_OPS:
+                formula = None
+            rows.append(SecondRow(u, w, formula, getattr(getattr(hessian, w), u)))
+    return tuple(rows)
 
 
 def _backward_locals(module: types.ModuleType, tape: Any) -> dict[str, Any]:
@@ -779,9 +827,29 @@ def _text(e: Explanation) -> str:
     if e.short_forms:
         lines += ["", "Short forms (the chain-rule product, simplified by SymPy)"]
         lines += [f"  {_adj(out, n)} = {sp.sstr(f)}" for n, f in e.short_forms]
+    if e.second:
+        lines += ["", f"Second derivatives ({_SECOND})"]
+        lines += _table(
+            ["entry", "formula", "value"],
+            [[_second(out, r), _second_formula(r), fmt(r.value)] for r in e.second],
+        )
     if e.swell is not None:
         lines += ["", e.swell.line(out)]
     return "\n".join(lines) + "\n"
+
+
+_SECOND = "sympy.diff of the output written out in the inputs; values from the generated hessian"
+
+
+def _second(out: str, r: SecondRow) -> str:
+    """∂²f/∂x1² on the diagonal, ∂²f/∂x1∂x2 off it."""
+    if r.u == r.w:
+        return f"∂²{out}/∂{r.u}²"
+    return f"∂²{out}/∂{r.u}∂{r.w}"
+
+
+def _second_formula(r: SecondRow) -> str:
+    return "(too long to show)" if r.formula is None else sp.sstr(r.formula)
 
 
 class _LatexPrinter(LatexPrinter):
@@ -898,6 +966,15 @@ def _context(e: Explanation, html: bool = False) -> dict[str, Any]:
             for n, f in e.short_forms
         ],
         "swell": e.swell.line(out) if e.swell else "",
+        "second_note": _SECOND,
+        "second": [
+            {
+                "entry": _second(out, r),
+                "formula": _second_formula(r),
+                "value": fmt(r.value),
+            }
+            for r in e.second
+        ],
     }
 
 

@@ -1,5 +1,6 @@
-"""`symgrad check` checks every derivative a module carries: jvp against
-`forward` along a direction, hvp and hessian against the gradient (issue 13)."""
+"""Higher order (issue 13): `symgrad check` checks every derivative a module
+carries (jvp against `forward` along a direction, hvp and hessian against
+the gradient); `symgrad explain --order 2` shows the Hessian."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import symgrad
 from symgrad import cli
 from symgrad.check import check_gradients, sample_point
+from symgrad.teach.explain import ExplainError, explain
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HIGHER = ["jvp", "hvp", "hessian"]
@@ -91,3 +93,39 @@ def test_cli_check_names_the_derivatives_and_fails_on_a_wrong_hvp(monkeypatch, c
     assert cli.main(["check", spec, "--points", "1"]) == 1
     out = capsys.readouterr().out
     assert "MISMATCH" in out and "hvp(d1).x2" in out
+
+
+def test_explain_order_2_shows_seed_003s_second_derivatives(capsys):
+    """Seed 003 ("Derivatives, Partial Derivatives, and Gradients"): for
+    f = x1**3 + 2*x2**2 SymPy gives ∂²f/∂x1² = 6·x1 (12 at x1 = 2), ∂²f/∂x2² = 4."""
+    spec = str(EXAMPLES / "seed_hessian.yaml")
+    at = ["--at", "x1=2", "--at", "x2=3"]
+    assert cli.main(["explain", spec, *at, "--order", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[lines.index(next(
+        line for line in lines if line.startswith("Second derivatives")
+    )) + 3:][:3]]  # fmt: skip
+    assert rows == [["∂²f/∂x1²", "6*x1", "12"], ["∂²f/∂x1∂x2", "0", "0"],
+                    ["∂²f/∂x2²", "4", "4"]]  # fmt: skip
+    assert cli.main(["explain", spec, *at]) == 0
+    assert "Second derivatives" not in capsys.readouterr().out
+
+
+def test_explain_order_2_values_and_formats():
+    e = explain(EXAMPLES / "udl_toy.yaml", {"x": 0.5}, order=2)
+    wrt = e.wrt
+    assert len(e.second) == len(wrt) * (len(wrt) + 1) // 2
+    module = symgrad.compile(EXAMPLES / "udl_toy.yaml", derivatives=["hvp"])
+    point = list(e.point.values())
+    for r in e.second:
+        v = [1.0 if w == r.w else 0.0 for w in wrt]
+        assert r.value == pytest.approx(getattr(module.hvp(*point, *v), r.u), rel=1e-12)
+    long = [r for r in e.second if r.formula is None]
+    assert long and "(too long to show)" in e.text()
+    seed = explain(EXAMPLES / "seed_hessian.yaml", {"x1": 2.0, "x2": 3.0}, order=2)
+    assert "| ∂²f/∂x1² | `6*x1` | 12 |" in seed.markdown()
+
+
+def test_explain_order_2_needs_scalar_inputs():
+    with pytest.raises(ExplainError, match="scalar inputs; X has a shape"):
+        explain(EXAMPLES / "logistic_regression_batch.yaml", order=2)
