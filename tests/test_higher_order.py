@@ -1,9 +1,11 @@
 """Higher order (issue 13): `symgrad check` checks every derivative a module
 carries (jvp against `forward` along a direction, hvp and hessian against
-the gradient); `symgrad explain --order 2` shows the Hessian."""
+the gradient); `symgrad explain --order 2` shows the Hessian; Newton's method
+with conjugate gradient on generated HVPs."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,8 @@ from symgrad import cli
 from symgrad.check import check_gradients, sample_point
 from symgrad.teach.explain import ExplainError, explain
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 HIGHER = ["jvp", "hvp", "hessian"]
 
 
@@ -129,3 +132,72 @@ def test_explain_order_2_values_and_formats():
 def test_explain_order_2_needs_scalar_inputs():
     with pytest.raises(ExplainError, match="scalar inputs; X has a shape"):
         explain(EXAMPLES / "logistic_regression_batch.yaml", order=2)
+
+
+def _generated(name: str):
+    """The checked-in module generated/<name>.py."""
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "generated" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _conjugate_gradient(product, g: np.ndarray, steps: int) -> np.ndarray:
+    """Solve H p = -g by at most `steps` conjugate-gradient steps, H only as
+    `product(v)` = H·v."""
+    p = np.zeros_like(g)
+    r = -g
+    d = r.copy()
+    for _ in range(steps):
+        rr = r @ r
+        if rr == 0.0:
+            break
+        hd = product(d)
+        alpha = rr / (d @ hd)
+        p += alpha * d
+        r -= alpha * hd
+        d = r + (r @ r) / rr * d
+    return p
+
+
+def test_newton_cg_on_seed_000_converges():
+    """Newton's method, each step by conjugate gradient on the generated hvp, on
+    the data of seed 000's NumPy cell ("Optional Lab - Derivatives",
+    ../shared/seeds/000_*.txt: X 3 x 2, y = [0, 1, 0], from w = [0.1, 0.2],
+    b = 0.1), with an L2 penalty (the three points are separable)."""
+    m = _generated("newton_logistic")
+    X = np.array([[0.1, 0.2], [0.4, 0.5], [0.5, 0.3]])  # noqa: N806 (the notebook's)
+    y = np.array([0.0, 1.0, 0.0])
+    lam = 0.1
+    theta = np.array([0.1, 0.2, 0.1])  # w, then b
+
+    def gradient(theta):
+        g = m.grad(X, y, theta[:2], theta[2], lam)
+        return np.append(g.w, g.b)
+
+    norms = []
+    for _ in range(12):
+        g = gradient(theta)
+        norms.append(np.linalg.norm(g))
+        if norms[-1] < 1e-8:
+            break
+
+        def product(v, theta=theta):
+            hv = m.hvp(X, y, theta[:2], theta[2], lam, v[:2], v[2])
+            return np.append(hv.w, hv.b)
+
+        theta = theta + _conjugate_gradient(product, g, steps=5)
+    assert norms[-1] < 1e-8, norms
+    assert len(norms) <= 10
+    # quadratic convergence near the minimum: each norm about the square of the last
+    assert norms[-1] < 10 * norms[-2] ** 2
+    # the same minimum as SciPy's BFGS on the loss alone
+    from scipy.optimize import minimize
+
+    def loss(t):
+        return m.forward(X, y, t[:2], t[2], lam)[0]
+
+    found = minimize(loss, [0.1, 0.2, 0.1], jac=gradient, method="BFGS", tol=1e-12)
+    np.testing.assert_allclose(theta, found.x, rtol=1e-6, atol=1e-7)
