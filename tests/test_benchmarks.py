@@ -37,6 +37,7 @@ def test_every_question_has_a_script():
         "batched_throughput",
         "compile_time",
         "grad_forward_ratio",
+        "higher_order",
         "peak_memory",
         "scalar_latency",
     }
