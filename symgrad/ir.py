@@ -65,6 +65,11 @@ class Program:
     """(v, the operand holding v̇, its directional derivative) after forward mode."""
 
     @cached_property  # read for every gradient: a chain has thousands of inputs
+    def input_names(self) -> frozenset[str]:
+        """The inputs, as a set."""
+        return frozenset(self.inputs)
+
+    @cached_property  # read for every gradient: a chain has thousands of inputs
     def tensor(self) -> bool:
         """Whether any input is declared with a shape (else: scalars, batched at call time)."""
         return any(self.input_shapes)
