@@ -12,10 +12,12 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+import itertools
 import keyword
 import math
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ MAX_NAMES = 10_000  # inputs, and steps
 MAX_EXPRESSION_CHARS = 20_000
 MAX_NESTING = 100
 MAX_CONSTANT_BITS = 4096
-MAX_SYMPY_DEPTH = 2_000  # a SymPy expression given to from_sympy (SymPy recurses)
+MAX_STEP_NODES = 200  # a larger SymPy expression is cut into steps (SymPy recurses)
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -1023,7 +1025,9 @@ def from_sympy(
     """A one-step spec for a SymPy expression.
 
     Parameters are `inputs` if given, else `wrt` first and then the other free
-    symbols sorted by name; `wrt` defaults to every free symbol.
+    symbols sorted by name; `wrt` defaults to every free symbol. A large
+    expression becomes several steps (see `_as_steps`): an object handed over
+    through the API is trusted, so it is held to no limit on depth or size.
     """
     builder = _Builder("<sympy>", {})
     try:
@@ -1034,14 +1038,8 @@ def from_sympy(
         ) from None
     if not isinstance(expr, sp.Expr):
         raise SpecError(f"expected a SymPy expression, not {type(expr).__name__}")
-    depth = _sympy_depth(expr)
-    if depth > MAX_SYMPY_DEPTH:
-        raise SpecError(
-            f"expression is nested {depth} levels deep; the limit is "
-            f"{MAX_SYMPY_DEPTH} (SymPy recurses once per level): write it as a spec "
-            f"with named steps"
-        )
-    shapes = _free_shapes(expr)
+    symbols = _free_symbols(expr)
+    shapes = _free_shapes(symbols)
     free = sorted(shapes)
     wrt_names = free if wrt is None else [_symbol_name(w) for w in _as_list(wrt)]
     names = (
@@ -1056,7 +1054,7 @@ def from_sympy(
         raise SpecError(f"{missing[0]!r} is not among the inputs {names}")
     if len(set(names)) != len(names):
         raise SpecError(f"inputs {names} name a symbol twice")
-    positive = {s.name for s in expr.free_symbols if s.is_positive}
+    positive = {s.name for s in symbols if s.is_positive}
     new_inputs = tuple(Input(n, shapes.get(n, ()), n in positive) for n in names)
     if any(shapes.values()):  # scalar expressions keep the user's own symbols
         expr = _from_matrices(expr, {i.name: i.symbol for i in new_inputs})
@@ -1067,55 +1065,103 @@ def from_sympy(
         )
     _check_constants(expr)
     output = next(n for n in ("y", "out", "result", "value") if n not in names)
-    size = len(nodes(expr))
-    text = sp.sstr(expr) if size <= 200 else f"(a SymPy expression of {size} nodes)"
-    step = Step(output, expr, text)
     return Spec(
         builder.module_name(name),
         new_inputs,
         builder.wrt(wrt_names, new_inputs, ()),
-        (step,),
+        _as_steps(expr, output, {*names, output}),
         output,
         path="<sympy>",
     )
 
 
-def _sympy_depth(expr: sp.Basic) -> int:
-    """The depth of `expr`, without recursion (each shared node measured once)."""
-    depth: dict[sp.Basic, int] = {}
-    for node in bottom_up(expr):
-        depth[node] = 1 + max((depth[a] for a in node.args), default=0)
-    return depth[expr]
+def _as_steps(expr: sp.Expr, output: str, taken: set[str]) -> tuple[Step, ...]:
+    """`expr` as steps, the last one named `output`: one step unless `expr` is large.
+
+    SymPy's walks (printing, assumptions, lowering) recurse once per level and
+    follow a shared subexpression once per use: a deep composition, or a DAG
+    whose tree is exponential (e = sin(e)/2 + e, 1,024 times), would take them
+    past the stack or for ever. Such an expression is cut, bottom-up, into steps
+    v1, v2, ...: each shared subexpression, and each subexpression whose tree
+    reaches MAX_STEP_NODES nodes (a step counting as one), as a user would.
+    """
+    order = bottom_up(expr)
+    tree: dict[sp.Basic, int] = {}  # nodes as printed: a shared one at each use
+    for node in order:
+        tree[node] = 1 + sum(tree[a] for a in node.args)
+    if tree[expr] <= MAX_STEP_NODES:
+        return (_sympy_step(output, expr, tree[expr]),)
+    numeric = _numeric(order)
+    uses = Counter(a for node in order for a in node.args)
+    names = (n for n in (f"v{i}" for i in itertools.count(1)) if n not in taken)
+    size: dict[sp.Basic, int] = {}
+    rebuilt: dict[sp.Basic, sp.Basic] = {}  # the node, with the steps below by name
+    steps = []
+    for node in order:
+        args = [rebuilt[a] for a in node.args]
+        changed = any(new is not old for new, old in zip(args, node.args, strict=True))
+        if changed:  # as the user built it: SymPy's eval again would cost much
+            with sp.evaluate(False):
+                rebuilt[node] = node.func(*args)
+        else:
+            rebuilt[node] = node
+        size[node] = 1 + sum(size[a] for a in node.args)
+        value = isinstance(node, sp.Expr) and node.args and node is not expr
+        shared = uses[node] > 1 and not numeric[node]  # a shared constant stays
+        if value and (shared or size[node] > MAX_STEP_NODES):
+            steps.append(_sympy_step(next(names), rebuilt[node], size[node]))
+            rebuilt[node], size[node] = make_symbol(steps[-1].name), 1
+    return (*steps, _sympy_step(output, rebuilt[expr], size[expr]))
 
 
-def _check_constants(expr: sp.Basic) -> None:
-    """`check_constant` for every numeric part of `expr` (a DAG: each node once)."""
-    if nodes(expr) & {sp.zoo, sp.nan, sp.oo, -sp.oo}:
-        raise SpecError(f"{sp.sstr(expr)} is undefined (it contains {sp.zoo} or nan)")
-    # Which nodes are numbers, bottom-up (Expr.is_number would recurse from each node).
+def _sympy_step(name: str, expr: sp.Expr, size: int) -> Step:
+    """A step whose tree has `size` nodes, printed for the docstring if it is short."""
+    text = (
+        sp.sstr(expr)
+        if size <= MAX_STEP_NODES
+        else f"(a SymPy expression of {size} nodes)"
+    )
+    return Step(name, expr, text)
+
+
+def _numeric(order: list[sp.Basic]) -> dict[sp.Basic, bool]:
+    """Whether each node is a number, for nodes ordered children before parents.
+
+    Expr.is_number would recurse from each node, through the whole tree below it.
+    """
     numeric: dict[sp.Basic, bool] = {}
-    for node in bottom_up(expr):
+    for node in order:
         if not isinstance(node, sp.Expr):
             numeric[node] = False
         elif node.args:
             numeric[node] = all(numeric[a] for a in node.args)
         else:
             numeric[node] = bool(node.is_number)
+    return numeric
+
+
+def _check_constants(expr: sp.Basic) -> None:
+    """`check_constant` for every numeric part of `expr` (a DAG: each node once)."""
+    if nodes(expr) & {sp.zoo, sp.nan, sp.oo, -sp.oo}:
+        raise SpecError(f"{sp.sstr(expr)} is undefined (it contains {sp.zoo} or nan)")
     cache: dict = {}
-    for node, is_number in numeric.items():  # children before parents
+    for node, is_number in _numeric(bottom_up(expr)).items():  # children first
         if is_number:
             check_constant(node, cache)
 
 
-def _free_shapes(expr: sp.Expr) -> dict[str, tuple[int | str, ...]]:
+def _free_symbols(expr: sp.Basic) -> set[sp.Basic]:
+    """`expr.free_symbols`, without SymPy's recursion (once per use of a shared node)."""
+    every = nodes(expr)
+    bound = {b for n in every if isinstance(n, sp.Lambda) for b in n.bound_symbols}
+    return {n for n in every if isinstance(n, sp.Symbol | sp.MatrixSymbol)} - bound
+
+
+def _free_shapes(free: set[sp.Basic]) -> dict[str, tuple[int | str, ...]]:
     """The shape of every free symbol: () for scalars, a MatrixSymbol's own shape."""
-    matrices = {n for n in nodes(expr) if isinstance(n, sp.MatrixSymbol)}
+    matrices = {n for n in free if isinstance(n, sp.MatrixSymbol)}
     dims = {d for m in matrices for d in m.shape if isinstance(d, sp.Symbol)}
-    shapes = {
-        s.name: ()
-        for s in expr.free_symbols
-        if isinstance(s, sp.Symbol) and s not in dims
-    }
+    shapes = {s.name: () for s in free if isinstance(s, sp.Symbol) and s not in dims}
     for m in matrices:
         shape = []
         for d in m.shape:
@@ -1130,9 +1176,19 @@ def _free_shapes(expr: sp.Expr) -> dict[str, tuple[int | str, ...]]:
 
 def _from_matrices(expr: sp.Basic, symbols: dict[str, sp.Symbol]) -> sp.Expr:
     """SymPy's matrix expressions as symgrad's: MatMul -> @, HadamardProduct -> *."""
+    converted: dict[sp.Basic, sp.Basic] = {}
+    for node in bottom_up(expr):  # no recursion: the expression may be deep
+        args = [converted[a] for a in node.args]
+        converted[node] = _from_matrix(node, args, symbols)
+    return converted[expr]
+
+
+def _from_matrix(
+    expr: sp.Basic, args: list[sp.Basic], symbols: dict[str, sp.Symbol]
+) -> sp.Basic:
+    """One node of `_from_matrices`, given its arguments already converted."""
     if isinstance(expr, sp.MatrixSymbol | sp.Symbol):
         return symbols.get(expr.name, expr)
-    args = [_from_matrices(a, symbols) for a in expr.args]
     if isinstance(expr, sp.MatMul):
         scalars = [a for a, m in zip(args, expr.args, strict=True) if not m.is_Matrix]
         matrices = [a for a, m in zip(args, expr.args, strict=True) if m.is_Matrix]
