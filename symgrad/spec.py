@@ -62,9 +62,14 @@ TOP_LEVEL_KEYS = (
 )
 INPUT_KEYS = ("shape", "positive")
 
-# Names the generated module itself uses, so a spec cannot take them.
+# Names the generated module itself uses, so a spec cannot take them (the python
+# target calls the builtins abs, max and min). Any other function of the spec
+# language may name an input or a step, which shadows the function from there on.
 RESERVED = frozenset(
     {
+        "abs",
+        "max",
+        "min",
         "np",
         "numpy",
         "math",
@@ -370,15 +375,11 @@ class _Builder:
             )
         if keyword.iskeyword(name) or keyword.issoftkeyword(name):
             raise self.error(f"{what} name {name!r} is a Python keyword", *key)
-        if name in FUNCTIONS:
-            raise self.error(
-                f"{what} name {name!r} is a function of the spec language", *key
-            )
         if name in RESERVED:
             raise self.error(
                 f"{what} name {name!r} is reserved for the generated module", *key
             )
-        if hasattr(builtins, name):
+        if hasattr(builtins, name) and name not in FUNCTIONS:
             raise self.error(
                 f"{what} name {name!r} would shadow the Python builtin", *key
             )
@@ -465,6 +466,7 @@ class _Builder:
         if len(raw) > MAX_NAMES:
             raise self.error(f"more than {MAX_NAMES} steps", "steps")
         later = {name for name in raw if isinstance(name, str)}
+        kinds = dict.fromkeys(symbols, "an input")
         steps = []
         for name, text in raw.items():
             self.check_name(name, "step", "steps", name)
@@ -484,11 +486,13 @@ class _Builder:
                 )
             text = str(text)
             try:
-                expr = parse_expression(text, symbols, later)
+                expr = parse_expression(text, symbols, kinds, later)
             except SpecError as err:
                 raise self.error(err.message, "steps", name, step=name) from None
-            steps.append(Step(name, expr, text, self.lines.get(("steps", name))))
+            line = self.lines.get(("steps", name))
+            steps.append(Step(name, expr, text, line))
             symbols[name] = make_symbol(name)
+            kinds[name] = f"a step defined at line {line}" if line else "a step"
         return tuple(steps)
 
     def output(
@@ -634,11 +638,16 @@ _COMPARE = {
 
 
 def parse_expression(
-    text: str, symbols: dict[str, sp.Expr], later: set[str] = frozenset()
+    text: str,
+    symbols: dict[str, sp.Expr],
+    kinds: dict[str, str],
+    later: set[str] = frozenset(),
 ) -> sp.Expr:
     """Build the SymPy expression for `text`, whose names are `symbols`, without evaluating text.
 
-    `later` holds the names of all steps, for a clearer message about those not yet defined.
+    A name of `symbols` shadows a function of the same name, as in Python;
+    `kinds` says what each one is ("an input"), for messages. `later` holds the
+    names of all steps, for a clearer message about those not yet defined.
     """
     if len(text) > MAX_EXPRESSION_CHARS:
         raise SpecError(
@@ -662,7 +671,7 @@ def parse_expression(
         raise SpecError(f"cannot parse expression: {err}") from None
     _check_depth(tree)
     try:
-        result = _Expression(symbols, later).build(tree.body)
+        result = _Expression(symbols, kinds, later).build(tree.body)
     except (TypeError, ValueError, ArithmeticError, RecursionError) as err:
         # SymPy refusing to build something (e.g. a relation it cannot decide).
         raise SpecError(f"cannot build {text.strip()!r}: {err}") from None
@@ -704,8 +713,11 @@ def _check_depth(tree: ast.AST) -> None:
 class _Expression:
     """Builds SymPy from an allow-listed Python AST; anything not listed is an error."""
 
-    def __init__(self, symbols: dict[str, sp.Expr], later: set[str]) -> None:
+    def __init__(
+        self, symbols: dict[str, sp.Expr], kinds: dict[str, str], later: set[str]
+    ) -> None:
         self.symbols = symbols
+        self.kinds = kinds
         self.later = later
         self.constants: dict[sp.Expr, Any] = {}
 
@@ -808,9 +820,11 @@ class _Expression:
                 f"only named functions can be called, not {ast.unparse(node.func)!r}"
             )
         name = node.func.id
+        if name in self.symbols:  # the user's name shadows a function, as in Python
+            raise SpecError(
+                f"{name!r} is a value here ({self.kinds[name]}), not a function"
+            )
         if name not in FUNCTIONS:
-            if name in self.symbols:
-                raise SpecError(f"{name!r} is a value, not a function")
             raise SpecError(f"unknown function {name!r}{_suggest(name, FUNCTIONS)}")
         if name in TENSOR_FUNCTIONS:
             return self._tensor_call(name, node)

@@ -1,0 +1,72 @@
+"""Names are the user's: an input or a step may take a function's name.
+
+The rule is Python's: a name shadows the function from its definition on (an
+input in every step, a step from the next step on); before that, the name
+still calls the function, and calling it after is a clear error.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import symgrad
+from symgrad.spec import SpecError, from_dict
+from tests.conftest import exact_gradient
+
+SHADOWING = {
+    "name": "shadowing",
+    "inputs": {"x": {}, "log": {}},  # an input: log is a value in every step
+    "steps": {
+        "a": "sigmoid(x) + exp(x)",  # functions still: their steps come later
+        "dot": "a * log",
+        "softplus": "softplus(dot)",  # the function: its own step is not done yet
+        "sigmoid": "sigmoid(softplus) + dot",
+        "exp": "exp(sigmoid) - a",
+        "relu": "relu(exp) + relu(x)",
+        "sum": "relu * sigmoid + exp",
+        "y": "sum + softplus * exp",
+    },
+}
+
+
+@pytest.mark.parametrize("target", ["numpy", "python"])
+def test_steps_and_inputs_may_take_function_names(target):
+    """The generated code calls np.exp, _sigmoid, math.exp, ...: a local variable
+    called exp or sigmoid breaks nothing."""
+    spec = from_dict(SHADOWING)
+    module = symgrad.compile(SHADOWING, target=target)
+    point = {"x": 0.7, "log": 1.3}
+    exact_value, exact = exact_gradient(spec, point)
+    value, grads = module.value_and_grad(**point)
+    assert value == pytest.approx(exact_value, rel=1e-13)
+    assert grads.x == pytest.approx(exact["x"], rel=1e-12)
+    assert grads.log == pytest.approx(exact["log"], rel=1e-12)
+    assert symgrad.check_gradients(module, point).ok
+
+
+def _error(inputs: dict, steps: dict) -> str:
+    with pytest.raises(SpecError) as caught:
+        from_dict({"name": "names", "inputs": inputs, "steps": steps})
+    return caught.value.message
+
+
+@pytest.mark.parametrize(
+    "inputs, steps, message",
+    [
+        (
+            {"x": {}, "log": {}},
+            {"y": "log(x)"},
+            "'log' is a value here (an input), not a function",
+        ),
+        (
+            {"x": {}},
+            {"dot": "x * 2", "y": "dot(x, x)"},
+            "'dot' is a value here (a step), not a function",
+        ),
+        ({"x": {}, "abs": {}}, {"y": "x"}, "input name 'abs' is reserved"),
+        ({"x": {}}, {"min": "x", "y": "x"}, "step name 'min' is reserved"),
+        ({"x": {}, "len": {}}, {"y": "x"}, "would shadow the Python builtin"),
+    ],
+)
+def test_shadowed_and_refused_names(inputs, steps, message):
+    assert message in _error(inputs, steps)
