@@ -572,8 +572,19 @@ def _kind(value: Any) -> str:
 
 
 def _suggest(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
+    """' (did you mean ...?)' for the option `word` looks like (fo: f0), or is close to."""
+    options = list(options)
+    alike = [o for o in options if _look(o) == _look(word)]
+    close = alike or difflib.get_close_matches(word, options, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# Characters easily typed or read for one another: O and 0, l, I and 1.
+_LOOK_ALIKE = str.maketrans("oli", "011")
+
+
+def _look(word: str) -> str:
+    return word.casefold().translate(_LOOK_ALIKE)
 
 
 def _lookup(lines: dict[tuple, int], key: tuple) -> int | None:
@@ -661,7 +672,8 @@ def parse_expression(
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
-        raise SpecError(f"invalid syntax in {text.strip()!r}: {err.msg}") from None
+        hint = _implicit_product(text) or err.msg
+        raise SpecError(f"invalid syntax in {text.strip()!r}: {hint}") from None
     except (RecursionError, MemoryError):  # CPython's parser gives up on deep nesting
         raise SpecError(
             f"expression is nested too deeply to parse (more than {MAX_NESTING} "
@@ -686,6 +698,22 @@ def parse_expression(
             f"cannot compile; split the expression into steps"
         )
     return result
+
+
+# A number written against a name: 2x, 0.5sin(x) (a literal such as 1e5 or 0x1f
+# matches too, and is told apart by parsing it).
+_NUMBER_THEN_NAME = re.compile(r"(?<![\w.])(\d+\.?\d*(?:[eE][+-]?\d+)?)([A-Za-z_]\w*)")
+
+
+def _implicit_product(text: str) -> str | None:
+    """'write 2*x (multiplication needs *)' for the first 2x in `text`, if any."""
+    for match in _NUMBER_THEN_NAME.finditer(text):
+        try:
+            ast.parse(match.group(), mode="eval")
+        except SyntaxError:
+            number, name = match.groups()
+            return f"write {number}*{name} (multiplication needs *)"
+    return None
 
 
 def _introduced_function(expr: sp.Basic) -> str | None:
@@ -777,8 +805,13 @@ class _Expression:
             raise SpecError(f"{name!r} is used before it is defined")
         if name in FUNCTIONS:
             raise SpecError(f"{name!r} is a function; call it, e.g. {name}(x)")
+        if name == "e":
+            raise SpecError("unknown name 'e': use exp(x) for e**x")
         known = list(self.symbols) + list(FUNCTIONS) + list(CONSTANTS)
-        raise SpecError(f"unknown name {name!r}{_suggest(name, known)}")
+        hint = _suggest(name, known) or (
+            "; declare it under inputs: or define it as a step"
+        )
+        raise SpecError(f"unknown name {name!r}{hint}")
 
     def _UnaryOp(self, node: ast.UnaryOp) -> sp.Basic:
         if isinstance(node.op, ast.USub):
@@ -796,7 +829,11 @@ class _Expression:
         if isinstance(node.op, ast.Pow):
             return _power(left, right)
         if type(node.op) not in _BINARY:
-            raise SpecError(f"operator in {ast.unparse(node)!r} is not allowed")
+            hint = ": use ** for powers (^ is XOR in Python)"
+            raise SpecError(
+                f"operator in {ast.unparse(node)!r} is not allowed"
+                f"{hint if isinstance(node.op, ast.BitXor) else ''}"
+            )
         if isinstance(node.op, ast.Div) and right == 0:
             raise SpecError(f"division by zero in {ast.unparse(node)!r}")
         return _BINARY[type(node.op)](left, right)
@@ -815,17 +852,25 @@ class _Expression:
         return sp.And(*values) if isinstance(node.op, ast.And) else sp.Or(*values)
 
     def _Call(self, node: ast.Call) -> sp.Expr:
-        if not isinstance(node.func, ast.Name):
+        callee = node.func
+        if isinstance(callee, ast.Attribute) and _unqualified(callee, FUNCTIONS):
+            name = _unqualified(callee, FUNCTIONS)  # np.exp(x)
+            call = ast.Call(ast.Name(name), node.args, node.keywords)
+            raise SpecError(f"write {ast.unparse(call)}, without '{callee.value.id}.'")
+        if _is_number_or_operation(callee) and len(node.args) == 1:  # 2(x + 1)
+            product = ast.BinOp(callee, ast.Mult(), node.args[0])
+            raise SpecError(f"write {ast.unparse(product)} (multiplication needs *)")
+        if not isinstance(callee, ast.Name):
             raise SpecError(
-                f"only named functions can be called, not {ast.unparse(node.func)!r}"
+                f"only named functions can be called, not {ast.unparse(callee)!r}"
             )
-        name = node.func.id
+        name = callee.id
         if name in self.symbols:  # the user's name shadows a function, as in Python
             raise SpecError(
                 f"{name!r} is a value here ({self.kinds[name]}), not a function"
             )
         if name not in FUNCTIONS:
-            raise SpecError(f"unknown function {name!r}{_suggest(name, FUNCTIONS)}")
+            raise SpecError(f"unknown function {name!r}{_function_hint(name)}")
         if name in TENSOR_FUNCTIONS:
             return self._tensor_call(name, node)
         if node.keywords:
@@ -862,6 +907,9 @@ class _Expression:
         return tensor_call(name, [self.number(args[0])], axis)
 
     def _Attribute(self, node: ast.Attribute) -> sp.Expr:
+        constant = _unqualified(node, CONSTANTS)
+        if constant:
+            raise SpecError(f"write {constant}, without '{node.value.id}.'")
         if node.attr != "T":
             raise SpecError(
                 f"attribute access {ast.unparse(node)!r} is not allowed (only .T)"
@@ -869,6 +917,10 @@ class _Expression:
         return tensor("transpose", self.number(node.value))
 
     def _Subscript(self, node: ast.Subscript) -> sp.Expr:
+        name = node.value.id if isinstance(node.value, ast.Name) else None
+        if name in FUNCTIONS and name not in self.symbols:  # sin[x], as in some books
+            call = ast.Call(node.value, [node.slice], [])
+            raise SpecError(f"call functions with parentheses: {ast.unparse(call)}")
         parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         key = []
         for part in parts:
@@ -892,6 +944,43 @@ class _Expression:
                 "the last Piecewise pair must have the condition True (the otherwise case)"
             )
         return sp.Piecewise(*pieces)
+
+
+# Other libraries' names for functions of the spec language, which has SymPy's.
+_SPELLINGS = {
+    "ln": ("log", "log is the natural logarithm"),
+    **{
+        f"arc{f}": (f"a{f}", f"SymPy's name for arc{f}")
+        for f in ("sin", "cos", "tan", "tan2", "sinh", "cosh", "tanh")
+    },
+    "maximum": ("max", "max is elementwise, like np.maximum"),
+    "minimum": ("min", "min is elementwise, like np.minimum"),
+}
+_MODULES = frozenset({"np", "numpy", "math", "sp", "sympy"})
+
+
+def _function_hint(name: str) -> str:
+    """For an unknown function: the spec language's spelling of it, or a close name."""
+    if name not in _SPELLINGS:
+        return _suggest(name, FUNCTIONS)
+    spelling, note = _SPELLINGS[name]
+    if spelling in FUNCTIONS:
+        return f" (did you mean {spelling!r}? {note})"
+    return f" (SymPy calls it {spelling}, which symgrad does not support yet)"
+
+
+def _is_number_or_operation(node: ast.AST) -> bool:
+    """Whether `node` is a number or an operation, as 2(x + 1) and (a + b)(c) call."""
+    number = isinstance(node, ast.Constant) and type(node.value) in (int, float)
+    return number or isinstance(node, ast.BinOp)
+
+
+def _unqualified(node: ast.Attribute, names) -> str | None:
+    """The name among `names` that `np.exp` (math.pi, np.arcsin) means, if any."""
+    if not (isinstance(node.value, ast.Name) and node.value.id in _MODULES):
+        return None
+    name = _SPELLINGS.get(node.attr, (node.attr,))[0]
+    return name if name in names else None
 
 
 def _constant_int(node: ast.AST, what: str) -> int:

@@ -70,3 +70,47 @@ def _error(inputs: dict, steps: dict) -> str:
 )
 def test_shadowed_and_refused_names(inputs, steps, message):
     assert message in _error(inputs, steps)
+
+
+# --------------------------------------------------------------------------- hints
+# Each common slip gets a message that says what to write instead.
+
+HINTS = [
+    (
+        "x^2",
+        "operator in 'x ^ 2' is not allowed: use ** for powers (^ is XOR in Python)",
+    ),
+    ("e**x", "unknown name 'e': use exp(x) for e**x"),
+    (
+        "ln(x)",
+        "unknown function 'ln' (did you mean 'log'? log is the natural logarithm)",
+    ),
+    ("np.exp(x)", "write exp(x), without 'np.'"),
+    ("math.exp(x) + 1", "write exp(x), without 'math.'"),
+    ("np.arcsin(x)", "write asin(x), without 'np.'"),
+    ("np.pi * x", "write pi, without 'np.'"),
+    ("2x + 1e5", "invalid syntax in '2x + 1e5': write 2*x (multiplication needs *)"),
+    ("0x1f + 3.5w", "write 3.5*w (multiplication needs *)"),
+    ("2(x + 1)", "write 2 * (x + 1) (multiplication needs *)"),
+    ("sin[x]", "call functions with parentheses: sin(x)"),
+    ("fo + 1", "unknown name 'fo' (did you mean 'f0'?)"),
+    ("W * x", "unknown name 'W' (did you mean 'w'?)"),
+    ("z * x", "unknown name 'z'; declare it under inputs: or define it as a step"),
+    (
+        "arcsin(x)",
+        "unknown function 'arcsin' (did you mean 'asin'? SymPy's name for arcsin)",
+    ),
+    ("arccosh(x)", "unknown function 'arccosh' (SymPy calls it acosh"),
+]
+
+
+@pytest.mark.parametrize("expression, message", HINTS)
+def test_a_slip_gets_a_hint(expression, message):
+    assert message in _error({"x": {}, "w": {}}, {"f0": "w*x", "y": expression})
+
+
+def test_e_is_a_name_when_the_spec_defines_it():
+    spec = from_dict(
+        {"name": "e", "inputs": {"x": {}, "e": {}}, "steps": {"y": "e**x"}}
+    )
+    assert str(spec.steps[0].expr) == "e**x"
