@@ -853,9 +853,9 @@ class _Expression:
 
     def _Call(self, node: ast.Call) -> sp.Expr:
         callee = node.func
-        if isinstance(callee, ast.Attribute) and _unqualified(callee, FUNCTIONS):
-            name = _unqualified(callee, FUNCTIONS)  # np.exp(x)
-            call = ast.Call(ast.Name(name), node.args, node.keywords)
+        unqualified = _unqualified(callee, FUNCTIONS)
+        if unqualified:  # np.exp(x)
+            call = ast.Call(ast.Name(unqualified), node.args, node.keywords)
             raise SpecError(f"write {ast.unparse(call)}, without '{callee.value.id}.'")
         if _is_number_or_operation(callee) and len(node.args) == 1:  # 2(x + 1)
             product = ast.BinOp(callee, ast.Mult(), node.args[0])
@@ -975,9 +975,10 @@ def _is_number_or_operation(node: ast.AST) -> bool:
     return number or isinstance(node, ast.BinOp)
 
 
-def _unqualified(node: ast.Attribute, names) -> str | None:
+def _unqualified(node: ast.AST, names) -> str | None:
     """The name among `names` that `np.exp` (math.pi, np.arcsin) means, if any."""
-    if not (isinstance(node.value, ast.Name) and node.value.id in _MODULES):
+    module = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+    if not (module and node.value.id in _MODULES):
         return None
     name = _SPELLINGS.get(node.attr, (node.attr,))[0]
     return name if name in names else None
@@ -1125,12 +1126,12 @@ def _describe(node: ast.AST) -> str:
 def from_sympy(
     expr: Any, wrt: Any = None, inputs: Any = None, *, name: str = "expr"
 ) -> Spec:
-    """A one-step spec for a SymPy expression.
+    """A spec for a SymPy expression: one step, or several if it is large.
 
     Parameters are `inputs` if given, else `wrt` first and then the other free
-    symbols sorted by name; `wrt` defaults to every free symbol. A large
-    expression becomes several steps (see `_as_steps`): an object handed over
-    through the API is trusted, so it is held to no limit on depth or size.
+    symbols sorted by name; `wrt` defaults to every free symbol. An object handed
+    over through the API is trusted: it is held to no limit on depth or size
+    (see `_as_steps`).
     """
     builder = _Builder("<sympy>", {})
     try:
@@ -1209,9 +1210,9 @@ def _as_steps(expr: sp.Expr, output: str, taken: set[str]) -> tuple[Step, ...]:
         else:
             rebuilt[node] = node
         size[node] = 1 + sum(size[a] for a in node.args)
-        value = isinstance(node, sp.Expr) and node.args and node is not expr
+        can_be_step = isinstance(node, sp.Expr) and bool(node.args) and node is not expr
         shared = uses[node] > 1 and not numeric[node]  # a shared constant stays
-        if value and (shared or size[node] > MAX_STEP_NODES):
+        if can_be_step and (shared or size[node] > MAX_STEP_NODES):
             steps.append(_sympy_step(next(names), rebuilt[node], size[node]))
             rebuilt[node], size[node] = make_symbol(steps[-1].name), 1
     return (*steps, _sympy_step(output, rebuilt[expr], size[expr]))
