@@ -250,21 +250,40 @@ def _run_checks(compiled: Compiled, target: str, fixed: dict, points: int, seed:
 
 
 def _parse_at(values: list[str]) -> dict[str, object]:
+    """The point that --at NAME=VALUE options fix; spaces may surround name and value."""
     point = {}
     for item in values:
-        name, sep, text = item.partition("=")
+        name, sep, text = (part.strip() for part in item.partition("="))
         if not sep or not name:
             raise UsageError(f"--at {item!r}: expected NAME=VALUE")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            raise UsageError(
-                f"--at {item!r}: {text!r} is not a number or a JSON list"
-            ) from None
-        if isinstance(value, bool) or not isinstance(value, int | float | list):
-            raise UsageError(f"--at {item!r}: {text!r} is not a number or a JSON list")
-        point[name] = float(value) if isinstance(value, int | float) else value
+        if name in point:
+            raise UsageError(f"--at {item!r}: {name!r} is fixed by an earlier --at")
+        point[name] = _at_value(item, text)
     return point
+
+
+def _at_value(item: str, text: str) -> object:
+    """A number, a fraction a/b of two numbers, or a JSON list; parsed, never evaluated."""
+    numerator, slash, denominator = text.partition("/")
+    if slash:
+        a, b = (_at_json(item, part, float) for part in (numerator, denominator))
+        if b == 0:
+            raise UsageError(f"--at {item!r}: division by zero")
+        return a / b
+    return _at_json(item, text, float | list)
+
+
+def _at_json(item: str, text: str, kinds) -> object:
+    """`text`, part of `item`, as JSON of one of `kinds`: every number a float."""
+    try:
+        value = json.loads(text, parse_int=float)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, kinds):
+        raise UsageError(
+            f"--at {item!r}: the value is not a number, a fraction a/b or a JSON list"
+        )
+    return value
 
 
 def _write_atomically(path: Path, text: str) -> None:

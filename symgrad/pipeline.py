@@ -232,16 +232,23 @@ MAX_RECURSION = 50_000  # past this the C stack, not Python, would give out
 
 @contextmanager
 def _recursion_for(expr: Any):
-    """Let SymPy walk a deeply nested expression (a k-layer composition, say).
+    """Let SymPy walk a deeply nested part of an expression; if it cannot, a SpecError.
 
-    SymPy's printing, free-symbol and lowering walks recurse once per level;
-    the limit is raised for the duration, by the expression's node count (an
-    upper bound on its depth). Specs with named steps never need this.
+    A deep SymPy expression is cut into steps (spec.from_sympy), but what
+    cannot be a step, a condition, is walked whole by SymPy's printing and
+    lowering, which recurse once per level: the limit is raised for the
+    duration, by the node count (an upper bound on the depth), up to
+    MAX_RECURSION. Specs with named steps never need this.
     """
     limit = sys.getrecursionlimit()
     count = len(nodes(expr)) if isinstance(expr, sp.Basic) else 0
     sys.setrecursionlimit(min(max(limit, 1000 + 8 * count), MAX_RECURSION))
     try:
         yield
+    except RecursionError:
+        raise SpecError(
+            "the expression is nested too deeply for SymPy to walk (it recurses "
+            "once per level): write it as a spec with named steps"
+        ) from None
     finally:
         sys.setrecursionlimit(limit)

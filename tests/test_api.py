@@ -191,3 +191,47 @@ def test_spec_calls_keep_the_form_written_and_fold_what_is_known():
     value, grads = module.value_and_grad(**point)
     assert value == pytest.approx(exact_value, rel=1e-13)
     assert grads.x == pytest.approx(exact["x"], rel=1e-13)
+
+
+def _layers(count: int, layer) -> sp.Expr:
+    x = sp.Symbol("x")
+    expr = x
+    for _ in range(count):
+        expr = layer(x, expr)
+    return expr
+
+
+@pytest.mark.parametrize("target", ["numpy", "python"])
+def test_a_sympy_expression_3073_levels_deep_compiles(target):
+    """1,024 layers: a SymPy object handed to the API is trusted, held to no
+    limit on depth; it is cut into steps, which SymPy can walk."""
+    expr = _layers(1024, lambda x, e: x * sp.sin(e) + x)
+    module = symgrad.compile(expr, target=target)
+    assert len(module.__symgrad__.spec.steps) > 1
+    expected = 1.3
+    for _ in range(1024):
+        expected = 1.3 * np.sin(expected) + 1.3
+    assert module.forward(1.3)[0] == pytest.approx(expected, rel=1e-12)
+    # Near a stable fixed point: the gradient neither vanishes nor explodes.
+    assert symgrad.check_gradients(module, {"x": 1.3}).ok
+
+
+def test_a_sympy_dag_whose_tree_is_exponential_compiles():
+    """Each layer uses the one before twice: 64 layers print as 2**64 nodes.
+    Each shared subexpression becomes a step, so nothing walks the tree."""
+    module = symgrad.compile(_layers(64, lambda x, e: sp.sin(e) + x * e))
+    names = [s.name for s in module.__symgrad__.spec.steps]
+    assert names[:2] == ["v1", "v2"] and names[-1] == "y"
+    expected = 0.3
+    for _ in range(64):
+        expected = np.sin(expected) + 0.3 * expected
+    assert module.forward(0.3)[0] == pytest.approx(expected, rel=1e-12)
+    assert symgrad.check_gradients(module, {"x": 0.3}).ok
+
+
+def test_a_small_sympy_expression_stays_one_step():
+    x, w = sp.symbols("x w")
+    spec = from_sympy(sp.sin(w * x) * sp.sin(w * x) + sp.exp(sp.sin(w * x)))
+    assert [(s.name, s.text) for s in spec.steps] == [
+        ("y", "exp(sin(w*x)) + sin(w*x)**2")
+    ]

@@ -42,7 +42,10 @@ def test_bad_spec_exits_2_and_leaves_existing_output_untouched(tmp_path, capsys)
     # a good spec before the bad one: still nothing is written
     assert cli.main(["compile", TOY, str(bad), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"{bad}:4: error: step 'y': unknown name 'z'"
+    assert err.strip() == (
+        f"{bad}:4: error: step 'y': unknown name 'z'; declare it under inputs: or "
+        f"define it as a step"
+    )
     assert existing.read_bytes() == b"# precious\n"
     assert [p.name for p in out.iterdir()] == ["udl_toy.py"]
 
@@ -65,7 +68,13 @@ def test_check_samples_inside_the_domain(tmp_path, capsys):
     "argv, message",
     [
         (["check", TOY, "--at", "x"], "expected NAME=VALUE"),
-        (["check", TOY, "--at", "x=abc"], "is not a number or a JSON list"),
+        (["check", TOY, "--at", "x=abc"], "is not a number, a fraction a/b or a JSON"),
+        (
+            ["check", TOY, "--at", "x=1/2/3"],
+            "is not a number, a fraction a/b or a JSON",
+        ),
+        (["check", TOY, "--at", "x=1/0"], "--at 'x=1/0': division by zero"),
+        (["check", TOY, "--at", "x=2", "--at", "x = 3"], "fixed by an earlier --at"),
         (["check", TOY, "--at", "nope=1"], "has no input 'nope'"),
         (["compile", "missing.yaml"], "cannot read spec"),
     ],
@@ -74,3 +83,17 @@ def test_usage_errors_exit_2(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_at_takes_spaces_and_fractions(tmp_path, capsys):
+    """A value is parsed (as JSON, or a/b of two numbers), never evaluated."""
+    assert cli._parse_at(["x = 2", " w=1/2", "v=-3 / 0.5", "u=[1, 2]"]) == {
+        "x": 2.0,
+        "w": 0.5,
+        "v": -6.0,
+        "u": [1.0, 2.0],
+    }
+    spec = tmp_path / "square.yaml"
+    spec.write_text("name: square\ninputs: {x: {}}\nsteps:\n  y: x**2\n")
+    assert cli.main(["check", str(spec), "--at", "x = 1/3"]) == 0
+    assert "ok: 1 point(s)" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import pytest
 import sympy as sp
 
 import symgrad
-from symgrad import cli
+from symgrad import cli, pipeline
 from symgrad.frontend.spec import SpecError, from_dict, from_sympy, load, parse
 from symgrad.pipeline import build, import_source, source
 from tests.conftest import ROOT
@@ -325,12 +326,34 @@ def test_deeply_nested_yaml_is_refused():
     _ends_with_error(parse, text, "deep.yaml", match="nested more than")
 
 
-def test_a_10000_deep_sympy_expression_is_a_clear_error():
+def test_a_10000_deep_sympy_expression_compiles():
+    """A SymPy object is trusted (no depth limit): it is cut into steps."""
     x = sp.Symbol("x")
     expr = x
     for _ in range(10_000):  # unevaluated: SymPy's own checks would recurse
         expr = sp.sin(expr, evaluate=False)
-    _ends_with_error(symgrad.compile, expr, match="nested 10001 levels deep")
+    module = symgrad.compile(expr, target="python")
+    expected_value, expected_grad = 0.5, 1.0
+    for _ in range(10_000):
+        expected_grad *= math.cos(expected_value)
+        expected_value = math.sin(expected_value)
+    value, grads = module.value_and_grad(0.5)
+    assert value == pytest.approx(expected_value, rel=1e-12)
+    assert grads.x == pytest.approx(expected_grad, rel=1e-9)
+
+
+def test_a_condition_too_deep_to_walk_is_a_clear_error(monkeypatch):
+    """A condition cannot be a step: nested deeper than SymPy can recurse, even
+    with the limit raised (here: not raised at all), it is a SpecError."""
+    monkeypatch.setattr(pipeline, "MAX_RECURSION", sys.getrecursionlimit())
+    x = sp.Symbol("x")
+    condition = x > 0
+    for _ in range(2_000):  # built raw: SymPy's constructors recurse to sort
+        both = sp.Basic.__new__(sp.And, x < 1, condition)
+        condition = sp.Basic.__new__(sp.Not, both)
+        hash(both), hash(condition)  # each hash computed once, as SymPy would
+    expr = sp.Piecewise((x**2, condition), (x, True), evaluate=False)
+    _ends_with_error(symgrad.compile, expr, match="nested too deeply")
 
 
 HUGE = [

@@ -12,10 +12,12 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+import itertools
 import keyword
 import math
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ MAX_NAMES = 10_000  # inputs, and steps
 MAX_EXPRESSION_CHARS = 20_000
 MAX_NESTING = 100
 MAX_CONSTANT_BITS = 4096
-MAX_SYMPY_DEPTH = 2_000  # a SymPy expression given to from_sympy (SymPy recurses)
+MAX_STEP_NODES = 200  # a larger SymPy expression is cut into steps (SymPy recurses)
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -65,9 +67,14 @@ DERIVATIVES = ("jvp", "hvp", "hessian")
 MAX_HESSIAN_INPUTS = 16  # hessian() calls hvp once per differentiated input
 INPUT_KEYS = ("shape", "positive")
 
-# Names the generated module itself uses, so a spec cannot take them.
+# Names the generated module itself uses, so a spec cannot take them (the python
+# target calls the builtins abs, max and min). Any other function of the spec
+# language may name an input or a step, which shadows the function from there on.
 RESERVED = frozenset(
     {
+        "abs",
+        "max",
+        "min",
         "np",
         "numpy",
         "math",
@@ -385,15 +392,11 @@ class _Builder:
             )
         if keyword.iskeyword(name) or keyword.issoftkeyword(name):
             raise self.error(f"{what} name {name!r} is a Python keyword", *key)
-        if name in FUNCTIONS:
-            raise self.error(
-                f"{what} name {name!r} is a function of the spec language", *key
-            )
         if name in RESERVED:
             raise self.error(
                 f"{what} name {name!r} is reserved for the generated module", *key
             )
-        if hasattr(builtins, name):
+        if hasattr(builtins, name) and name not in FUNCTIONS:
             raise self.error(
                 f"{what} name {name!r} would shadow the Python builtin", *key
             )
@@ -480,6 +483,7 @@ class _Builder:
         if len(raw) > MAX_NAMES:
             raise self.error(f"more than {MAX_NAMES} steps", "steps")
         later = {name for name in raw if isinstance(name, str)}
+        kinds = dict.fromkeys(symbols, "an input")
         steps = []
         for name, text in raw.items():
             self.check_name(name, "step", "steps", name)
@@ -499,11 +503,13 @@ class _Builder:
                 )
             text = str(text)
             try:
-                expr = parse_expression(text, symbols, later)
+                expr = parse_expression(text, symbols, kinds, later)
             except SpecError as err:
                 raise self.error(err.message, "steps", name, step=name) from None
-            steps.append(Step(name, expr, text, self.lines.get(("steps", name))))
+            line = self.lines.get(("steps", name))
+            steps.append(Step(name, expr, text, line))
             symbols[name] = make_symbol(name)
+            kinds[name] = f"a step defined at line {line}" if line else "a step"
         return tuple(steps)
 
     def output(
@@ -631,8 +637,19 @@ def _kind(value: Any) -> str:
 
 
 def _suggest(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
+    """' (did you mean ...?)' for the option `word` looks like (fo: f0), or is close to."""
+    options = list(options)
+    alike = [o for o in options if _look(o) == _look(word)]
+    close = alike or difflib.get_close_matches(word, options, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# Characters easily typed or read for one another: O and 0, l, I and 1.
+_LOOK_ALIKE = str.maketrans("oli", "011")
+
+
+def _look(word: str) -> str:
+    return word.casefold().translate(_LOOK_ALIKE)
 
 
 def _lookup(lines: dict[tuple, int], key: tuple) -> int | None:
@@ -697,11 +714,16 @@ _COMPARE = {
 
 
 def parse_expression(
-    text: str, symbols: dict[str, sp.Expr], later: set[str] = frozenset()
+    text: str,
+    symbols: dict[str, sp.Expr],
+    kinds: dict[str, str],
+    later: set[str] = frozenset(),
 ) -> sp.Expr:
     """Build the SymPy expression for `text`, whose names are `symbols`, without evaluating text.
 
-    `later` holds the names of all steps, for a clearer message about those not yet defined.
+    A name of `symbols` shadows a function of the same name, as in Python;
+    `kinds` says what each one is ("an input"), for messages. `later` holds the
+    names of all steps, for a clearer message about those not yet defined.
     """
     if len(text) > MAX_EXPRESSION_CHARS:
         raise SpecError(
@@ -715,7 +737,8 @@ def parse_expression(
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
-        raise SpecError(f"invalid syntax in {text.strip()!r}: {err.msg}") from None
+        hint = _implicit_product(text) or err.msg
+        raise SpecError(f"invalid syntax in {text.strip()!r}: {hint}") from None
     except (RecursionError, MemoryError):  # CPython's parser gives up on deep nesting
         raise SpecError(
             f"expression is nested too deeply to parse (more than {MAX_NESTING} "
@@ -725,7 +748,7 @@ def parse_expression(
         raise SpecError(f"cannot parse expression: {err}") from None
     _check_depth(tree)
     try:
-        result = _Expression(symbols, later).build(tree.body)
+        result = _Expression(symbols, kinds, later).build(tree.body)
     except (TypeError, ValueError, ArithmeticError, RecursionError) as err:
         # SymPy refusing to build something (e.g. a relation it cannot decide).
         raise SpecError(f"cannot build {text.strip()!r}: {err}") from None
@@ -740,6 +763,22 @@ def parse_expression(
             f"cannot compile; split the expression into steps"
         )
     return result
+
+
+# A number written against a name: 2x, 0.5sin(x) (a literal such as 1e5 or 0x1f
+# matches too, and is told apart by parsing it).
+_NUMBER_THEN_NAME = re.compile(r"(?<![\w.])(\d+\.?\d*(?:[eE][+-]?\d+)?)([A-Za-z_]\w*)")
+
+
+def _implicit_product(text: str) -> str | None:
+    """'write 2*x (multiplication needs *)' for the first 2x in `text`, if any."""
+    for match in _NUMBER_THEN_NAME.finditer(text):
+        try:
+            ast.parse(match.group(), mode="eval")
+        except SyntaxError:
+            number, name = match.groups()
+            return f"write {number}*{name} (multiplication needs *)"
+    return None
 
 
 def _introduced_function(expr: sp.Basic) -> str | None:
@@ -767,8 +806,11 @@ def _check_depth(tree: ast.AST) -> None:
 class _Expression:
     """Builds SymPy from an allow-listed Python AST; anything not listed is an error."""
 
-    def __init__(self, symbols: dict[str, sp.Expr], later: set[str]) -> None:
+    def __init__(
+        self, symbols: dict[str, sp.Expr], kinds: dict[str, str], later: set[str]
+    ) -> None:
         self.symbols = symbols
+        self.kinds = kinds
         self.later = later
         self.constants: dict[sp.Expr, Any] = {}
 
@@ -828,8 +870,13 @@ class _Expression:
             raise SpecError(f"{name!r} is used before it is defined")
         if name in FUNCTIONS:
             raise SpecError(f"{name!r} is a function; call it, e.g. {name}(x)")
+        if name == "e":
+            raise SpecError("unknown name 'e': use exp(x) for e**x")
         known = list(self.symbols) + list(FUNCTIONS) + list(CONSTANTS)
-        raise SpecError(f"unknown name {name!r}{_suggest(name, known)}")
+        hint = _suggest(name, known) or (
+            "; declare it under inputs: or define it as a step"
+        )
+        raise SpecError(f"unknown name {name!r}{hint}")
 
     def _UnaryOp(self, node: ast.UnaryOp) -> sp.Basic:
         if isinstance(node.op, ast.USub):
@@ -847,7 +894,11 @@ class _Expression:
         if isinstance(node.op, ast.Pow):
             return _power(left, right)
         if type(node.op) not in _BINARY:
-            raise SpecError(f"operator in {ast.unparse(node)!r} is not allowed")
+            hint = ": use ** for powers (^ is XOR in Python)"
+            raise SpecError(
+                f"operator in {ast.unparse(node)!r} is not allowed"
+                f"{hint if isinstance(node.op, ast.BitXor) else ''}"
+            )
         if isinstance(node.op, ast.Div) and right == 0:
             raise SpecError(f"division by zero in {ast.unparse(node)!r}")
         return _BINARY[type(node.op)](left, right)
@@ -866,15 +917,25 @@ class _Expression:
         return sp.And(*values) if isinstance(node.op, ast.And) else sp.Or(*values)
 
     def _Call(self, node: ast.Call) -> sp.Expr:
-        if not isinstance(node.func, ast.Name):
+        callee = node.func
+        unqualified = _unqualified(callee, FUNCTIONS)
+        if unqualified:  # np.exp(x)
+            call = ast.Call(ast.Name(unqualified), node.args, node.keywords)
+            raise SpecError(f"write {ast.unparse(call)}, without '{callee.value.id}.'")
+        if _is_number_or_operation(callee) and len(node.args) == 1:  # 2(x + 1)
+            product = ast.BinOp(callee, ast.Mult(), node.args[0])
+            raise SpecError(f"write {ast.unparse(product)} (multiplication needs *)")
+        if not isinstance(callee, ast.Name):
             raise SpecError(
-                f"only named functions can be called, not {ast.unparse(node.func)!r}"
+                f"only named functions can be called, not {ast.unparse(callee)!r}"
             )
-        name = node.func.id
+        name = callee.id
+        if name in self.symbols:  # the user's name shadows a function, as in Python
+            raise SpecError(
+                f"{name!r} is a value here ({self.kinds[name]}), not a function"
+            )
         if name not in FUNCTIONS:
-            if name in self.symbols:
-                raise SpecError(f"{name!r} is a value, not a function")
-            raise SpecError(f"unknown function {name!r}{_suggest(name, FUNCTIONS)}")
+            raise SpecError(f"unknown function {name!r}{_function_hint(name)}")
         if name in TENSOR_FUNCTIONS:
             return self._tensor_call(name, node)
         if node.keywords:
@@ -911,6 +972,9 @@ class _Expression:
         return tensor_call(name, [self.number(args[0])], axis)
 
     def _Attribute(self, node: ast.Attribute) -> sp.Expr:
+        constant = _unqualified(node, CONSTANTS)
+        if constant:
+            raise SpecError(f"write {constant}, without '{node.value.id}.'")
         if node.attr != "T":
             raise SpecError(
                 f"attribute access {ast.unparse(node)!r} is not allowed (only .T)"
@@ -918,6 +982,10 @@ class _Expression:
         return tensor("transpose", self.number(node.value))
 
     def _Subscript(self, node: ast.Subscript) -> sp.Expr:
+        name = node.value.id if isinstance(node.value, ast.Name) else None
+        if name in FUNCTIONS and name not in self.symbols:  # sin[x], as in some books
+            call = ast.Call(node.value, [node.slice], [])
+            raise SpecError(f"call functions with parentheses: {ast.unparse(call)}")
         parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         key = []
         for part in parts:
@@ -941,6 +1009,38 @@ class _Expression:
                 "the last Piecewise pair must have the condition True (the otherwise case)"
             )
         return sp.Piecewise(*pieces)
+
+
+# Other libraries' names for functions of the spec language.
+_SPELLINGS = {
+    "ln": ("log", "log is the natural logarithm"),
+    "maximum": ("max", "max is elementwise, like np.maximum"),
+    "minimum": ("min", "min is elementwise, like np.minimum"),
+}
+_MODULES = frozenset({"np", "numpy", "math", "sp", "sympy"})
+
+
+def _function_hint(name: str) -> str:
+    """For an unknown function: the spec language's spelling of it, or a close name."""
+    if name not in _SPELLINGS:
+        return _suggest(name, FUNCTIONS)
+    spelling, note = _SPELLINGS[name]
+    return f" (did you mean {spelling!r}? {note})"
+
+
+def _is_number_or_operation(node: ast.AST) -> bool:
+    """Whether `node` is a number or an operation, as 2(x + 1) and (a + b)(c) call."""
+    number = isinstance(node, ast.Constant) and type(node.value) in (int, float)
+    return number or isinstance(node, ast.BinOp)
+
+
+def _unqualified(node: ast.AST, names) -> str | None:
+    """The name among `names` that `np.exp` (math.pi, np.maximum) means, if any."""
+    module = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+    if not (module and node.value.id in _MODULES):
+        return None
+    name = _SPELLINGS.get(node.attr, (node.attr,))[0]
+    return name if name in names else None
 
 
 def _constant_int(node: ast.AST, what: str) -> int:
@@ -1079,10 +1179,12 @@ def _describe(node: ast.AST) -> str:
 def from_sympy(
     expr: Any, wrt: Any = None, inputs: Any = None, *, name: str = "expr"
 ) -> Spec:
-    """A one-step spec for a SymPy expression.
+    """A spec for a SymPy expression: one step, or several if it is large.
 
     Parameters are `inputs` if given, else `wrt` first and then the other free
-    symbols sorted by name; `wrt` defaults to every free symbol.
+    symbols sorted by name; `wrt` defaults to every free symbol. An object handed
+    over through the API is trusted: it is held to no limit on depth or size
+    (see `_as_steps`).
     """
     builder = _Builder("<sympy>", {})
     try:
@@ -1093,14 +1195,8 @@ def from_sympy(
         ) from None
     if not isinstance(expr, sp.Expr):
         raise SpecError(f"expected a SymPy expression, not {type(expr).__name__}")
-    depth = _sympy_depth(expr)
-    if depth > MAX_SYMPY_DEPTH:
-        raise SpecError(
-            f"expression is nested {depth} levels deep; the limit is "
-            f"{MAX_SYMPY_DEPTH} (SymPy recurses once per level): write it as a spec "
-            f"with named steps"
-        )
-    shapes = _free_shapes(expr)
+    symbols = _free_symbols(expr)
+    shapes = _free_shapes(symbols)
     free = sorted(shapes)
     wrt_names = free if wrt is None else [_symbol_name(w) for w in _as_list(wrt)]
     names = (
@@ -1115,7 +1211,7 @@ def from_sympy(
         raise SpecError(f"{missing[0]!r} is not among the inputs {names}")
     if len(set(names)) != len(names):
         raise SpecError(f"inputs {names} name a symbol twice")
-    positive = {s.name for s in expr.free_symbols if s.is_positive}
+    positive = {s.name for s in symbols if s.is_positive}
     new_inputs = tuple(Input(n, shapes.get(n, ()), n in positive) for n in names)
     if any(shapes.values()):  # scalar expressions keep the user's own symbols
         expr = _from_matrices(expr, {i.name: i.symbol for i in new_inputs})
@@ -1126,55 +1222,103 @@ def from_sympy(
         )
     _check_constants(expr)
     output = next(n for n in ("y", "out", "result", "value") if n not in names)
-    size = len(nodes(expr))
-    text = sp.sstr(expr) if size <= 200 else f"(a SymPy expression of {size} nodes)"
-    step = Step(output, expr, text)
     return Spec(
         builder.module_name(name),
         new_inputs,
         builder.wrt(wrt_names, new_inputs, ()),
-        (step,),
+        _as_steps(expr, output, {*names, output}),
         output,
         path="<sympy>",
     )
 
 
-def _sympy_depth(expr: sp.Basic) -> int:
-    """The depth of `expr`, without recursion (each shared node measured once)."""
-    depth: dict[sp.Basic, int] = {}
-    for node in bottom_up(expr):
-        depth[node] = 1 + max((depth[a] for a in node.args), default=0)
-    return depth[expr]
+def _as_steps(expr: sp.Expr, output: str, taken: set[str]) -> tuple[Step, ...]:
+    """`expr` as steps, the last one named `output`: one step unless `expr` is large.
+
+    SymPy's walks (printing, assumptions, lowering) recurse once per level and
+    follow a shared subexpression once per use: a deep composition, or a DAG
+    whose tree is exponential (e = sin(e)/2 + e, 1,024 times), would take them
+    past the stack or for ever. Such an expression is cut, bottom-up, into steps
+    v1, v2, ...: each shared subexpression, and each subexpression whose tree
+    reaches MAX_STEP_NODES nodes (a step counting as one), as a user would.
+    """
+    order = bottom_up(expr)
+    tree: dict[sp.Basic, int] = {}  # nodes as printed: a shared one at each use
+    for node in order:
+        tree[node] = 1 + sum(tree[a] for a in node.args)
+    if tree[expr] <= MAX_STEP_NODES:
+        return (_sympy_step(output, expr, tree[expr]),)
+    numeric = _numeric(order)
+    uses = Counter(a for node in order for a in node.args)
+    names = (n for n in (f"v{i}" for i in itertools.count(1)) if n not in taken)
+    size: dict[sp.Basic, int] = {}
+    rebuilt: dict[sp.Basic, sp.Basic] = {}  # the node, with the steps below by name
+    steps = []
+    for node in order:
+        args = [rebuilt[a] for a in node.args]
+        changed = any(new is not old for new, old in zip(args, node.args, strict=True))
+        if changed:  # as the user built it: SymPy's eval again would cost much
+            with sp.evaluate(False):
+                rebuilt[node] = node.func(*args)
+        else:
+            rebuilt[node] = node
+        size[node] = 1 + sum(size[a] for a in node.args)
+        can_be_step = isinstance(node, sp.Expr) and bool(node.args) and node is not expr
+        shared = uses[node] > 1 and not numeric[node]  # a shared constant stays
+        if can_be_step and (shared or size[node] > MAX_STEP_NODES):
+            steps.append(_sympy_step(next(names), rebuilt[node], size[node]))
+            rebuilt[node], size[node] = make_symbol(steps[-1].name), 1
+    return (*steps, _sympy_step(output, rebuilt[expr], size[expr]))
 
 
-def _check_constants(expr: sp.Basic) -> None:
-    """`check_constant` for every numeric part of `expr` (a DAG: each node once)."""
-    if nodes(expr) & {sp.zoo, sp.nan, sp.oo, -sp.oo}:
-        raise SpecError(f"{sp.sstr(expr)} is undefined (it contains {sp.zoo} or nan)")
-    # Which nodes are numbers, bottom-up (Expr.is_number would recurse from each node).
+def _sympy_step(name: str, expr: sp.Expr, size: int) -> Step:
+    """A step whose tree has `size` nodes, printed for the docstring if it is short."""
+    text = (
+        sp.sstr(expr)
+        if size <= MAX_STEP_NODES
+        else f"(a SymPy expression of {size} nodes)"
+    )
+    return Step(name, expr, text)
+
+
+def _numeric(order: list[sp.Basic]) -> dict[sp.Basic, bool]:
+    """Whether each node is a number, for nodes ordered children before parents.
+
+    Expr.is_number would recurse from each node, through the whole tree below it.
+    """
     numeric: dict[sp.Basic, bool] = {}
-    for node in bottom_up(expr):
+    for node in order:
         if not isinstance(node, sp.Expr):
             numeric[node] = False
         elif node.args:
             numeric[node] = all(numeric[a] for a in node.args)
         else:
             numeric[node] = bool(node.is_number)
+    return numeric
+
+
+def _check_constants(expr: sp.Basic) -> None:
+    """`check_constant` for every numeric part of `expr` (a DAG: each node once)."""
+    if nodes(expr) & {sp.zoo, sp.nan, sp.oo, -sp.oo}:
+        raise SpecError(f"{sp.sstr(expr)} is undefined (it contains {sp.zoo} or nan)")
     cache: dict = {}
-    for node, is_number in numeric.items():  # children before parents
+    for node, is_number in _numeric(bottom_up(expr)).items():  # children first
         if is_number:
             check_constant(node, cache)
 
 
-def _free_shapes(expr: sp.Expr) -> dict[str, tuple[int | str, ...]]:
+def _free_symbols(expr: sp.Basic) -> set[sp.Basic]:
+    """`expr.free_symbols`, without SymPy's recursion (once per use of a shared node)."""
+    every = nodes(expr)
+    bound = {b for n in every if isinstance(n, sp.Lambda) for b in n.bound_symbols}
+    return {n for n in every if isinstance(n, sp.Symbol | sp.MatrixSymbol)} - bound
+
+
+def _free_shapes(free: set[sp.Basic]) -> dict[str, tuple[int | str, ...]]:
     """The shape of every free symbol: () for scalars, a MatrixSymbol's own shape."""
-    matrices = {n for n in nodes(expr) if isinstance(n, sp.MatrixSymbol)}
+    matrices = {n for n in free if isinstance(n, sp.MatrixSymbol)}
     dims = {d for m in matrices for d in m.shape if isinstance(d, sp.Symbol)}
-    shapes = {
-        s.name: ()
-        for s in expr.free_symbols
-        if isinstance(s, sp.Symbol) and s not in dims
-    }
+    shapes = {s.name: () for s in free if isinstance(s, sp.Symbol) and s not in dims}
     for m in matrices:
         shape = []
         for d in m.shape:
@@ -1189,9 +1333,19 @@ def _free_shapes(expr: sp.Expr) -> dict[str, tuple[int | str, ...]]:
 
 def _from_matrices(expr: sp.Basic, symbols: dict[str, sp.Symbol]) -> sp.Expr:
     """SymPy's matrix expressions as symgrad's: MatMul -> @, HadamardProduct -> *."""
+    converted: dict[sp.Basic, sp.Basic] = {}
+    for node in bottom_up(expr):  # no recursion: the expression may be deep
+        args = [converted[a] for a in node.args]
+        converted[node] = _from_matrix(node, args, symbols)
+    return converted[expr]
+
+
+def _from_matrix(
+    expr: sp.Basic, args: list[sp.Basic], symbols: dict[str, sp.Symbol]
+) -> sp.Basic:
+    """One node of `_from_matrices`, given its arguments already converted."""
     if isinstance(expr, sp.MatrixSymbol | sp.Symbol):
         return symbols.get(expr.name, expr)
-    args = [_from_matrices(a, symbols) for a in expr.args]
     if isinstance(expr, sp.MatMul):
         scalars = [a for a, m in zip(args, expr.args, strict=True) if not m.is_Matrix]
         matrices = [a for a, m in zip(args, expr.args, strict=True) if m.is_Matrix]
