@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="fix an input (a number or a JSON list); repeat for several",
+        help="fix an input (a number, a fraction a/b or a JSON list); once per input",
     )
     check.add_argument(
         "--points",
@@ -308,7 +308,7 @@ def _add_explain_commands(commands) -> None:
         "action": "append",
         "default": [],
         "metavar": "NAME=VALUE",
-        "help": "fix an input (a number or a JSON list); the others are sampled",
+        "help": "fix an input (a number, a fraction a/b or a JSON list); the others are sampled",
     }
     seed = {"type": int, "default": 0, "help": "random seed for sampled inputs"}
     level = {

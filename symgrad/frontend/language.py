@@ -10,18 +10,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.logic.boolalg import BooleanFunction
 
-from symgrad.ops import (
-    ALIASES,
-    BY_SYMPY,
-    SPELLINGS,
-    TensorOp,
-    relu,
-    sigmoid,
-    softplus,
-    tensor,
-)
-
-__all__ = ["relu", "sigmoid", "softplus", "tensor"]
+from symgrad.ops import ALIASES, BY_SYMPY, SPELLINGS, TensorOp
 
 # name -> (SymPy callable, allowed argument counts)
 FUNCTIONS: dict[str, tuple[object, tuple[int, ...]]] = {
@@ -44,9 +33,6 @@ TENSOR_FUNCTIONS = {
 
 # Named constants a spec may use when no input or step has that name.
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi}
-
-# SymPy function class -> IR operation, for every function symgrad can lower.
-OPS: dict[type, str] = {cls: op.name for cls, op in BY_SYMPY.items()}
 
 
 def nodes(expr: sp.Basic) -> set[sp.Basic]:

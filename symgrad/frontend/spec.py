@@ -31,16 +31,13 @@ from symgrad.frontend.language import (
     CONSTANTS,
     FUNCTIONS,
     NORMALIZED_ONLY,
-    OPS,
     TENSOR_FUNCTIONS,
-    TensorOp,
     bottom_up,
     nodes,
-    tensor,
     tensor_call,
     unsupported_function,
 )
-from symgrad.ops import BY_SYMPY
+from symgrad.ops import BY_SYMPY, TensorOp, tensor
 
 # Limits on what a spec may ask for, so that hostile input ends quickly with an error.
 MAX_SPEC_BYTES = 1_000_000
@@ -785,7 +782,7 @@ def _introduced_function(expr: sp.Basic) -> str | None:
     """A function SymPy introduced while simplifying (re, im, ...), which cannot be lowered."""
     for node in nodes(expr):
         if isinstance(node, sp.Function) and not isinstance(
-            node, (sp.Piecewise, TensorOp, *OPS)
+            node, (sp.Piecewise, TensorOp, *BY_SYMPY)
         ):
             return type(node).__name__
     return None
