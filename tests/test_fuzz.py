@@ -524,8 +524,14 @@ points = st.fixed_dictionaries({n: coordinates for n in NAMES})
 
 def independent(expr: sp.Expr) -> sp.Expr:
     """`expr` in SymPy's own functions (symgrad's by their definitions, mod through
-    floor), with sign as a step: SymPy cannot differentiate sign(u) for every u."""
-    return conftest.independent(expr).replace(sp.sign, _Step)
+    floor), with sign, floor and ceiling as steps of derivative 0: SymPy cannot
+    differentiate sign(u) for every u, nor take floor's derivative as 0."""
+    return (
+        conftest.independent(expr)
+        .replace(sp.sign, _Step)
+        .replace(sp.floor, conftest.floor_step)
+        .replace(sp.ceiling, lambda u: -conftest.floor_step(-u))
+    )
 
 
 class _Step(sp.Function):
@@ -566,14 +572,7 @@ def _exact(expr: sp.Expr, point: dict[str, Fraction]) -> tuple[float, dict[str, 
     value = evaluate(reference)
     grads = {}
     for s in SYMBOLS:
-        # floor and ceiling are steps: derivative zero almost everywhere
-        derivative = sp.diff(reference, s).replace(
-            lambda e: (
-                isinstance(e, sp.Derivative)
-                and isinstance(e.expr, sp.floor | sp.ceiling)
-            ),
-            lambda e: sp.Integer(0),
-        )
+        derivative = sp.diff(reference, s)
         # An unevaluated Derivative would mean the reference itself is incomplete.
         assert not derivative.has(sp.Derivative), derivative
         grads[s.name] = evaluate(derivative)
@@ -618,10 +617,17 @@ def test_random_dags_match_sympy_diff(dag, point, as_steps):
         # recurses without end (specs refuse such conditions; steps avoid them).
         event("SymPy could not build the expression")
         assume(False)
-    note(f"steps: {dag.texts()}\npoint: {point}\nexpression: {expr}")
+    note(f"steps: {dag.texts()}\npoint: {point}")
     free = sorted(s.name for s in expr.free_symbols)
     assume(free)  # a constant output has no gradient to compare
-    value, grads = _exact(expr, point)
+    try:
+        note(f"expression: {expr}")
+        value, grads = _exact(expr, point)
+    except RecursionError:
+        # Rare, in SymPy alone: printing, or rewriting a deep Piecewise condition
+        # for the reference (relu of a loggamma of a where ...), recurses too deep.
+        event("SymPy could not build the reference")
+        assume(False)
     assume(all(abs(g) <= LARGEST for g in grads.values()))
     if not as_steps and expr.has(sp.Piecewise):
         # SymPy moves operations into the branches of a Piecewise, and symgrad
