@@ -253,6 +253,14 @@ selu = defined(
         sp.Float(_SELU_SCALE, 30)
         * sp.Piecewise((x, x > 0), (sp.Float(_SELU_ALPHA, 30) * (sp.exp(x) - 1), True))
     ),
+    # in terms of the output, as elu's: exp(x) of the branch not taken (x > 0)
+    # would overflow for a large x
+    lambda s, x: (
+        sp.Piecewise(
+            (sp.Float(_SELU_SCALE, 30), x > 0),
+            (s + sp.Float(_SELU_SCALE * _SELU_ALPHA, 30), True),
+        ),
+    ),
 )
 leaky_relu = defined(
     "leaky_relu",
