@@ -1186,8 +1186,6 @@ _TENSOR_CLASSES: dict[str, type] = {
     if op.kind in ("tensor", "adjoint")
 }
 
-TARGETS_PRINTED: frozenset[str] = frozenset(t for op in _REGISTRY for t in op.code)
-
 
 def _check_registry() -> None:
     """Every op has a derivative and can be printed; no silent gaps."""

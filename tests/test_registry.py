@@ -22,6 +22,7 @@ import sympy as sp
 
 import symgrad
 from symgrad.codegen import TARGETS
+from symgrad.codegen import numpy as numpy_target
 from symgrad.frontend.spec import Input, Spec, Step
 from symgrad.ops import ALIASES, OPS, SPELLINGS
 from tests.conftest import ROOT, independent
@@ -281,19 +282,6 @@ TENSOR_PARAMS = {
 }
 
 
-def _numpy(op: str, params: tuple):
-    """The op as the numpy target computes it (from its printed form)."""
-    from symgrad.codegen.printer import Printer
-
-    printer = Printer("numpy")
-    names = [f"x{i}" for i in range(OPS[op].arity)]
-    text = printer.expression(op, tuple(names), params)
-    namespace = {"np": np}
-    for source in printer.helper_sources():
-        exec(source, namespace)
-    return eval(f"lambda {', '.join(names)}: {text}", namespace)
-
-
 def _evaluate(expr: sp.Basic, values: dict[str, np.ndarray]):
     """A SymPy expression over tensor-op nodes, evaluated with the numpy target's ops."""
     from symgrad.ops import TensorOp
@@ -304,7 +292,7 @@ def _evaluate(expr: sp.Basic, values: dict[str, np.ndarray]):
         return float(expr)
     args = [_evaluate(a, values) for a in getattr(expr, "operands", expr.args)]
     if isinstance(expr, TensorOp):
-        return _numpy(expr.op, expr.params)(*args)
+        return numpy_target.function(expr.op, expr.params)(*args)
     if isinstance(expr, sp.Add):
         return sum(args[1:], args[0])
     if isinstance(expr, sp.Mul):
@@ -329,7 +317,7 @@ def test_tensor_vjp_and_jvp_against_finite_differences(op):
     params_list = TENSOR_PARAMS.get(op, [()] * len(cases))
     for shapes, params in zip(cases, params_list, strict=False):
         args = [rng.uniform(-1, 1, size=s) for s in shapes]
-        f = _numpy(op, params)
+        f = numpy_target.function(op, params)
         out = f(*args)
         symbols = [sp.Symbol(f"x{i}", real=True) for i in range(len(args))]
         values = {f"x{i}": a for i, a in enumerate(args)}

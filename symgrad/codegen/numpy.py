@@ -113,15 +113,16 @@ NUMPY = NumpyBackend(
 )
 
 
-def function(op: str) -> Callable[..., Any]:
-    """The operation `op` as a NumPy function, compiled from its printed form.
+def function(op: str, params: tuple = ()) -> Callable[..., Any]:
+    """The operation `op` (with its static `params`) as a NumPy function,
+    compiled from its printed form.
 
     Teaching tools evaluate formulas with it, so a value and the code that
     computes it can never disagree.
     """
     printer = Printer(NUMPY.name)
     names = [f"x{i}" for i in range(OPS[op].arity)]
-    text = printer.expression(op, tuple(names))
+    text = printer.expression(op, tuple(names), params)
     namespace: dict[str, Any] = {"np": np}
     for module in sorted(printer.imports):
         namespace[module.partition(".")[0]] = importlib.import_module(module)
