@@ -302,6 +302,7 @@ def hvp(X, y, w, b, lam, v_w, v_b):
     Forward over reverse: the tangents (dot_) of value_and_grad's lines along v;
     the tangent of ∂L/∂u is Σ_w ∂²L/∂u∂w · v_w.
     """
+    X, y, w, b, lam = _arrays(X, y, w, b, lam)
     # z = X @ w + b
     t0 = X @ w
     z = b + t0

@@ -159,6 +159,7 @@ def hvp(x1, x2, v_x1, v_x2):
     Forward over reverse: the tangents (dot_) of value_and_grad's lines along v;
     the tangent of ∂f/∂u is Σ_w ∂²f/∂u∂w · v_w.
     """
+    x1, x2 = _arrays(x1, x2)
     # f = x1**3 + 2*x2**2
     t0 = x1**3
     t1 = x2**2

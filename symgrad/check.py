@@ -47,12 +47,14 @@ entries are all caught. What sampling cannot see is an error confined to
 entries far smaller than the rest of the gradient (|e| below the bound
 times sqrt(size)) unless one of them is sampled.
 
-A module that carries jvp, hvp or hessian gets rows for them too, each
-estimated the same way from what the gradient rows verify (`_higher_rows`):
-the JVP along `HIGHER_DIRECTIONS` random unit directions d against
-`forward` along d, H·d (entry by entry, sampled as the gradient is) against
-`grad` along d, and Hessian column w against `grad` along input w. They get
-no high-precision retry.
+A module that carries jvp, hvp, hessian or jacobian gets rows for them too,
+each estimated the same way from what the gradient rows verify
+(`_higher_rows`): the JVP along `HIGHER_DIRECTIONS` random unit directions d
+against `forward` along d (each output's), H·d (entry by entry, sampled as
+the gradient is) against `grad` along d, Hessian column w against `grad`
+along input w, and each Jacobian block ∂o/∂u, weighted by a random w over o
+and along a random unit d over u, against Σ w·o along d. They get no
+high-precision retry.
 
 Outside its domain (log of a negative number, a division by zero, an
 overflow) a generated module behaves like the library it is written in: the
@@ -150,8 +152,9 @@ class Row:
     digits: int | None = None
     """Digits of the arithmetic the numerical value came from (None: float64)."""
     derivative: str = "gradient"
-    """Which derivative of the module the row checks: "gradient", "jvp", "hvp" or
-    "hessian" (then `name` is "w.u", the entry hessian(...).w.u)."""
+    """Which derivative of the module the row checks: "gradient", "jvp", "hvp",
+    "hessian" (then `name` is "w.u", the entry hessian(...).w.u) or "jacobian"
+    (`name` is "o.u", the block jacobian(...).o.u, or "u" for one output)."""
     along: int | None = None
     """The number of the random direction d of a jvp or hvp row."""
 
@@ -168,8 +171,8 @@ class Row:
             entry = self.name + (str(list(self.index)) if self.index else "")
         if self.derivative == "gradient":
             return entry
-        if self.derivative == "jvp":
-            return f"jvp(d{self.along})"
+        if self.derivative == "jvp":  # `name`: the output, where there are several
+            return f"jvp(d{self.along})" + (f".{self.name}" if self.name else "")
         if self.derivative == "hvp":
             return f"hvp(d{self.along}).{entry}"
         return f"{self.derivative}.{entry}"
@@ -457,13 +460,16 @@ class _Along(_Derivative):
 
 
 def _higher_rows(module, args: dict, gradients, rng: np.random.Generator) -> list[Row]:
-    """Rows for the jvp, hvp and hessian `module` carries, each against finite
-    differences of what the gradient rows verify: the jvp along a random unit
-    direction d against `forward` along d, H·d entry by entry (sampled as the
-    gradient is) against the gradient along d, and Hessian column w against the
-    gradient along input w."""
+    """Rows for the jvp, hvp, hessian and jacobian `module` carries, each against
+    finite differences of what the gradient rows verify: the jvp along a random
+    unit direction d against `forward` along d, H·d entry by entry (sampled as
+    the gradient is) against the gradient along d, Hessian column w against the
+    gradient along input w, Jacobian block ∂o/∂u (weighted by a random w over o)
+    along a random unit d over u against Σ w·o along d."""
     wrt = gradients._fields
     inputs = list(args.values())
+    outputs = getattr(module, "Outputs", None)
+    outputs = outputs._fields if outputs else (None,)  # None: the one output
     rows = []
 
     def row(derivative, along, name, index, direction, analytical, g, d):
@@ -478,16 +484,19 @@ def _higher_rows(module, args: dict, gradients, rng: np.random.Generator) -> lis
     def moved(d: dict, t: float) -> dict:
         return {n: x + t * d[n] if n in d else x for n, x in args.items()}
 
-    def value(d: dict) -> Callable[[float], float]:
-        return lambda t: _forward_value(module, moved(d, t))
+    def value(d: dict, output=None, weights=1.0) -> Callable[[float], float]:
+        return lambda t: _forward_value(module, moved(d, t), output, weights)
 
     def gradient(d: dict, w: str, index, u) -> Callable[[float], float]:
         return lambda t: _entry(_gradients(module, moved(d, t))[w], index, u)
 
     for along in range(1, HIGHER_DIRECTIONS + 1) if hasattr(module, "jvp") else ():
         d = _direction(args, wrt, rng)
-        _, tangent = module.jvp(*inputs, *d.values())
-        row("jvp", along, "", (), None, float(np.sum(tangent)), value(d), d)
+        _, tangents = module.jvp(*inputs, *d.values())
+        for o in outputs:
+            tangent = tangents if o is None else getattr(tangents, o)
+            row("jvp", along, o or "", (), None, float(np.sum(tangent)),
+                value(d, o), d)  # fmt: skip
     for along in range(1, HIGHER_DIRECTIONS + 1) if hasattr(module, "hvp") else ():
         d = _direction(args, wrt, rng)
         product = module.hvp(*inputs, *d.values())
@@ -504,6 +513,22 @@ def _higher_rows(module, args: dict, gradients, rng: np.random.Generator) -> lis
                 analytical = float(getattr(getattr(hessian, w), u))
                 row("hessian", None, f"{w}.{u}", (), None, analytical,
                     gradient(e, u, (), None), e)  # fmt: skip
+    if hasattr(module, "jacobian"):
+        jacobian = module.jacobian(*inputs)
+        for o in outputs:
+            blocks = jacobian if o is None else getattr(jacobian, o)
+            for u in wrt:
+                block = np.asarray(getattr(blocks, u), dtype=float)
+                d = _direction(args, (u,), rng)
+                # the block has the shape of o, then of u: weights over o's axes
+                out = block.shape[: block.ndim - np.ndim(args[u])]
+                weights = rng.standard_normal(out)
+                analytical = float(
+                    np.sum(block * np.reshape(weights, out + (1,) * np.ndim(args[u]))
+                           * d[u])
+                )  # fmt: skip
+                row("jacobian", None, f"{o}.{u}" if o else u, (), None, analytical,
+                    value(d, o, weights), d)  # fmt: skip
     return rows
 
 
@@ -759,15 +784,22 @@ def _reason(err: Exception) -> str:
     return "the function is not defined"
 
 
-def _forward_value(module: types.ModuleType, args: dict[str, object]) -> float:
+def _forward_value(
+    module: types.ModuleType,
+    args: dict[str, object],
+    name: str | None = None,
+    weights=1.0,
+) -> float:
+    """Σ weights·output (the output, or the one `name`d: from the tape)."""
     try:
         with np.errstate(all="ignore"):  # a non-finite output is out of the domain
-            output = module.forward(**args)[0]
+            output, tape = module.forward(**args)
+            output = output if name is None else getattr(tape, name)
     except _DOMAIN_ERRORS as err:
         raise OutOfDomain(f"{_reason(err)} near there ({err})") from None
     if not _real_and_finite(output):
         raise OutOfDomain(f"the function is {_fmt(output)} near there")
-    value = float(np.sum(output))
+    value = float(np.sum(output * weights))
     if not math.isfinite(value):
         raise OutOfDomain("the function is not finite near there")
     return value

@@ -4,7 +4,8 @@ forward = lower(spec)
 backward = dce(reverse(forward, seed="dy"))   # for backward(tape, dy)
 unit = cancel(dce(reverse(forward, seed=1)))  # for value_and_grad: dy = 1 folded in,
                                               # adjoints simplified (a*(1-a)*... -> a - y)
-jvp = dce(forward_mode(forward))              # if the spec asks: jvp(inputs, dot_inputs)
+jvp = dce(forward_mode(forward))              # if the spec asks: jvp(inputs, dot_inputs),
+                                              # and jacobian (one jvp per input direction)
 hvp = dce(forward_mode(unit))                 # hvp(inputs, v_inputs): forward over reverse
 """
 
@@ -45,7 +46,7 @@ class Compiled:
     spec: Spec
     backward: Program
     unit: Program
-    jvp: Program | None = None  # forward mode, when the spec asks for jvp
+    jvp: Program | None = None  # forward mode, when the spec asks for jvp or jacobian
     hvp: Program | None = None  # forward over reverse, for hvp or hessian
 
 
@@ -80,8 +81,8 @@ def build(spec: Spec) -> Compiled:
     memo: dict = {}  # local derivatives, shared by the two backward passes
     unit = cancel(dce(reverse(forward, unit_seed, memo)))
     jvp = hvp = None
-    if "jvp" in spec.derivatives:
-        jvp = dce(forward_mode(forward, _seeds(forward, TANGENT)))
+    if {"jvp", "jacobian"} & set(spec.derivatives):  # jacobian: one jvp per direction
+        jvp = dce(forward_mode(forward, _seeds(forward, TANGENT), spec.outputs))
     if {"hvp", "hessian"} & set(spec.derivatives):
         if array_output:
             raise SpecError(

@@ -201,3 +201,39 @@ def test_newton_cg_on_seed_000_converges():
 
     found = minimize(loss, [0.1, 0.2, 0.1], jac=gradient, method="BFGS", tol=1e-12)
     np.testing.assert_allclose(theta, found.x, rtol=1e-6, atol=1e-7)
+
+
+def test_jacobian_blocks_are_checked_and_a_wrong_one_is_a_mismatch():
+    module = symgrad.compile(EXAMPLES / "polar_jacobian.yaml")
+    report = check_gradients(module, {"r": 2.0, "theta": 0.5})
+    assert report.verdict == "ok", report
+    labels = [r.label for r in report.rows if r.derivative == "jacobian"]
+    assert labels == [
+        "jacobian.x.r",
+        "jacobian.x.theta",
+        "jacobian.y.r",
+        "jacobian.y.theta",
+    ]
+    assert "jvp(d1).y" in str(report)
+    jacobian = module.jacobian
+
+    def wrong(*args):
+        j = jacobian(*args)
+        return j._replace(y=j.y._replace(theta=j.y.theta * (1 + 1e-6)))
+
+    module.jacobian = wrong
+    report = check_gradients(module, {"r": 2.0, "theta": 0.5})
+    mismatches = [r.label for r in report.rows if r.verdict == "mismatch"]
+    assert mismatches == ["jacobian.y.theta"]
+
+
+def test_tensor_jacobian_is_checked():
+    from test_forward_mode import LAYER
+
+    module = symgrad.compile(LAYER, derivatives=["jacobian"])
+    rng = np.random.default_rng(4)
+    report = check_gradients(module, sample_point(module, rng), rng)
+    assert report.verdict == "ok", report
+    assert [r.label for r in report.rows if r.derivative == "jacobian"] == [
+        f"jacobian.{o}.{u}" for o in ("s", "a") for u in ("x", "W", "b")
+    ]

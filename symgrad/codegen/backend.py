@@ -63,6 +63,13 @@ class Backend:
         """What `backward` and `value_and_grad` build their Gradients from."""
         return "gradients"
 
-    def batch(self, program: Program, ignored: list[str]) -> str | None:
-        """A line giving the output the batch's shape where it ignores inputs, if needed."""
+    def tangent(self, program: Program, name: str, tangent: Operand) -> str:
+        """The returned value of the tangent of output `name` (a name, or 0)."""
+        return tangent if isinstance(tangent, str) else repr(float(tangent))
+
+    def batch(
+        self, program: Program, ignored: list[str], name: str | None = None
+    ) -> str | None:
+        """A line giving the output (or the value `name`) the batch's shape where the
+        output ignores inputs, if needed."""
         return None

@@ -82,12 +82,20 @@ class NumpyBackend(Backend):
         adjoint is a read-only broadcast view, and integer inputs give integers)."""
         return "map(_owned, gradients)" if program.tensor else "gradients"
 
-    def batch(self, program: Program, ignored: list[str]) -> str | None:
+    def tangent(self, program: Program, name: str, tangent: Operand) -> str:
+        """A tangent 0 has its output's shape (a batch's, for a scalar spec)."""
+        if isinstance(tangent, str):
+            return tangent
+        return f"np.zeros(np.shape({name}))"
+
+    def batch(
+        self, program: Program, ignored: list[str], name: str | None = None
+    ) -> str | None:
         """`y = y + _batch(x)`: a scalar spec called with a batch of x returns a batch
         even where y does not depend on x (as NumPy broadcasting would)."""
         if program.tensor or not ignored:
             return None
-        out = program.output
+        out = name or program.output
         return f"{out} = {out} + _batch({', '.join(ignored)})"
 
 

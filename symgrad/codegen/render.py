@@ -264,21 +264,30 @@ def _higher(
     backend: Backend,
     helpers: frozenset[str],
 ) -> dict:
-    """The bodies of jvp, hvp and hessian, each line one operation (None: not asked
-    for), and the gradient `helpers` with those hvp calls."""
+    """The bodies of jvp, hvp, hessian and jacobian, each line one operation (None:
+    not asked for), and the gradient `helpers` with those hvp calls."""
 
     def lines(program: Program) -> list[str]:
         body = printer.body(program.forward + program.backward)
         return _text(backend.arrange(body, program_guards(program), printer))
 
-    context: dict = {"jvp": None, "hvp": None, "hessian": None}
+    context: dict = {"jvp": None, "hvp": None, "hessian": None, "jacobian": None}
     context["gradient_helpers"] = helpers
+    context["outputs"] = list(spec.outputs)
     if jvp is not None:
-        ((_, tangent),) = jvp.tangents
+        tangents = dict(jvp.tangents)
+        returned = [backend.tangent(jvp, o, tangents[o]) for o in spec.outputs]
+        body = lines(jvp)
+        ignored = _ignored(jvp, tuple(i.name for i in spec.inputs))
+        batch = backend.batch(jvp, ignored)
+        if batch is not None:  # the output and its tangent have the batch's shape
+            body.append(batch)
+            if isinstance(tangents[jvp.output], str):
+                body.append(backend.batch(jvp, ignored, returned[0]))
         context["jvp"] = {
             "params": jvp.inputs,
-            "lines": lines(jvp),
-            "tangent": tangent if isinstance(tangent, str) else repr(float(tangent)),
+            "lines": body,
+            "tangents": returned,
         }
     if hvp is not None:
         products = [backend.gradient(hvp, name, g) for name, g in hvp.gradients]
@@ -290,27 +299,35 @@ def _higher(
         }
         context["gradient_helpers"] = helpers.union(*(g.helpers for g in products))
     if "hessian" in spec.derivatives:
-        inputs = list(hvp.inputs[: -len(hvp.wrt)])
-        context["hessian"] = [
-            line
-            for w in hvp.wrt
-            for line in call(
-                "hvp",
-                inputs + ["1.0" if v == w else "0.0" for v in hvp.wrt],
-                INDENT * 2,
-                ",",
-            )
-        ]
+        context["hessian"] = _columns("hvp", hvp, "")
+    if "jacobian" in spec.derivatives:  # a tensor spec's template: one jvp per entry
+        context["jacobian"] = ["tensor"] if jvp.tensor else _columns("jvp", jvp, "[1]")
     return context
 
 
-def _ignored(program: Program) -> list[str]:
-    """The inputs the output does not depend on, in order."""
+def _columns(function: str, program: Program, index: str) -> list[str]:
+    """One call of `function` (hvp or jvp) per differentiated input w, its tangent
+    1 and the others' 0: the column of w of the Hessian or the Jacobian."""
+    inputs = list(program.inputs[: -len(program.wrt)])
+    return [
+        line
+        for w in program.wrt
+        for line in call(
+            function,
+            inputs + ["1.0" if v == w else "0.0" for v in program.wrt],
+            INDENT * 2,
+            f"{index},",
+        )
+    ]
+
+
+def _ignored(program: Program, inputs: tuple[str, ...] | None = None) -> list[str]:
+    """The `inputs` (default: the program's) the output does not depend on, in order."""
     needed = {program.output}
     for a in reversed(program.forward):
         if a.name in needed:
             needed.update(arg for arg in a.args if isinstance(arg, str))
-    return [name for name in program.inputs if name not in needed]
+    return [name for name in inputs or program.inputs if name not in needed]
 
 
 def _text(lines: list[Line]) -> list[str]:

@@ -30,15 +30,17 @@ TANGENT = "dot_"
 """`dot_f0` holds ḟ0, the directional derivative of f0."""
 
 
-def forward_mode(program: Program, seeds: dict[str, str]) -> Program:
+def forward_mode(
+    program: Program, seeds: dict[str, str], outputs: tuple[str, ...] = ()
+) -> Program:
     """`program` with the tangent of every value, after the lines of its step.
 
     `seeds` maps each input to differentiate to the name of the new parameter
     holding its tangent (inputs not named have tangent 0); those parameters
     follow the inputs, with their shapes. A program with gradients gives the
     tangents of its gradients as the result's `gradients` (for value_and_grad's
-    program, a Hessian-vector product); one without gives the tangent of its
-    output as the result's `tangents`.
+    program, a Hessian-vector product); one without gives the tangents of its
+    output and of the steps `outputs` names as the result's `tangents`.
     """
     shapes = program.shapes()
     names = set(program.inputs) | set(shapes)
@@ -74,7 +76,9 @@ def forward_mode(program: Program, seeds: dict[str, str]) -> Program:
         adjoints=(),
         tangents=()
         if program.gradients
-        else ((program.output, tangents.get(program.output, 0)),),
+        else tuple(
+            (v, tangents.get(v, 0)) for v in dict.fromkeys((program.output, *outputs))
+        ),
     )
 
 

@@ -59,7 +59,7 @@ TOP_LEVEL_KEYS = (
     "outputs",
     "derivatives",
 )
-DERIVATIVES = ("jvp", "hvp", "hessian")
+DERIVATIVES = ("jvp", "hvp", "hessian", "jacobian")
 """What a module may carry beyond the gradient (the `derivatives` key)."""
 MAX_HESSIAN_INPUTS = 16  # hessian() calls hvp once per differentiated input
 INPUT_KEYS = ("shape", "positive")
@@ -82,6 +82,7 @@ RESERVED = frozenset(
         "Tape",
         "dy",
         "Gradients",
+        "Outputs",
     }
     | {"forward", "backward", "value_and_grad", "grad", "gradients", "symgrad"}
 )
@@ -146,7 +147,15 @@ class Spec:
     description: str = ""
     source: str = ""
     path: str | None = None
-    derivatives: tuple[str, ...] = ()  # beyond the gradient: jvp, hvp, hessian
+    derivatives: tuple[str, ...] = ()  # beyond the gradient (DERIVATIVES)
+    extra_outputs: tuple[str, ...] = ()
+    """The outputs after the first (`outputs: [y, z]`): on the tape, and in jvp and
+    jacobian; forward, backward, value_and_grad and grad are about `output`."""
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every output, `output` first."""
+        return (self.output, *self.extra_outputs)
 
     def expanded(self) -> sp.Expr:
         """The output as one SymPy expression of the inputs (steps substituted)."""
@@ -328,7 +337,7 @@ class _Builder:
         inputs = self.inputs(data.get("inputs"))
         symbols: dict[str, sp.Expr] = {i.name: i.symbol for i in inputs}
         steps = self.steps(data.get("steps"), symbols)
-        output = self.output(data, steps, inputs)
+        output, *extra_outputs = self.output(data, steps, inputs)
         wrt = self.wrt(data.get("wrt"), inputs, steps)
         derivatives = self.derivatives(data.get("derivatives"), inputs, steps, wrt)
         return Spec(
@@ -341,6 +350,7 @@ class _Builder:
             source,
             self.path,
             derivatives,
+            tuple(extra_outputs),
         )
 
     def module_name(self, name: Any, default: str | None = None) -> str:
@@ -511,35 +521,40 @@ class _Builder:
 
     def output(
         self, data: dict, steps: tuple[Step, ...], inputs: tuple[Input, ...]
-    ) -> str:
+    ) -> list[str]:
+        """The output's name, or the names in `outputs` (distinct steps), in order."""
         if "outputs" in data:
             outputs = data["outputs"]
-            if not isinstance(outputs, list) or len(outputs) != 1:
-                raise self.error(
-                    "several outputs are not supported yet: name one step in 'output'",
-                    "outputs",
-                )
+            if not isinstance(outputs, list) or not outputs:
+                raise self.error("'outputs' must be a list of step names", "outputs")
             if "output" in data:
                 raise self.error(
                     "give either 'output' or 'outputs', not both", "outputs"
                 )
-            output, key = outputs[0], "outputs"
+            if len(set(map(str, outputs))) != len(outputs):
+                raise self.error("'outputs' names a step twice", "outputs")
+            key = "outputs"
         elif "output" in data:
-            output, key = data["output"], "output"
+            outputs, key = [data["output"]], "output"
         else:
-            output, key = steps[-1].name, None
+            outputs, key = [steps[-1].name], None
         names = [s.name for s in steps]
-        if not isinstance(output, str):
-            raise self.error(f"output must be a step's name, not {_kind(output)}", key)
-        if output not in names:
-            if output in {i.name for i in inputs}:
+        for output in outputs:
+            if not isinstance(output, str):
                 raise self.error(
-                    f"output {output!r} is an input; the output must be a step", key
+                    f"output must be a step's name, not {_kind(output)}", key
                 )
-            raise self.error(
-                f"output {output!r} is not a step{_suggest(str(output), names)}", key
-            )
-        return output
+            if output not in names:
+                if output in {i.name for i in inputs}:
+                    raise self.error(
+                        f"output {output!r} is an input; the output must be a step",
+                        key,
+                    )
+                raise self.error(
+                    f"output {output!r} is not a step{_suggest(str(output), names)}",
+                    key,
+                )
+        return outputs
 
     def wrt(
         self, raw: Any, inputs: tuple[Input, ...], steps: tuple[Step, ...]
