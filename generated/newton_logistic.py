@@ -304,34 +304,33 @@ def hvp(X, y, w, b, lam, v_w, v_b):
     """
     X, y, w, b, lam = _arrays(X, y, w, b, lam)
     # z = X @ w + b
-    t0 = X @ w
-    z = b + t0
+    z = b + X @ w
     # dot_t0 = X @ v_w
     dot_t0 = X @ v_w
     # dot_z = v_b + dot_t0
     dot_z = v_b + dot_t0
+    del dot_t0
     # a = sigmoid(z)
     a = _sigmoid(z)
+    del z
     # dot_a = a*(1 - a)·dot_z
-    t14 = 1 - a
-    t15 = a * dot_z
-    dot_a = t15 * t14
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)
-    t1 = w**2
+    dot_a = a * dot_z * (1 - a)
+    del a, dot_z
     # ∂L/∂t2 = ∂L/∂t3·∂t3/∂t2   (∂t3/∂t2 = lam)
     dL_dt2 = 0.5 * lam
     # ∂L/∂t1 = ∂L/∂t2·∂t2/∂t1   (∂t2/∂t1: broadcast(dL_dt2 to t1))
-    dL_dt1 = _broadcast(dL_dt2, t1)
-    # ∂L/∂w = ∂L/∂t1·∂t1/∂w + ∂L/∂t0·∂t0/∂w   (∂t1/∂w = 2*w, ∂t0/∂w: X.T @ dL_dz)
-    t16 = 2 * dL_dt1
-    t18 = X.T
+    dL_dt1 = _broadcast(dL_dt2, w**2)
+    del dL_dt2
     # dot_t17 = t16·v_w
-    dot_t17 = t16 * v_w
+    dot_t17 = 2 * dL_dt1 * v_w
+    del dL_dt1
     # dot_t19 = t18 @ dot_a
-    dot_t19 = t18 @ dot_a
+    dot_t19 = X.T @ dot_a
     # dot_dL_dw = dot_t17 + dot_t19
     dot_dL_dw = dot_t17 + dot_t19
+    del dot_t17, dot_t19
     # dot_dL_db = sum(dot_a)
     dot_dL_db = np.sum(dot_a)
+    del dot_a
     products = (dot_dL_dw, dot_dL_db)
     return tuple.__new__(Gradients, map(_owned, products))

@@ -178,21 +178,18 @@ def jvp(r, theta, dot_r, dot_theta):
     x = r * t0
     # dot_t0 = -sin(theta)·dot_theta
     t2 = np.sin(theta)
-    t3 = dot_theta * t2
-    dot_t0 = -t3
+    dot_t0 = -(dot_theta * t2)
     # dot_x = t0·dot_r + r·dot_t0
-    t4 = dot_r * t0
-    t5 = dot_t0 * r
-    dot_x = t4 + t5
+    dot_x = dot_r * t0 + dot_t0 * r
+    del dot_t0
     # y = r*sin(theta)
-    t1 = np.sin(theta)
-    y = r * t1
-    # dot_t1 = cos(theta)·dot_theta
-    dot_t1 = dot_theta * t0
-    # dot_y = t1·dot_r + r·dot_t1
-    t6 = dot_r * t1
-    t7 = dot_t1 * r
-    dot_y = t6 + t7
+    y = r * t2
+    # dot_t2 = cos(theta)·dot_theta
+    dot_t2 = dot_theta * t0
+    del t0
+    # dot_y = t2·dot_r + r·dot_t2
+    dot_y = dot_r * t2 + dot_t2 * r
+    del dot_t2, t2
     values = Outputs(x, y)
     tangents = Outputs(dot_x, dot_y)
     return values, tangents

@@ -161,15 +161,12 @@ def hvp(x1, x2, v_x1, v_x2):
     """
     x1, x2 = _arrays(x1, x2)
     # f = x1**3 + 2*x2**2
-    t0 = x1**3
-    t1 = x2**2
-    t2 = 2 * t1
-    f = t0 + t2
-    # dot_t3 = 2*x1·v_x1
-    t7 = 2 * v_x1
-    dot_t3 = t7 * x1
-    # dot_df_dx1 = 3·dot_t3
-    dot_df_dx1 = 3 * dot_t3
+    f = x1**3 + 2 * x2**2
+    # dot_t4 = 2*x1·v_x1
+    dot_t4 = 2 * v_x1 * x1
+    # dot_df_dx1 = 3·dot_t4
+    dot_df_dx1 = 3 * dot_t4
+    del dot_t4
     # dot_df_dx2 = 4·v_x2
     dot_df_dx2 = 4 * v_x2
     products = (

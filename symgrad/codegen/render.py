@@ -267,9 +267,20 @@ def _higher(
     """The bodies of jvp, hvp, hessian and jacobian, each line one operation (None:
     not asked for), and the gradient `helpers` with those hvp calls."""
 
-    def lines(program: Program) -> list[str]:
-        body = printer.body(program.forward + program.backward)
-        return _text(backend.arrange(body, program_guards(program), printer))
+    def lines(program: Program, returned: set[str]) -> list[str]:
+        # as value_and_grad: temporaries used once printed where they are used,
+        # each array deleted after its last use (a batch's memory is reused)
+        assigns = program.forward + program.backward
+        guards = program_guards(program)
+        # a target that computes only the branch taken tests each condition by name
+        conditions = (
+            {c for g in guards.values() for c, _ in g} if backend.branches else set()
+        )
+        body = printer.body(assigns, fusible(assigns, returned | conditions))
+        body = backend.arrange(body, guards, printer)
+        if backend.frees_arrays:
+            (body,) = deleting(body, keep=returned)
+        return _text(body)
 
     context: dict = {"jvp": None, "hvp": None, "hessian": None, "jacobian": None}
     context["gradient_helpers"] = helpers
@@ -277,7 +288,7 @@ def _higher(
     if jvp is not None:
         tangents = dict(jvp.tangents)
         returned = [backend.tangent(jvp, o, tangents[o]) for o in spec.outputs]
-        body = lines(jvp)
+        body = lines(jvp, {*spec.outputs, *tangents.values()} - {0})
         ignored = _ignored(jvp, tuple(i.name for i in spec.inputs))
         batch = backend.batch(jvp, ignored)
         if batch is not None:  # the output and its tangent have the batch's shape
@@ -294,7 +305,7 @@ def _higher(
         needed = dce(hvp, roots=set().union(*(g.reads for g in products)))
         context["hvp"] = {
             "params": hvp.inputs,
-            "lines": lines(needed),
+            "lines": lines(needed, set().union(*(g.reads for g in products))),
             "products": [g.text for g in products],
         }
         context["gradient_helpers"] = helpers.union(*(g.helpers for g in products))

@@ -23,7 +23,7 @@ import sympy as sp
 
 from symgrad.compiler.lower import Emitter
 from symgrad.compiler.rules import local_derivatives, operand_symbol
-from symgrad.ir import Assign, Operand, Program
+from symgrad.ir import Assign, Operand, Program, is_temporary
 from symgrad.ops import OPS, tensor
 
 TANGENT = "dot_"
@@ -49,16 +49,31 @@ def forward_mode(
     shapes.update((seeds[w], shapes[w]) for w in seeds)
     emitter = Emitter(names | set(seeds.values()), shapes=shapes)
     tangents: dict[str, Operand] = dict(seeds)
+    # a temporary of the program that a tangent already computed (cos(f0) for
+    # sin's tangent, then for the backward pass): the tangent's value, once
+    alias: dict[str, str] = {}
 
     def body(assigns: tuple[Assign, ...]) -> tuple[Assign, ...]:
         start = len(emitter.body)
         for group in _groups(assigns):  # a step's lines, then their tangents
+            note = ""  # the step's comment, if its first line is an alias
+            values = []  # the group's lines, reading aliases' values
             for a in group:
-                emitter.keep(a)
-            for a in group:
-                tangent = _tangent(a, tangents, emitter)
-                if tangent != 0:
-                    tangents[a.name] = tangent
+                a = replace(a, args=tuple(alias.get(x, x) for x in a.args))
+                held = emitter.holding(a)
+                if held is not None and is_temporary(a.name):
+                    alias[a.name] = held
+                    note = note or a.note
+                    a = replace(a, name=held)
+                else:
+                    emitter.keep(replace(a, note=a.note or note))
+                    note = ""
+                values.append(a)
+            for a in values:
+                if a.name not in tangents:  # an alias's may be computed
+                    tangent = _tangent(a, tangents, emitter)
+                    if tangent != 0:
+                        tangents[a.name] = tangent
         return tuple(emitter.body[start:])
 
     forward = body(program.forward)
@@ -70,7 +85,7 @@ def forward_mode(
         forward=forward,
         backward=backward,
         gradients=tuple(
-            (w, tangents.get(g, 0) if isinstance(g, str) else 0)
+            (w, tangents.get(alias.get(g, g), 0) if isinstance(g, str) else 0)
             for w, g in program.gradients
         ),
         adjoints=(),

@@ -103,6 +103,10 @@ class Emitter:
         self.shapes[a.name] = a.shape
         self.taken.add(a.name)
 
+    def holding(self, a: Assign) -> str | None:
+        """The name already holding the value `a` computes, if any."""
+        return self.values.get(_key(a.op, a.args, a.params))
+
     def shape(self, operand: Operand) -> Shape:
         return self.shapes.get(operand, ()) if isinstance(operand, str) else ()
 
