@@ -129,6 +129,23 @@ def test_explain_order_2_values_and_formats():
     assert "| ∂²f/∂x1² | `6*x1` | 12 |" in seed.markdown()
 
 
+def test_explain_order_2_latex_has_the_hessian_entries_and_matrix():
+    point = {"x1": 2.0, "x2": 3.0}
+    seed = explain(EXAMPLES / "seed_hessian.yaml", point, order=2)
+    latex = seed.latex()
+    assert r"\frac{\partial^{2} f}{\partial x_{1}^{2}} &= 6 x_{1} &&= 12 \\" in latex
+    assert r"\frac{\partial^{2} f}{\partial x_{1} \partial x_{2}} &= 0 &&= 0" in latex
+    matrix = latex[latex.index(r"\begin{pmatrix}") : latex.index(r"\end{pmatrix}")]
+    rows = [row.split("&") for row in matrix.splitlines()[1:]]
+    values = [[float(x.strip(" \\")) for x in row] for row in rows]
+    h = symgrad.compile(EXAMPLES / "seed_hessian.yaml").hessian(**point)
+    assert values == [[h.x1.x1, h.x1.x2], [h.x2.x1, h.x2.x2]] == [[12, 0], [0, 4]]
+    assert latex.count(r"\begin{align*}") == 2 == latex.count(r"\end{align*}")
+    assert r"\begin{aligned}" in seed.markdown() and "H &=" in seed.markdown()
+    assert "<td>∂²f/∂x1²</td><td><code>6*x1</code></td><td>12</td>" in seed.html()
+    assert "pmatrix" not in explain(EXAMPLES / "seed_hessian.yaml", point).latex()
+
+
 def test_explain_order_2_needs_scalar_inputs():
     with pytest.raises(ExplainError, match="scalar inputs; X has a shape"):
         explain(EXAMPLES / "logistic_regression_batch.yaml", order=2)

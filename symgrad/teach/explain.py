@@ -848,6 +848,23 @@ def _second(out: str, r: SecondRow) -> str:
     return f"∂²{out}/∂{r.u}∂{r.w}"
 
 
+def _second_latex(out: str, r: SecondRow) -> str:
+    r"""\frac{\partial^{2} f}{\partial x_{1}^{2}} on the diagonal, ∂u ∂w off it."""
+    u, w = _name_latex(r.u), _name_latex(r.w)
+    below = rf"\partial {u}^{{2}}" if r.u == r.w else rf"\partial {u} \partial {w}"
+    return rf"\frac{{\partial^{{2}} {_name_latex(out)}}}{{{below}}}"
+
+
+def _hessian_matrix(second: tuple[SecondRow, ...]) -> list[list[str]]:
+    """The Hessian's values as rows (symmetric: the rows give it on and above the
+    diagonal)."""
+    names = list(dict.fromkeys(r.u for r in second))
+    value = {}
+    for r in second:
+        value[r.u, r.w] = value[r.w, r.u] = fmt(r.value)
+    return [[value[u, w] for w in names] for u in names]
+
+
 def _second_formula(r: SecondRow) -> str:
     return "(too long to show)" if r.formula is None else sp.sstr(r.formula)
 
@@ -972,9 +989,14 @@ def _context(e: Explanation, html: bool = False) -> dict[str, Any]:
                 "entry": _second(out, r),
                 "formula": _second_formula(r),
                 "value": fmt(r.value),
+                "latex_entry": _second_latex(out, r),
+                "latex_formula": r"\text{(too long to show)}"
+                if r.formula is None
+                else _latex(r.formula),
             }
             for r in e.second
         ],
+        "hessian": _hessian_matrix(e.second),
     }
 
 
