@@ -457,3 +457,23 @@ def test_outputs_must_be_distinct_steps(tmp_path):
     assert "twice" in _spec_error(tmp_path, base + "outputs: [a, a]\n")
     assert "not a step" in _spec_error(tmp_path, base + "outputs: [a, c]\n")
     assert "list of step names" in _spec_error(tmp_path, base + "outputs: []\n")
+
+
+def test_jvp_takes_arguments_as_the_other_entry_points_do():
+    # lists are arrays, and an output that ignores a batched input is a batch,
+    # its tangent too (the _arrays and _batch lines of forward)
+    spec = {"name": "b", "inputs": {"x": {}, "y": {}}, "steps": {"out": "sin(y)"}}
+    module = symgrad.compile(spec, derivatives=["jvp", "hvp"])
+    value, tangent = module.jvp([1.0, 2.0, 3.0], 0.5, 1.0, 2.0)
+    np.testing.assert_array_equal(value, np.full(3, math.sin(0.5)))
+    np.testing.assert_array_equal(tangent, np.full(3, 2 * math.cos(0.5)))
+    assert module.forward([1.0, 2.0, 3.0], 0.5)[0].shape == value.shape
+    product = module.hvp([1.0, 2.0], [0.5, 0.25], 1.0, 1.0)
+    np.testing.assert_allclose(product.y, [-math.sin(0.5), -math.sin(0.25)])
+    tensor = symgrad.compile(
+        {"name": "t", "inputs": {"w": {"shape": [2]}}, "steps": {"s": "sum(w**2)"}},
+        derivatives=["jvp"],
+    )
+    assert tensor.jvp([1.0, 2.0], np.array([1.0, 0.0])) == (5.0, 2.0)
+    with pytest.raises(ValueError, match="w has shape"):
+        tensor.jvp([1.0, 2.0, 3.0], np.zeros(3))
