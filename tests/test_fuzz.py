@@ -638,22 +638,142 @@ def test_random_dags_match_sympy_diff(dag, point, as_steps):
         event("Piecewise: compiled from the steps")
         as_steps = True
     steps = {"name": "fuzz", "inputs": {n: {} for n in NAMES}, "steps": dag.texts()}
-    # the python target has no special functions (gammaln, polygamma), which a
-    # step may call even where SymPy folds the value (gammaln(s3/s3) is 0)
-    python = not any(
-        e.has(sp.loggamma, sp.polygamma) for e in dag.expressions()
-    ) and not any(
-        name in text
-        for text in dag.texts().values()
-        for name in ("gammaln", "loggamma", "lgamma", "digamma", "polygamma")
-    )
-    for target in ("numpy", "python") if python else ("numpy",):
+    for target in ("numpy", "python") if _python_ok(dag) else ("numpy",):
         if as_steps:
             module = symgrad.compile(steps, target=target)
         else:
             module = symgrad.compile(expr, wrt=free, target=target)
         with _float_errors():
             _compare(module, point, value, grads)
+
+
+def _python_ok(dag: Dag) -> bool:
+    """Whether the python target compiles `dag`: it has no special functions
+    (gammaln, polygamma), which a step may call even where SymPy folds the value
+    (gammaln(s3/s3) is 0)."""
+    return not any(
+        e.has(sp.loggamma, sp.polygamma) for e in dag.expressions()
+    ) and not any(
+        name in text
+        for text in dag.texts().values()
+        for name in ("gammaln", "loggamma", "lgamma", "digamma", "polygamma")
+    )
+
+
+# --------------------------------------------------------------------------- higher order
+HIGHER_EXAMPLES = 1000 if PROFILE_NAME == "long" else 25
+STEPS = (1e-3, 5e-4)  # of the central differences, extrapolated (Richardson)
+
+
+def _along(f: Callable, x: list[float], d: list[float]) -> list[float] | None:
+    """d/dt f(x + t·d) at t = 0 (f returns a list of floats), from central
+    differences at two steps extrapolated; None where they disagree (a kink or a
+    domain edge within the step, or growth the steps do not resolve)."""
+    import numpy as np
+
+    def difference(h: float) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            up = f([a + h * b for a, b in zip(x, d, strict=True)])
+            down = f([a - h * b for a, b in zip(x, d, strict=True)])
+        return (np.asarray(up, dtype=float) - np.asarray(down, dtype=float)) / (2 * h)
+
+    try:
+        coarse, fine = difference(STEPS[0]), difference(STEPS[1])
+    except (ValueError, ZeroDivisionError, OverflowError):  # the python target
+        return None
+    if not (np.all(np.isfinite(coarse)) and np.all(np.isfinite(fine))):
+        return None
+    if np.any(np.abs(fine - coarse) > 1e-2 * np.maximum(1.0, np.abs(fine))):
+        return None
+    return [float(v) for v in (4 * fine - coarse) / 3]  # the h**2 term removed
+
+
+def _agrees(got: float, want: float, scale: float) -> bool:
+    """Within the extrapolated differences' error (float64 rounding over the
+    step, relative to the values differenced)."""
+    return abs(got - want) <= 1e-5 * max(1.0, abs(want)) + 1e-11 * scale / STEPS[1]
+
+
+@settings(PROFILE, max_examples=HIGHER_EXAMPLES)
+@given(
+    dag=dags(),
+    point=points,
+    direction=st.lists(coordinates.filter(bool), min_size=3, max_size=3),
+    second=st.integers(0, MAX_NODES - 1),
+    target=st.sampled_from(["numpy", "python"]),
+)
+def test_random_dags_jvp_hvp_jacobian_against_differences(
+    dag, point, direction, second, target
+):
+    """jvp against the gradient·d and against differences of forward along d; hvp
+    against differences of the gradient along d; the jacobian of two outputs (the
+    last step and an earlier one) against differences of each along each input."""
+    values = dag.values(point)
+    assume(values is not None)
+    assume(all(abs(v) <= 1e4 for v in values))  # differences resolve moderate values
+    if target == "python":
+        assume(_python_ok(dag))
+    steps = dag.texts()
+    names = list(steps)
+    outputs = [names[-1]] + ([names[second]] if second < len(names) - 1 else [])
+    spec = {
+        "name": "fuzz",
+        "inputs": {n: {} for n in NAMES},
+        "steps": steps,
+        "outputs": outputs,
+    }
+    note(f"steps: {steps}\noutputs: {outputs}\npoint: {point}")
+    try:
+        module = symgrad.compile(
+            spec, target=target, derivatives=["jvp", "hvp", "jacobian"]
+        )
+    except SpecError as err:  # hvp of a step that SymPy cannot differentiate twice
+        event(f"not compiled: {err}")
+        assume(False)
+    x = [float(point[n]) for n in NAMES]
+    d = [float(v) for v in direction]
+    value, grads = module.value_and_grad(*x)
+    assume(all(math.isfinite(float(g)) and abs(g) <= 1e4 for g in grads))
+    with _float_errors():
+        (values_, tangents) = module.jvp(*x, *d)
+        product = module.hvp(*x, *d)
+        jacobian = module.jacobian(*x)
+    if len(outputs) == 1:
+        values_, tangents = (values_,), (tangents,)
+        jacobian = (jacobian,)
+    # jvp: the gradient (checked against sympy.diff above) along d, and differences
+    dot = sum(float(g) * v for g, v in zip(grads, d, strict=True))
+    assert math.isclose(float(tangents[0]), dot, rel_tol=1e-9, abs_tol=1e-9)
+
+    def outputs_at(args):
+        y, tape = module.forward(*args)
+        return [float(y)] + [float(getattr(tape, o)) for o in outputs[1:]]
+
+    scale = max(1.0, *map(abs, outputs_at(x)))
+    moved = _along(outputs_at, x, d)
+    if moved is None:
+        event("jvp: differences disagree (a kink within the step)")
+    else:
+        for got, want in zip(tangents, moved, strict=True):
+            assert _agrees(float(got), want, scale), (got, want)
+    # hvp: differences of the gradient along d
+    gradient = _along(lambda args: list(map(float, module.grad(*args))), x, d)
+    if gradient is None:
+        event("hvp: differences disagree (a kink within the step)")
+    else:
+        scale = max(1.0, *(abs(float(g)) for g in grads))
+        for name, want in zip(module.Gradients._fields, gradient, strict=True):
+            assert _agrees(float(getattr(product, name)), want, scale), name
+    # jacobian: each output along each input
+    for i, name in enumerate(NAMES):
+        e = [1.0 if j == i else 0.0 for j in range(len(NAMES))]
+        column = _along(outputs_at, x, e)
+        if column is None:
+            event("jacobian: differences disagree (a kink within the step)")
+            continue
+        for blocks, want in zip(jacobian, column, strict=True):
+            got = float(getattr(blocks, name))
+            assert _agrees(got, want, max(1.0, *map(abs, outputs_at(x)))), name
 
 
 class _float_errors:
