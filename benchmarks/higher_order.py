@@ -6,7 +6,9 @@ logistic regression (1e6 × 10; tiny sizes with --quick). Every time is
 symgrad's own generated function, measured in the same run; the hand-written
 NumPy forward is shown for scale. Before timing, jvp is compared with
 central differences of forward along the direction, and hvp with central
-differences of the gradient.
+differences of the gradient. Last, compile time with hvp on the k-layer chain
+of benchmarks/compile_time.py (goal: k = 1024 in < 15 s, linear in k), with
+SymPy's cache cleared before each compile.
 
     python benchmarks/higher_order.py [--quick]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import _common as c  # first: pins threads before NumPy is imported
 import _workloads as w
 import numpy as np
+from compile_time import chain_spec, symgrad_compile
 
 FORWARD = "symgrad forward"
 GRADIENT = "symgrad value_and_grad"
@@ -48,8 +51,30 @@ def main(argv=None) -> int:
         targets.check(
             f"{workload.name}: hvp ÷ value_and_grad", hvp / times[GRADIENT], 4
         )
+    ks = [8, 16, 32] if args.quick else [256, 512, 1024]
+    compiled = _compile_times(ks)
+    targets.check(
+        "chain k = 1024: symgrad.compile with hvp", compiled.get(1024), 15, " s"
+    )
     targets.print()
     return 0
+
+
+def _compile_times(ks: list[int]) -> dict[int, float]:
+    """symgrad.compile of the k-layer chain with and without hvp, as a table."""
+    symgrad_compile(chain_spec(2), derivatives=["hvp"])  # warm imports and templates
+    times, cells = {}, []
+    for k in ks:
+        plain, _ = symgrad_compile(chain_spec(k))
+        times[k], _ = symgrad_compile(chain_spec(k), derivatives=["hvp"])
+        growth = f"{np.log2(times[k] / times[k // 2]):.2f}" if k // 2 in times else "–"
+        cells.append([k, c.format_seconds(plain), c.format_seconds(times[k]), growth])
+    c.print_table(
+        "k-layer chain: compile time with hvp",
+        ["k", "symgrad.compile", "with hvp", "growth exponent (with hvp)"],
+        cells,
+    )
+    return times
 
 
 def _times(module, workload: w.Workload, v: list, quick: bool) -> dict[str, float]:
