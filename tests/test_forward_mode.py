@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 
+import mpmath
 import numpy as np
 import pytest
 import sympy as sp
 
 import symgrad
 from symgrad.frontend.spec import SpecError, from_dict, load
+from symgrad.ops import OPS
+from symgrad.pipeline import build, import_source, source
+from tests.conftest import independent
+from tests.test_registry import ELEMENTWISE, _constant_operands, _points, _spec
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -477,3 +483,55 @@ def test_jvp_takes_arguments_as_the_other_entry_points_do():
     assert tensor.jvp([1.0, 2.0], np.array([1.0, 0.0])) == (5.0, 2.0)
     with pytest.raises(ValueError, match="w has shape"):
         tensor.jvp([1.0, 2.0, 3.0], np.zeros(3))
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@pytest.mark.parametrize("op", ELEMENTWISE)
+def test_every_elementwise_op_jvp_and_hvp_against_mpmath(op):
+    """jvp along d and hvp (H·d) of y = op(a0, a1, ...) against mpmath's numerical
+    first and second derivatives of the op's independent meaning (30 digits)."""
+    target = "python" if "python" in OPS[op].code else "numpy"
+    if "scipy.special" in OPS[op].code[target].imports:
+        pytest.importorskip("scipy")
+    rng = np.random.default_rng(sorted(OPS).index(op))
+    points = _points(op, rng)[:2]
+    spec, names = _spec(op, points[0])
+    compiled = build(replace(spec, derivatives=("jvp", "hvp")))
+    module = import_source(source(compiled, target), spec.name, compiled)
+    constants = _constant_operands(op)
+    variable = [i for i in range(OPS[op].arity) if i not in constants]
+    f = sp.lambdify(
+        [sp.Symbol(n, real=True) for n in names],
+        independent(spec.steps[0].expr),
+        modules=[{"floor_step": mpmath.floor}, "mpmath"],
+    )
+    for point in points:
+        x = [point[i] for i in variable]
+        d = [0.5 + k for k in range(len(x))]  # a direction with unequal parts
+        with mpmath.workdps(30):
+            args = [mpmath.mpf(repr(v)) for v in x]
+
+            def partial(orders, args=args):
+                return mpmath.diff(f, args, orders)
+
+            first = [
+                partial(tuple(int(j == k) for j in range(len(x))))
+                for k in range(len(x))
+            ]
+            second = [
+                [
+                    partial(tuple(int(j == k) + int(j == m) for j in range(len(x))))
+                    for m in range(len(x))
+                ]
+                for k in range(len(x))
+            ]
+        _, tangent = module.jvp(*x, *d)
+        want = sum(float(g) * v for g, v in zip(first, d, strict=True))
+        assert tangent == pytest.approx(want, rel=1e-8, abs=1e-9), (op, point)
+        product = module.hvp(*x, *d)
+        for k, name in enumerate(names):
+            want = sum(float(h) * v for h, v in zip(second[k], d, strict=True))
+            got = getattr(product, name)
+            assert got == pytest.approx(want, rel=1e-7, abs=1e-8), (op, point, name)
