@@ -61,9 +61,8 @@ def render(
     backward, unit = backend.prepared(backward), backend.prepared(unit)
     try:
         context = _lines(printer, backward, unit, backend)
-        context |= _higher(
-            printer, spec, jvp, hvp, backend, context["gradient_helpers"]
-        )
+        higher = _higher(printer, spec, jvp, hvp, backend, context["gradient_helpers"])
+        context |= higher | {"unused": context["unused"] or higher["unused"]}
     except Unprintable as err:
         raise SpecError(f"{err}; use --target numpy", path=spec.path) from None
     tape = list(backward.inputs) + [a.name for a in backward.forward]
@@ -283,18 +282,22 @@ def _higher(
         return _text(body)
 
     context: dict = {"jvp": None, "hvp": None, "hessian": None, "jacobian": None}
+    context["unused"] = False  # whether jvp gives an output the batch's shape
     context["gradient_helpers"] = helpers
     context["outputs"] = list(spec.outputs)
     if jvp is not None:
         tangents = dict(jvp.tangents)
         returned = [backend.tangent(jvp, o, tangents[o]) for o in spec.outputs]
         body = lines(jvp, {*spec.outputs, *tangents.values()} - {0})
-        ignored = _ignored(jvp, tuple(i.name for i in spec.inputs))
-        batch = backend.batch(jvp, ignored)
-        if batch is not None:  # the output and its tangent have the batch's shape
-            body.append(batch)
-            if isinstance(tangents[jvp.output], str):
-                body.append(backend.batch(jvp, ignored, returned[0]))
+        inputs = tuple(i.name for i in spec.inputs)
+        for o, tangent in zip(spec.outputs, returned, strict=True):
+            ignored = _ignored(jvp, inputs, o)
+            batch = backend.batch(jvp, ignored, o)
+            if batch is not None:  # each output and its tangent: the batch's shape
+                body.append(batch)
+                if isinstance(tangents[o], str):
+                    body.append(backend.batch(jvp, ignored, tangent))
+                context["unused"] = True
         context["jvp"] = {
             "params": jvp.inputs,
             "lines": body,
@@ -332,9 +335,12 @@ def _columns(function: str, program: Program, index: str) -> list[str]:
     ]
 
 
-def _ignored(program: Program, inputs: tuple[str, ...] | None = None) -> list[str]:
-    """The `inputs` (default: the program's) the output does not depend on, in order."""
-    needed = {program.output}
+def _ignored(
+    program: Program, inputs: tuple[str, ...] | None = None, output: str | None = None
+) -> list[str]:
+    """The `inputs` (default: the program's) the output (or `output`) does not
+    depend on, in order."""
+    needed = {output or program.output}
     for a in reversed(program.forward):
         if a.name in needed:
             needed.update(arg for arg in a.args if isinstance(arg, str))
