@@ -55,11 +55,6 @@ class Tape(NamedTuple):
     t1: Any
     t2: Any
     t3: Any
-    t4: Any
-    t5: Any
-    t6: Any
-    t7: Any
-    t8: Any
     L: Any
 
 
@@ -141,6 +136,11 @@ def _sigmoid(x):
     return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
 
 
+def _softplus(x):
+    """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
 def _broadcast(g, like, axis=None):
     """The adjoint of a sum over axis: g spread back over like's shape (a view).
 
@@ -159,17 +159,12 @@ def forward(X, y, w, b):
     z = b + t0
     # a = sigmoid(z)
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a))
-    t1 = np.log(a)
-    t2 = y * t1
-    t3 = -t2
-    t4 = 1 - y
-    t5 = 1 - a
-    t6 = np.log(t5)
-    t7 = t4 * t6
-    t8 = t3 - t7
-    L = np.sum(t8)
-    tape = Tape(X, y, w, b, t0, z, a, t1, t2, t3, t4, t5, t6, t7, t8, L)
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: log(1 - sigmoid), log-sigmoid, cross-entropy on logits, computes sum((-y*z + softplus(z)))]
+    t1 = _softplus(z)
+    t2 = y * z
+    t3 = t1 - t2
+    L = np.sum(t3)
+    tape = Tape(X, y, w, b, t0, z, a, t1, t2, t3, L)
     return L, tape
 
 
@@ -182,25 +177,15 @@ def backward(tape, dy=1.0):
     X = tape.X
     y = tape.y
     a = tape.a
-    t4 = tape.t4
-    t5 = tape.t5
-    t8 = tape.t8
-    # ∂L/∂t8 = ∂L/∂L·∂L/∂t8   (∂L/∂t8: broadcast(dy to t8))
-    dL_dt8 = _broadcast(dy, t8)
-    # ∂L/∂t7 = ∂L/∂t8·∂t8/∂t7   (∂t8/∂t7 = -1)
-    dL_dt7 = -dL_dt8
-    # ∂L/∂t6 = ∂L/∂t7·∂t7/∂t6   (∂t7/∂t6 = t4)
-    dL_dt6 = dL_dt7 * t4
-    # ∂L/∂t5 = ∂L/∂t6·∂t6/∂t5   (∂t6/∂t5 = 1/t5)
-    dL_dt5 = dL_dt6 / t5
-    # ∂L/∂t1 = ∂L/∂t2·∂t2/∂t1   (∂t2/∂t1 = y)
-    dL_dt1 = dL_dt7 * y
-    # ∂L/∂a = ∂L/∂t5·∂t5/∂a + ∂L/∂t1·∂t1/∂a   (∂t5/∂a = -1, ∂t1/∂a = 1/a)
-    t9 = dL_dt1 / a
-    dL_da = t9 - dL_dt5
-    # ∂L/∂z = ∂L/∂a·∂a/∂z   (∂a/∂z = a*(1 - a))
-    t10 = a * dL_da
-    dL_dz = t10 * t5
+    t3 = tape.t3
+    # ∂L/∂t3 = ∂L/∂L·∂L/∂t3   (∂L/∂t3: broadcast(dy to t3))
+    dL_dt3 = _broadcast(dy, t3)
+    # ∂L/∂t2 = ∂L/∂t3·∂t3/∂t2   (∂t3/∂t2 = -1)
+    dL_dt2 = -dL_dt3
+    # ∂L/∂z = ∂L/∂t2·∂t2/∂z + ∂L/∂t1·∂t1/∂z   (∂t2/∂z = y, ∂t1/∂z = sigmoid(z))
+    t4 = dL_dt2 * y
+    t5 = dL_dt3 * a
+    dL_dz = t4 + t5
     # ∂L/∂w = ∂L/∂t0·∂t0/∂w   (∂t0/∂w: X.T @ dL_dz)
     dL_dw = X.T @ dL_dz
     # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
@@ -216,9 +201,9 @@ def value_and_grad(X, y, w, b):
     z = b + X @ w
     # a = sigmoid(z)
     a = _sigmoid(z)
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: log(1 - sigmoid), log-sigmoid, cross-entropy on logits, computes sum((-y*z + softplus(z)))]
+    L = np.sum(_softplus(z) - y * z)
     del z
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a))
-    L = np.sum(-(y * np.log(a)) - (1 - y) * np.log(1 - a))
     # ∂L/∂z = a - y   (simplified by sympy.cancel)
     dL_dz = a - y
     del a

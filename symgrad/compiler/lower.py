@@ -13,7 +13,8 @@ from dataclasses import replace
 
 import sympy as sp
 
-from symgrad.frontend.spec import Spec, SpecError
+from symgrad.compiler.rewrite import describe, rewrite, seen_through
+from symgrad.frontend.spec import Spec, SpecError, make_symbol
 from symgrad.ir import Assign, Operand, Program
 from symgrad.ops import BY_SYMPY, OPS, TensorOp
 from symgrad.shapes import Shape, ShapeError
@@ -30,10 +31,17 @@ def lower(spec: Spec) -> Program:
     """
     taken = {i.name for i in spec.inputs} | {s.name for s in spec.steps}
     emitter = Emitter(taken, shapes={i.name: i.shape for i in spec.inputs})
+    known: dict[sp.Symbol, sp.Expr] = {}  # steps the stable rewrites see through
     for step in spec.steps:
         note = f"{step.name} = {' '.join(step.text.split())}"
+        rewritten = rewrite(step.expr, known, _ranks(emitter.shapes))
+        if rewritten.fired:  # never silently: the comment says what is computed
+            note += f"   [{describe(rewritten)}]"
+        seen = seen_through(rewritten.expr, known)
+        if seen is not None:
+            known[make_symbol(step.name)] = seen
         try:
-            emitter.lower(step.expr, name=step.name, note=note, alias=False)
+            emitter.lower(rewritten.expr, name=step.name, note=note, alias=False)
         except (ShapeError, LoweringError) as err:
             raise SpecError(
                 str(err), path=spec.path, line=step.line, step=step.name
@@ -47,6 +55,21 @@ def lower(spec: Spec) -> Program:
         wrt=spec.wrt,
         forward=tuple(emitter.body),
     )
+
+
+def _ranks(shapes: dict[str, Shape]):
+    """The rank of an expression for the rewrites: a name's, or the largest of an
+    elementwise expression's names (None where a tensor operation is involved)."""
+
+    def rank(expr: sp.Expr) -> int | None:
+        if expr.has(TensorOp):
+            return None
+        names = [s.name for s in expr.free_symbols if isinstance(s, sp.Symbol)]
+        if any(n not in shapes for n in names):
+            return None
+        return max((len(shapes[n]) for n in names), default=0)
+
+    return rank
 
 
 def constant(value: sp.Expr) -> int | float:

@@ -77,6 +77,8 @@ def cancel(program: Program) -> Program:
     # Bookkeeping on the IR first: SymPy is only called for the few candidates.
     size: dict[str, int] = {}  # operations in a small value's whole expression
     divides: set[str] = set()  # small values whose whole expression divides
+    constant: set[str] = set()  # values of numbers only (the seed 1 spread by a sum)
+    seeded: set[str] = set()  # small values whose whole expression reads a constant
     candidates = []
     for a in program.backward:
         if not _elementwise(a, shapes):
@@ -85,7 +87,15 @@ def cancel(program: Program) -> Program:
         if 1 + sum(size[p] for p in parts) > MAX_CANCEL_OPS:
             continue
         size[a.name] = 1 + sum(size[p] for p in parts)
-        if a.op == "div" or any(p in divides for p in parts):
+        values = a.args[:1] if a.op == "broadcast" else a.args  # not the shape's
+        if all(isinstance(arg, int | float) or arg in constant for arg in values):
+            constant.add(a.name)
+            continue
+        if any(p in constant or p in seeded for p in parts):
+            seeded.add(a.name)
+        # a sum of terms that read constants may collapse: -1*y + 1*a is a - y
+        collapses = a.op in ("add", "sub") and a.name in seeded
+        if collapses or a.op == "div" or any(p in divides for p in parts):
             divides.add(a.name)
             if a.name not in inlined:
                 candidates.append(a.name)
