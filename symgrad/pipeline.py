@@ -31,7 +31,7 @@ from symgrad.compiler.optimize import cancel, dce
 from symgrad.compiler.reverse import SEED, reverse
 from symgrad.frontend import spec as spec_module
 from symgrad.frontend.language import nodes
-from symgrad.frontend.spec import Spec, SpecError, with_derivatives
+from symgrad.frontend.spec import Spec, SpecError, with_derivatives, with_wrt
 from symgrad.ir import Program
 
 
@@ -167,14 +167,37 @@ def source(compiled: Compiled, target: str = "numpy", checked: str = "") -> str:
 
 
 def load_spec(
-    source_: Any, wrt: Any = None, inputs: Any = None, name: str | None = None
+    source_: Any,
+    wrt: Any = None,
+    inputs: Any = None,
+    name: str | None = None,
+    output: str | None = None,
 ) -> Spec:
-    """A Spec from a path, a dict, or a SymPy expression."""
-    if isinstance(source_, str | Path) and not isinstance(source_, sp.Basic):
-        return spec_module.load(source_)
-    if isinstance(source_, dict):
-        return spec_module.from_dict(source_)
-    return spec_module.from_sympy(source_, wrt, inputs, name=name or "expr")
+    """A Spec from a path, a spec dict, a SymPy expression or a dict of named
+    SymPy steps (`{"Z": Z, "a": a, "L": L}`); `wrt`, if given, chooses what a
+    spec file or dict differentiates with respect to, instead of its own `wrt`."""
+    if (
+        isinstance(source_, dict)
+        and source_
+        and all(isinstance(v, sp.Basic) for v in source_.values())
+    ):
+        return spec_module.from_sympy(
+            source_, wrt, inputs, name=name or "expr", output=output
+        )
+    if isinstance(source_, str | Path | dict) and not isinstance(source_, sp.Basic):
+        if inputs is not None or output is not None:
+            raise SpecError(
+                "inputs= and output= are for SymPy expressions; a spec names its own"
+            )
+        spec = (
+            spec_module.from_dict(source_)
+            if isinstance(source_, dict)
+            else spec_module.load(source_)
+        )
+        return spec if wrt is None else with_wrt(spec, wrt)
+    return spec_module.from_sympy(
+        source_, wrt, inputs, name=name or "expr", output=output
+    )
 
 
 @_gc_paused
@@ -209,8 +232,10 @@ def compile_module(
     target: str = "numpy",
     name: str | None = None,
     derivatives: Any = None,
+    output: str | None = None,
 ) -> types.ModuleType:
-    """Compile a spec (path, dict or SymPy expression) and import the result in memory.
+    """Compile a spec (path, dict, SymPy expression or dict of named SymPy steps)
+    and import the result in memory.
 
     The module has `forward`, `backward`, `value_and_grad` and `grad`, and
     `__symgrad__` (the spec and programs it was printed from); `derivatives`
@@ -218,7 +243,7 @@ def compile_module(
     `derivatives` key does.
     """
     with _recursion_for(source_):
-        spec = load_spec(source_, wrt, inputs, name)
+        spec = load_spec(source_, wrt, inputs, name, output)
         if derivatives is not None:
             spec = with_derivatives(spec, derivatives)
         compiled = build(spec)

@@ -635,6 +635,14 @@ def with_derivatives(spec: Spec, derivatives: Any) -> Spec:
     return replace(spec, derivatives=checked)
 
 
+def with_wrt(spec: Spec, wrt: Any) -> Spec:
+    """`spec` differentiated with respect to `wrt` (names or SymPy symbols, from
+    the API), checked as the spec's own `wrt` key is."""
+    builder = _Builder(spec.path or "<spec>", {})
+    names = [_symbol_name(w) for w in _as_list(wrt)]
+    return replace(spec, wrt=builder.wrt(names, spec.inputs, spec.steps))
+
+
 def _kind(value: Any) -> str:
     kinds = {
         bool: "a boolean",
@@ -1189,25 +1197,30 @@ def _describe(node: ast.AST) -> str:
 
 
 def from_sympy(
-    expr: Any, wrt: Any = None, inputs: Any = None, *, name: str = "expr"
+    expr: Any,
+    wrt: Any = None,
+    inputs: Any = None,
+    *,
+    name: str = "expr",
+    output: str | None = None,
 ) -> Spec:
-    """A spec for a SymPy expression: one step, or several if it is large.
+    """A spec for a SymPy expression, or for a dict of named SymPy steps.
 
+    Given a dict (`{"Z": Z, "a": a, "L": L}`, in order), each key is a step:
+    where a later expression contains an earlier one (or its negation, as
+    exp(-Z) holds -Z), or a symbol of the same name, it reads that step by
+    name. The output is `output`, else the last step; a single expression is
+    one step (or several if it is large) named y (out, result, value).
     Parameters are `inputs` if given, else `wrt` first and then the other free
-    symbols sorted by name; `wrt` defaults to every free symbol. An object handed
-    over through the API is trusted: it is held to no limit on depth or size
-    (see `_as_steps`).
+    symbols sorted by name; `wrt` defaults to every free symbol. An object
+    handed over through the API is trusted: it is held to no limit on depth or
+    size (see `_as_steps`).
     """
     builder = _Builder("<sympy>", {})
-    try:
-        expr = sp.sympify(expr, strict=True)
-    except sp.SympifyError:
-        raise SpecError(
-            f"expected a SymPy expression, not {type(expr).__name__}"
-        ) from None
-    if not isinstance(expr, sp.Expr):
-        raise SpecError(f"expected a SymPy expression, not {type(expr).__name__}")
-    symbols = _free_symbols(expr)
+    named = _named_steps(builder, expr)
+    exprs = list(named.values()) or [sp.sympify(expr)]
+    symbols = set().union(*(_free_symbols(e) for e in exprs))
+    symbols = {s for s in symbols if s.name not in named}
     shapes = _free_shapes(symbols)
     free = sorted(shapes)
     wrt_names = free if wrt is None else [_symbol_name(w) for w in _as_list(wrt)]
@@ -1223,25 +1236,76 @@ def from_sympy(
         raise SpecError(f"{missing[0]!r} is not among the inputs {names}")
     if len(set(names)) != len(names):
         raise SpecError(f"inputs {names} name a symbol twice")
+    clash = [n for n in names if n in named]
+    if clash:
+        raise SpecError(f"{clash[0]!r} names both an input and a step")
     positive = {s.name for s in symbols if s.is_positive}
     new_inputs = tuple(Input(n, shapes.get(n, ()), n in positive) for n in names)
-    if any(shapes.values()):  # scalar expressions keep the user's own symbols
-        expr = _from_matrices(expr, {i.name: i.symbol for i in new_inputs})
-    bad = unsupported_function(expr)
-    if bad:
-        raise SpecError(
-            f"unsupported function {bad!r}; supported: {', '.join(sorted(FUNCTIONS))}"
-        )
-    _check_constants(expr)
-    output = next(n for n in ("y", "out", "result", "value") if n not in names)
+    if not named:  # one expression: its output takes a name no input has
+        out = next(n for n in ("y", "out", "result", "value") if n not in names)
+        named = {out: sp.sympify(expr)}
+    if output is None:
+        output = list(named)[-1]
+    elif output not in named:
+        raise SpecError(f"output {output!r} is not a step{_suggest(output, named)}")
+    taken = {*names, *named}
+    steps: list[Step] = []
+    for step, e in named.items():
+        if any(shapes.values()):  # scalar expressions keep the user's own symbols
+            e = _from_matrices(e, {i.name: i.symbol for i in new_inputs})
+        bad = unsupported_function(e)
+        if bad:
+            raise SpecError(
+                f"unsupported function {bad!r}; supported: {', '.join(sorted(FUNCTIONS))}",
+                step=step,
+            )
+        _check_constants(e)
+        parts = _as_steps(e, step, taken)
+        taken |= {p.name for p in parts}
+        steps.extend(parts)
     return Spec(
         builder.module_name(name),
         new_inputs,
-        builder.wrt(wrt_names, new_inputs, ()),
-        _as_steps(expr, output, {*names, output}),
+        builder.wrt(wrt_names, new_inputs, tuple(steps)),
+        tuple(steps),
         output,
         path="<sympy>",
     )
+
+
+def _named_steps(builder: _Builder, expr: Any) -> dict[str, sp.Expr]:
+    """A dict of named SymPy steps, each reading the earlier ones by name; {} for
+    a single expression (checked to be one)."""
+    if not isinstance(expr, dict):
+        _sympy_expression(expr, "")
+        return {}
+    named: dict[str, sp.Expr] = {}
+    by_value: dict[sp.Basic, sp.Expr] = {}  # an earlier step as written -> its name
+    for step, written in expr.items():
+        builder.check_name(step, "step")
+        value = _sympy_expression(written, f"step {step!r}: ")
+        by_name = {
+            s: make_symbol(s.name)
+            for s in _free_symbols(value)
+            if isinstance(s, sp.Symbol) and s.name in named
+        }
+        named[step] = value.xreplace({**by_value, **by_name})
+        if not value.is_Atom:
+            by_value[value] = make_symbol(step)
+            by_value[-value] = -make_symbol(step)
+    return named
+
+
+def _sympy_expression(value: Any, where: str) -> sp.Expr:
+    try:
+        expr = sp.sympify(value, strict=True)
+    except sp.SympifyError:
+        expr = None
+    if not isinstance(expr, sp.Expr):
+        raise SpecError(
+            f"{where}expected a SymPy expression, not {type(value).__name__}"
+        )
+    return expr
 
 
 def _as_steps(expr: sp.Expr, output: str, taken: set[str]) -> tuple[Step, ...]:

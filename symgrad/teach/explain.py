@@ -44,7 +44,7 @@ from symgrad.check import OutOfDomain, as_value, parameters, sample_point
 from symgrad.codegen import numpy as numpy_target
 from symgrad.codegen.render import environment
 from symgrad.compiler.rules import local_derivatives, operand_symbol
-from symgrad.frontend.spec import Spec, make_symbol, with_derivatives
+from symgrad.frontend.spec import Spec, make_symbol, with_derivatives, with_wrt
 from symgrad.ops import BY_SYMPY, OPS
 from symgrad.pipeline import (
     Compiled,
@@ -177,14 +177,14 @@ class Explanation:
                 return row.value
         if name in self.input_values:
             return self.input_values[name]
-        raise KeyError(name)
+        raise _unknown("value", name, [r.name for r in self.forward])
 
     def adjoint(self, name: str) -> Any:
         """∂output/∂name at the point, as the backward table accumulates it."""
         for row in self.backward:
             if row.name == name:
                 return row.value
-        raise KeyError(name)
+        raise _unknown("adjoint", name, [r.name for r in self.backward])
 
     @property
     def short_forms(self) -> list[tuple[str, sp.Expr]]:
@@ -227,6 +227,19 @@ class Explanation:
         return self.markdown()
 
 
+class UnknownName(ExplainError, KeyError):
+    """A value or adjoint the explanation has no row for (a KeyError too)."""
+
+    def __str__(self) -> str:  # KeyError's would show the message quoted
+        return str(self.args[0])
+
+
+def _unknown(what: str, name: str, known: list[str]) -> UnknownName:
+    return UnknownName(
+        f"no {what} named {name!r}: the explanation's rows are {', '.join(known)}"
+    )
+
+
 def attach_display(module: types.ModuleType) -> types.ModuleType:
     """Give a module made by `symgrad.compile` Jupyter's rich display (explain tables).
 
@@ -266,6 +279,7 @@ def explain(
     seed: int = 0,
     swell: bool = True,
     order: int = 1,
+    wrt: Any = None,
 ) -> Explanation:
     """Explain the chain rule of `target` at the point `at`.
 
@@ -274,13 +288,14 @@ def explain(
     inside the function's domain (reproducibly, from `seed`). `level` is
     "steps" (the spec's named steps), "ops" (every single operation) or
     "auto" (steps, unless the spec is one step of several operations).
-    `order=2` adds the Hessian table (scalar inputs only).
+    `order=2` adds the Hessian table (scalar inputs only). `wrt` (names or
+    symbols) chooses the inputs differentiated, as `symgrad.compile`'s does.
     """
     if order not in (1, 2):
         raise ExplainError(f"unknown order {order!r}; choose 1 or 2")
     if level not in LEVELS:
         raise ExplainError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}")
-    compiled, module = _compiled_module(target)
+    compiled, module = _compiled_module(target, wrt)
     spec = compiled.spec
     point = _point(module, spec, at, seed)
     args = {n: as_value(v) for n, v in point.items()}
@@ -402,21 +417,28 @@ def _fill_from_module(
     return tuple(filled)
 
 
-def _compiled_module(target: Any) -> tuple[Compiled, types.ModuleType]:
+def _compiled_module(target: Any, wrt: Any = None) -> tuple[Compiled, types.ModuleType]:
     if isinstance(target, Explanation):
         raise ExplainError("already an explanation")
-    if isinstance(target, types.ModuleType):
-        compiled = getattr(target, "__symgrad__", None)
-        if compiled is None:
+    if isinstance(target, types.ModuleType | Compiled):
+        compiled = getattr(target, "__symgrad__", target)
+        if not isinstance(compiled, Compiled):
             raise ExplainError(
                 f"module {target.__name__!r} was not made by symgrad.compile "
                 "(it has no __symgrad__)"
             )
-        return compiled, target
-    if isinstance(target, Compiled):
-        compiled = target
+        if wrt is not None and with_wrt(compiled.spec, wrt).wrt != compiled.spec.wrt:
+            raise ExplainError(
+                f"{compiled.spec.name} was compiled with wrt={list(compiled.spec.wrt)}; "
+                "compile it again with the wrt you want, or explain the spec"
+            )
+        if isinstance(target, types.ModuleType):
+            return compiled, target
     else:
-        spec = target if isinstance(target, Spec) else load_spec(target)
+        if isinstance(target, Spec):
+            spec = target if wrt is None else with_wrt(target, wrt)
+        else:
+            spec = load_spec(target, wrt)
         compiled = build(spec)
         warn(compiled, stacklevel=3)  # _compiled_module, explain, the user
     return compiled, import_source(source(compiled), compiled.spec.name, compiled)
