@@ -127,7 +127,7 @@ def forward(w1, w2, w3, b, x1, x2, x3, y):
     Z = t3 + t4
     # a = sigmoid(Z)
     a = _sigmoid(Z)
-    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: log(1 - sigmoid), log-sigmoid, cross-entropy on logits, computes -Z*y + softplus(Z)]
+    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
     t5 = _softplus(Z)
     t6 = Z * y
     L = t5 - t6
@@ -182,7 +182,7 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
     # a = sigmoid(Z)
     a = _sigmoid(Z)
-    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: log(1 - sigmoid), log-sigmoid, cross-entropy on logits, computes -Z*y + softplus(Z)]
+    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
     L = _softplus(Z) - Z * y
     del Z
     # ∂L/∂Z = ∂L/∂t6·∂t6/∂Z + ∂L/∂t5·∂t5/∂Z   (∂t6/∂Z = y, ∂t5/∂Z = sigmoid(Z))

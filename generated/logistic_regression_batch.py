@@ -159,7 +159,7 @@ def forward(X, y, w, b):
     z = b + t0
     # a = sigmoid(z)
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: log(1 - sigmoid), log-sigmoid, cross-entropy on logits, computes sum((-y*z + softplus(z)))]
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: cross-entropy on logits, computes sum((-y*z + softplus(z)))]
     t1 = _softplus(z)
     t2 = y * z
     t3 = t1 - t2
@@ -201,7 +201,7 @@ def value_and_grad(X, y, w, b):
     z = b + X @ w
     # a = sigmoid(z)
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: log(1 - sigmoid), log-sigmoid, cross-entropy on logits, computes sum((-y*z + softplus(z)))]
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: cross-entropy on logits, computes sum((-y*z + softplus(z)))]
     L = np.sum(_softplus(z) - y * z)
     del z
     # ∂L/∂z = a - y   (simplified by sympy.cancel)

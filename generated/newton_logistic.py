@@ -170,7 +170,7 @@ def forward(X, y, w, b, lam):
     z = b + t0
     # a = sigmoid(z)
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)   [symgrad: log(1 - sigmoid), log-sigmoid, cross-entropy on logits, computes lam*sum((w**2))/2 + sum((-y*z + softplus(z)))]
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)   [symgrad: cross-entropy on logits, computes lam*sum((w**2))/2 + sum((-y*z + softplus(z)))]
     t1 = w**2
     t2 = np.sum(t1)
     t3 = lam * t2
@@ -229,7 +229,7 @@ def value_and_grad(X, y, w, b, lam):
     z = b + X @ w
     # a = sigmoid(z)
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)   [symgrad: log(1 - sigmoid), log-sigmoid, cross-entropy on logits, computes lam*sum((w**2))/2 + sum((-y*z + softplus(z)))]
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)   [symgrad: cross-entropy on logits, computes lam*sum((w**2))/2 + sum((-y*z + softplus(z)))]
     t1 = w**2
     L = lam * np.sum(t1) / 2 + np.sum(_softplus(z) - y * z)
     del z

@@ -840,3 +840,108 @@ def _fmt(v: object) -> str:
     if array.size > FULL_JACOBIAN:
         return f"<array of shape {array.shape}>"
     return str(array.tolist())
+
+
+# --------------------------------------------------------------------------- the labs' way
+
+METHODS = ("forward", "central", "backward")
+"""The difference quotients a lab writes (seed 003's `derivative(f, a, method, h)`)."""
+SWEEP_STEPS = tuple(10.0**-k for k in range(1, 13))
+"""The steps `step_sweep` tries: 1e-1 down to 1e-12."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One difference quotient as a lab computes it, by hand, at one step.
+
+    forward: k = (J(w + eps) - J(w)) / eps; backward: (J(w) - J(w - eps)) / eps;
+    central: (J(w + eps) - J(w - eps)) / (2 eps). `gradient` is symgrad's.
+    """
+
+    name: str
+    index: tuple
+    method: str
+    step: float
+    w: float
+    value: float
+    plus: float | None
+    minus: float | None
+    estimate: float
+    gradient: float
+
+    @property
+    def label(self) -> str:
+        """`w`, or `W[0, 1]` for an entry of an array."""
+        return self.name + (
+            f"[{', '.join(map(str, self.index))}]" if self.index else ""
+        )
+
+
+def finite_difference(
+    module: types.ModuleType,
+    point: dict[str, object],
+    name: str,
+    index: tuple = (),
+    method: str = "forward",
+    step: float = 1e-3,
+) -> Difference:
+    """The lab's difference quotient of the (summed) output along input `name`
+    (entry `index` of an array) at `point`, and symgrad's gradient there.
+
+    w + eps is computed in float64 as a notebook does (3 + 0.001), so the
+    numbers are the notebook's: J = 9, J(w + eps) = 9.006001, k = 6.001 for
+    J = w**2 at w = 3 (seeds 001 and 002).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if not (step > 0 and math.isfinite(step)):
+        raise ValueError(f"the step must be a positive number, not {step!r}")
+    args = {n: as_value(point[n]) for n in parameters(module)}
+    w = float(np.asarray(args[name], dtype=float)[index])
+    value = _forward_value(module, args)
+    plus = minus = None
+    if method in ("forward", "central"):
+        plus = _forward_value(module, _moved_entry(args, name, index, w + step))
+    if method in ("backward", "central"):
+        minus = _forward_value(module, _moved_entry(args, name, index, w - step))
+    if method == "forward":
+        estimate = (plus - value) / step
+    elif method == "backward":
+        estimate = (value - minus) / step
+    else:
+        estimate = (plus - minus) / (2 * step)
+    gradient = _entry(
+        np.asarray(_gradients(module, args)[name], dtype=float), index, None
+    )
+    return Difference(
+        name, index, method, step, w, value, plus, minus, estimate, gradient
+    )
+
+
+def step_sweep(
+    module: types.ModuleType,
+    point: dict[str, object],
+    name: str,
+    index: tuple = (),
+    steps: tuple[float, ...] = SWEEP_STEPS,
+) -> list[tuple[float, Difference, Difference]]:
+    """(step, forward difference, central difference) for each step: the error
+    |estimate - gradient| falls as the step (forward) or its square (central),
+    until float64 rounding, which grows as 1/step, takes over."""
+    return [
+        (
+            h,
+            finite_difference(module, point, name, index, "forward", h),
+            finite_difference(module, point, name, index, "central", h),
+        )
+        for h in steps
+    ]
+
+
+def _moved_entry(args: dict, name: str, index: tuple, value: float) -> dict:
+    """`args` with entry `index` of input `name` set to `value` (a copy)."""
+    if not index:
+        return {**args, name: value}
+    moved = np.array(args[name], dtype=float)
+    moved[index] = value
+    return {**args, name: moved}

@@ -17,7 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from symgrad._version import __version__
-from symgrad.check import OutOfDomain, check_gradients, sample_point
+from symgrad.check import (
+    FULL_JACOBIAN,
+    METHODS,
+    Difference,
+    OutOfDomain,
+    check_gradients,
+    finite_difference,
+    sample_point,
+    step_sweep,
+)
 from symgrad.codegen import TARGETS
 from symgrad.compiler.lower import LoweringError
 from symgrad.frontend.spec import DERIVATIVES, SpecError, load, with_derivatives
@@ -30,6 +39,7 @@ from symgrad.pipeline import (
 )
 
 CHECK_POINTS = 3
+LAB_STEP = 1e-3  # the labs' epsilon (seeds 001 and 002)
 
 
 class UsageError(Exception):
@@ -115,6 +125,35 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="random seed for the points (default 0)"
     )
     check.add_argument("--target", choices=sorted(TARGETS), default="numpy")
+    lab = check.add_argument_group(
+        "the labs' finite differences",
+        "instead of the verdict, print the difference quotient a lab computes by "
+        "hand: J(w), J(w + eps) and k = (J(w + eps) - J(w))/eps, for each "
+        "differentiated input, next to symgrad's gradient",
+    )
+    lab.add_argument(
+        "--method",
+        choices=METHODS,
+        help="forward (J(w + eps) - J(w))/eps, backward, or central "
+        "(J(w + eps) - J(w - eps))/(2 eps)",
+    )
+    lab.add_argument(
+        "--step",
+        type=float,
+        metavar="EPS",
+        help=f"the step eps (default {LAB_STEP:g})",
+    )
+    lab.add_argument(
+        "--sweep",
+        action="store_true",
+        help="a table of the forward and central error against the step, 1e-1 to 1e-12",
+    )
+    lab.add_argument(
+        "--plot",
+        metavar="FILE",
+        type=Path,
+        help="with --sweep: a log-log plot of that table (PNG; needs matplotlib)",
+    )
     check.set_defaults(run=_check)
     _add_explain_commands(commands)
     for command in commands.choices.values():  # `symgrad CMD --debug` works too
@@ -180,13 +219,23 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    fixed = _parse_at(args.at)
+    given = _parse_at(args.at)
+    lab = args.method is not None or args.step is not None or args.sweep
+    if args.plot is not None and not args.sweep:
+        raise UsageError("--plot draws the --sweep table: give --sweep too")
+    if args.step is not None and not (args.step > 0 and np.isfinite(args.step)):
+        raise UsageError(f"--step {args.step}: the step must be a positive number")
     status = 0
     for path in args.specs:
         compiled = _built(path)
-        unknown = [n for n in fixed if n not in [i.name for i in compiled.spec.inputs]]
+        unknown = [n for n in given if n not in [i.name for i in compiled.spec.inputs]]
         if unknown:
             raise UsageError(f"--at {unknown[0]}: {path} has no input {unknown[0]!r}")
+        fixed = {**compiled.spec.point, **given}  # the spec's at:, overridden by --at
+        if lab:
+            status = max(status, _lab(path, compiled, args, fixed))
+            status = max(status, _marks(path, compiled))
+            continue
         every_input_fixed = len(fixed) == len(compiled.spec.inputs)
         try:
             reports = _run_checks(
@@ -223,7 +272,109 @@ def _check(args: argparse.Namespace) -> int:
                 f"{path}: ok: {len(reports)} point(s), {checked} match "
                 f"central finite differences (worst relative error {worst:.1e})"
             )
+        status = max(status, _marks(path, compiled))
     return status
+
+
+def _marks(path: Path, compiled: Compiled) -> int:
+    """The spec's expect: values marked (status 1 if any is wrong)."""
+    from symgrad.teach.answers import mark
+
+    marks = mark(compiled)
+    if not marks:
+        return 0
+    point = ", ".join(f"{n} = {v}" for n, v in compiled.spec.at)
+    right = sum(m.right for m in marks)
+    print(f"{path}: expect: {right} of {len(marks)} right, at {point}")
+    for m in marks:
+        where = f"{path}:{m.expected.line}" if m.expected.line else f"{path}"
+        print(f"  {where}: {m.line()}")
+    return 0 if right == len(marks) else 1
+
+
+def _lab(path: Path, compiled: Compiled, args: argparse.Namespace, fixed: dict) -> int:
+    """The labs' difference quotients (and --sweep's table) at one point."""
+    module = import_source(source(compiled, args.target), compiled.spec.name, compiled)
+    try:
+        point = sample_point(module, np.random.default_rng(args.seed), fixed)
+        method, step = args.method or "forward", args.step or LAB_STEP
+        entries = [
+            (w, index)
+            for w in compiled.spec.wrt
+            for index in list(np.ndindex(np.shape(point[w])))[:FULL_JACOBIAN]
+        ]
+        at = ", ".join(f"{n} = {_shown(v)}" for n, v in point.items())
+        if not args.sweep or args.method or args.step:
+            print(f"{path}: {method} differences, eps = {step:g}, at {at}")
+            for w, index in entries:
+                print(
+                    _difference_text(
+                        finite_difference(module, point, w, index, method, step)
+                    )
+                )
+        if args.sweep:
+            sweeps = {}
+            for w, index in entries:
+                rows = step_sweep(module, point, w, index)
+                sweeps[rows[0][1].label] = rows
+                print(_sweep_text(path, at, rows))
+    except OutOfDomain as err:
+        print(f"{path}: outside the function's domain: {err}", file=sys.stderr)
+        return 2
+    if args.plot is not None:
+        from symgrad.teach.answers import plot_sweep
+
+        try:
+            print(f"{path} -> {plot_sweep(sweeps, args.plot)}")
+        except ImportError:
+            print(
+                f"{path}: no plot: matplotlib is not installed (pip install "
+                f"matplotlib); the table above has the numbers",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def _shown(value: object) -> str:
+    return (
+        repr(value) if np.ndim(value) == 0 else json.dumps(np.asarray(value).tolist())
+    )
+
+
+def _difference_text(d: Difference) -> str:
+    """The lab's line: J = 9.0, J(w + eps) = 9.006001, k = 6.001000 (symgrad: 6.0)."""
+    w = d.label
+    parts = [f"J = {d.value!r}"]
+    if d.plus is not None:
+        parts.append(f"J({w} + eps) = {d.plus!r}")
+    if d.minus is not None:
+        parts.append(f"J({w} - eps) = {d.minus!r}")
+    quotient = {
+        "forward": f"(J({w} + eps) - J)/eps",
+        "backward": f"(J - J({w} - eps))/eps",
+        "central": f"(J({w} + eps) - J({w} - eps))/(2 eps)",
+    }[d.method]
+    return (
+        f"  {w}: {', '.join(parts)}, dJ_d{w} ~= k = {quotient} = {d.estimate:.6f} "
+        f"({d.estimate!r}); symgrad's gradient {d.gradient!r}, "
+        f"k - gradient = {d.estimate - d.gradient:.2e}"
+    )
+
+
+def _sweep_text(path: Path, at: str, rows: list) -> str:
+    label, gradient = rows[0][1].label, rows[0][1].gradient
+    lines = [
+        f"{path}: dJ_d{label} by finite differences against the step, at {at} "
+        f"(symgrad's gradient {gradient!r})",
+        f"  {'eps':>7}  {'forward k':>22}  {'error':>8}  {'central k':>22}  {'error':>8}",
+    ]
+    for h, forward, central in rows:
+        lines.append(
+            f"  {h:>7.0e}  {forward.estimate:>22.15g}  "
+            f"{abs(forward.estimate - gradient):>8.1e}  {central.estimate:>22.15g}  "
+            f"{abs(central.estimate - gradient):>8.1e}"
+        )
+    return "\n".join(lines)
 
 
 def _built(path: Path, derivatives: str | None = None) -> Compiled:
@@ -374,7 +525,7 @@ def _explained(args: argparse.Namespace):
     try:
         return explain(
             _built(args.spec),
-            _parse_at(args.at),
+            _parse_at(args.at),  # added to the spec's at: point
             level=args.level,
             seed=args.seed,
             order=getattr(args, "order", 1),  # graph and plot have no --order

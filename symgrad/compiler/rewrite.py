@@ -82,7 +82,10 @@ def rewrite(expr: sp.Expr, known: dict[sp.Symbol, sp.Expr], rank: Ranks) -> Rewr
 def describe(rewritten: Rewritten) -> str:
     """What a step's comment says of its rewrites: `symgrad: log-sigmoid, computes
     -softplus(-z)`."""
-    return f"symgrad: {', '.join(rewritten.fired)}, computes {sp.sstr(rewritten.expr)}"
+    fired = rewritten.fired
+    if "cross-entropy on logits" in fired:  # what the two log rules led to
+        fired = tuple(f for f in fired if not f.startswith("log"))
+    return f"symgrad: {', '.join(fired)}, computes {sp.sstr(rewritten.expr)}"
 
 
 def seen_through(expr: sp.Expr, known: dict[sp.Symbol, sp.Expr]) -> sp.Expr | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import decimal
 import difflib
 import itertools
 import keyword
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import mpmath
+import numpy as np
 import sympy as sp
 import yaml
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -58,6 +60,8 @@ TOP_LEVEL_KEYS = (
     "output",
     "outputs",
     "derivatives",
+    "at",
+    "expect",
 )
 DERIVATIVES = ("jvp", "hvp", "hessian", "jacobian")
 """What a module may carry beyond the gradient (the `derivatives` key)."""
@@ -156,6 +160,13 @@ class Spec:
     def outputs(self) -> tuple[str, ...]:
         """Every output, `output` first."""
         return (self.output, *self.extra_outputs)
+    at: tuple[tuple[str, Any], ...] = ()  # (input, value): the spec's own point
+    expect: tuple[Expected, ...] = ()  # a learner's values, to be marked
+
+    @property
+    def point(self) -> dict[str, Any]:
+        """The `at:` point: floats, and nested lists for arrays."""
+        return {name: _as_lists(value) for name, value in self.at}
 
     def expanded(self) -> sp.Expr:
         """The output as one SymPy expression of the inputs (steps substituted)."""
@@ -163,6 +174,29 @@ class Spec:
         for step in self.steps:
             values[make_symbol(step.name)] = step.expr.xreplace(values)
         return values[make_symbol(self.output)]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One value a learner wrote under `expect:`, compared at the precision written.
+
+    `kind` is "value" (a step's or an input's value), "adjoint" (∂output/∂of,
+    of a step) or "gradient" (∂output/∂of, of a differentiated input); `value`
+    is a float or nested tuples of floats, `tolerance` half a unit of the last
+    digit written (1.230: 0.0005) of each entry, alike nested.
+    """
+
+    name: str
+    kind: str
+    of: str
+    text: str
+    value: Any
+    tolerance: Any
+    line: int | None = None
+
+
+def _as_lists(value: Any) -> Any:
+    return [_as_lists(v) for v in value] if isinstance(value, tuple) else value
 
 
 def make_symbol(name: str, *, positive: bool = False) -> sp.Symbol:
@@ -197,8 +231,8 @@ def load(path: str | Path) -> Spec:
 
 def parse(text: str, path: str = "<spec>", *, default_name: str | None = None) -> Spec:
     """Validate the YAML text of a spec."""
-    data, lines = _read_yaml(text, path)
-    return _Builder(path, lines, default_line=1).spec(data, default_name)
+    data, lines, texts = _read_yaml(text, path)
+    return _Builder(path, lines, default_line=1, texts=texts).spec(data, default_name)
 
 
 def from_dict(data: dict[str, Any], *, path: str = "<dict>") -> Spec:
@@ -210,8 +244,9 @@ def from_dict(data: dict[str, Any], *, path: str = "<dict>") -> Spec:
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _read_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML safely, refusing anchors and aliases; return the data and a line per key.
+def _read_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int], dict[tuple, str]]:
+    """Parse YAML safely, refusing anchors and aliases; return the data, a line per
+    key, and the text of each number under `expect:` as written (1.230, not 1.23).
 
     A first pass over the parser's events refuses anchors and aliases (so an
     alias bomb is never expanded) and nesting deeper than MAX_YAML_DEPTH (the
@@ -242,9 +277,26 @@ def _read_yaml(text: str, path: str) -> tuple[Any, dict[tuple, int]]:
             f"invalid YAML: {problem}", path=path, line=mark.line + 1 if mark else 1
         ) from None
     lines: dict[tuple, int] = {}
+    texts: dict[tuple, str] = {}
     if isinstance(root, yaml.MappingNode):
         _record_lines(root, (), lines, path)
-    return data, lines
+        for key, value in root.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == "expect":
+                _record_texts(value, ("expect",), texts)
+    return data, lines, texts
+
+
+def _record_texts(node: yaml.Node, prefix: tuple, texts: dict[tuple, str]) -> None:
+    """The text of every scalar below `node`, by its path of keys and list indices."""
+    if isinstance(node, yaml.ScalarNode):
+        texts[prefix] = node.value
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _record_texts(item, (*prefix, i), texts)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                _record_texts(value, (*prefix, key.value), texts)
 
 
 def _check_events(text: str, path: str, loader: type) -> None:
@@ -300,11 +352,16 @@ class _Builder:
     """Turns plain data into a Spec, raising SpecError with file and line."""
 
     def __init__(
-        self, path: str, lines: dict[tuple, int], default_line: int | None = None
+        self,
+        path: str,
+        lines: dict[tuple, int],
+        default_line: int | None = None,
+        texts: dict[tuple, str] | None = None,
     ) -> None:
         self.path = path
         self.lines = lines
         self.default_line = default_line  # where a missing key is reported (files: 1)
+        self.texts = texts or {}  # numbers under expect: as written
 
     def error(self, message: str, *key: str, step: str | None = None) -> SpecError:
         line = None
@@ -340,6 +397,8 @@ class _Builder:
         output, *extra_outputs = self.output(data, steps, inputs)
         wrt = self.wrt(data.get("wrt"), inputs, steps)
         derivatives = self.derivatives(data.get("derivatives"), inputs, steps, wrt)
+        at = self.at(data.get("at"), inputs, steps)
+        expect = self.expect(data.get("expect"), inputs, steps, output, wrt, at)
         return Spec(
             name,
             inputs,
@@ -351,7 +410,136 @@ class _Builder:
             self.path,
             derivatives,
             tuple(extra_outputs),
+            at,
+            expect,
         )
+
+    def at(
+        self, raw: Any, inputs: tuple[Input, ...], steps: tuple[Step, ...]
+    ) -> tuple[tuple[str, Any], ...]:
+        """The `at:` point: a number (or nested lists of numbers) for some inputs."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            raise self.error(
+                f"'at' must be a mapping of input names to values, not {_kind(raw)}",
+                "at",
+            )
+        shapes = {i.name: i.shape for i in inputs}
+        point = []
+        for name, value in raw.items():
+            if name not in shapes:
+                what = (
+                    "a step: at: gives inputs"
+                    if name in {s.name for s in steps}
+                    else (f"not an input{_suggest(str(name), shapes)}")
+                )
+                raise self.error(f"at: {name!r} is {what}", "at", name)
+            number = _numbers(value)
+            if number is None:
+                raise self.error(
+                    f"at: {name!r} must be a number or a list of numbers, not "
+                    f"{_kind(value)}",
+                    "at",
+                    name,
+                )
+            self.check_rank(name, number, shapes[name], "at")
+            point.append((name, number))
+        return tuple(point)
+
+    def check_rank(self, name: str, value: Any, shape: tuple, key: str) -> None:
+        """`value` (numbers, nested tuples) fits the declared `shape` (a scalar
+        input takes a batch of any shape)."""
+        got = np.shape(value) if _rectangular(value) else None
+        if got is None:
+            raise self.error(f"{key}: {name!r} is not a rectangular array", key, name)
+        if shape and (
+            len(got) != len(shape)
+            or any(
+                isinstance(d, int) and d != n for d, n in zip(shape, got, strict=True)
+            )
+        ):
+            declared = "[" + ", ".join(map(str, shape)) + "]"
+            raise self.error(
+                f"{key}: {name!r} has shape {list(got)}; the spec declares {declared}",
+                key,
+                name,
+            )
+
+    def expect(
+        self,
+        raw: Any,
+        inputs: tuple[Input, ...],
+        steps: tuple[Step, ...],
+        output: str,
+        wrt: tuple[str, ...],
+        at: tuple[tuple[str, Any], ...],
+    ) -> tuple[Expected, ...]:
+        """A learner's values: steps (f0), adjoints (dy_dh3 or dydh3), gradients
+        (dy_dbeta0 or dydbeta0), each compared at the precision written."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            raise self.error(
+                f"'expect' must be a mapping of names to values, not {_kind(raw)}",
+                "expect",
+            )
+        fixed = {n for n, _ in at}
+        missing = [i.name for i in inputs if i.name not in fixed]
+        if missing:
+            raise self.error(
+                f"expect: needs the point its values belong to: give every input "
+                f"under at: ({', '.join(missing)} missing)",
+                "expect",
+            )
+        names = _expectable(inputs, steps, output, wrt)
+        shapes = {i.name: i.shape for i in inputs}
+        expected = []
+        for name, value in raw.items():
+            if name not in names:
+                hint = _suggest(str(name), names) or (
+                    f"; write a step ({steps[0].name}), an adjoint "
+                    f"(d{output}_d{steps[0].name} or d{output}d{steps[0].name}) or "
+                    f"a gradient (d{output}_d{wrt[0]})"
+                )
+                raise self.error(f"expect: unknown name {name!r}{hint}", "expect", name)
+            kind, of = names[name]
+            number, tolerance, text = self.written(name, value)
+            if of in shapes:
+                self.check_rank(name, number, shapes[of], "expect")
+            line = _lookup(self.lines, ("expect", name))
+            expected.append(Expected(name, kind, of, text, number, tolerance, line))
+        return tuple(expected)
+
+    def written(self, name: str, value: Any) -> tuple[Any, Any, str]:
+        """A number (or nested list) under expect:, half a unit of its last digit,
+        and the text written."""
+
+        def parse(v: Any, path: tuple) -> tuple[Any, Any, str]:
+            if isinstance(v, list) and v:
+                parts = [parse(item, (*path, i)) for i, item in enumerate(v)]
+                return (
+                    tuple(p[0] for p in parts),
+                    tuple(p[1] for p in parts),
+                    "[" + ", ".join(p[2] for p in parts) + "]",
+                )
+            text = self.texts.get(path, repr(v) if isinstance(v, float) else str(v))
+            if isinstance(v, bool) or not isinstance(v, int | float | str):
+                text = None
+            try:
+                number = decimal.Decimal(text.strip()) if text is not None else None
+            except decimal.InvalidOperation:
+                number = None
+            if number is None or not number.is_finite():
+                raise self.error(
+                    f"expect: {name!r} must be a number or a list of numbers, not "
+                    f"{_kind(v)}",
+                    "expect",
+                    name,
+                )
+            return float(number), 0.5 * 10.0 ** number.as_tuple().exponent, text.strip()
+
+        return parse(value, ("expect", name))
 
     def module_name(self, name: Any, default: str | None = None) -> str:
         if name is None and default is None:
@@ -625,6 +813,45 @@ class _Builder:
                 "derivatives",
             )
         return tuple(d for d in DERIVATIVES if d in raw)
+
+
+def _expectable(
+    inputs: tuple[Input, ...], steps: tuple[Step, ...], output: str, wrt: tuple
+) -> dict[str, tuple[str, str]]:
+    """Every name `expect:` takes -> (kind, the step or input it is about).
+
+    The generated code's adjoints are dy_dh3; the notebooks write dydh3: both.
+    """
+    names: dict[str, tuple[str, str]] = {}
+    for w in wrt:
+        for spelling in (f"d{output}_d{w}", f"d{output}d{w}"):
+            names.setdefault(spelling, ("gradient", w))
+    for step in steps:
+        for spelling in (f"d{output}_d{step.name}", f"d{output}d{step.name}"):
+            names.setdefault(spelling, ("adjoint", step.name))
+    for v in (*inputs, *steps):  # a name of the spec's own wins
+        names[v.name] = ("value", v.name)
+    return names
+
+
+def _numbers(value: Any) -> Any:
+    """A number as a float, or nested lists of numbers as nested tuples; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, list) and value:
+        items = [_numbers(v) for v in value]
+        return None if any(i is None for i in items) else tuple(items)
+    return None
+
+
+def _rectangular(value: Any) -> bool:
+    if not isinstance(value, tuple):
+        return True
+    shapes = {np.shape(v) if _rectangular(v) else None for v in value}
+    return len(shapes) == 1 and None not in shapes
 
 
 def with_derivatives(spec: Spec, derivatives: Any) -> Spec:

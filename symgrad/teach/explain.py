@@ -284,7 +284,8 @@ def explain(
     """Explain the chain rule of `target` at the point `at`.
 
     `target` is a spec (a path, a dict, a `Spec`, a SymPy expression) or a
-    module made by `symgrad.compile`. Inputs missing from `at` are sampled
+    module made by `symgrad.compile`. `at` adds to (and overrides) the spec's
+    own `at:` point; inputs missing from both are sampled
     inside the function's domain (reproducibly, from `seed`). `level` is
     "steps" (the spec's named steps), "ops" (every single operation) or
     "auto" (steps, unless the spec is one step of several operations).
@@ -297,7 +298,7 @@ def explain(
         raise ExplainError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}")
     compiled, module = _compiled_module(target, wrt)
     spec = compiled.spec
-    point = _point(module, spec, at, seed)
+    point = _point(module, spec, {**spec.point, **(at or {})}, seed)  # at: by default
     args = {n: as_value(v) for n, v in point.items()}
     try:
         with np.errstate(divide="raise", over="raise", invalid="raise"):
@@ -1186,7 +1187,7 @@ def plot(
     spec = replace(spec, wrt=(wrt,))
     compiled = build(spec)
     module = import_source(source(compiled), spec.name, compiled)
-    point = _point(module, spec, at, seed)
+    point = _point(module, spec, {**spec.point, **(at or {})}, seed)
     center = float(point[wrt])
     lo, hi = span if span is not None else (center - 3.0, center + 3.0)
     if span is None and inputs[wrt].positive:
