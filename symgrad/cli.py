@@ -309,7 +309,8 @@ def _lab(path: Path, compiled: Compiled, args: argparse.Namespace, fixed: dict) 
             for w, index in entries:
                 print(
                     _difference_text(
-                        finite_difference(module, point, w, index, method, step)
+                        finite_difference(module, point, w, index, method, step),
+                        compiled.spec.output,
                     )
                 )
         if args.sweep:
@@ -317,7 +318,7 @@ def _lab(path: Path, compiled: Compiled, args: argparse.Namespace, fixed: dict) 
             for w, index in entries:
                 rows = step_sweep(module, point, w, index)
                 sweeps[rows[0][1].label] = rows
-                print(_sweep_text(path, at, rows))
+                print(_sweep_text(path, at, rows, compiled.spec.output))
     except OutOfDomain as err:
         print(f"{path}: outside the function's domain: {err}", file=sys.stderr)
         return 2
@@ -341,30 +342,30 @@ def _shown(value: object) -> str:
     )
 
 
-def _difference_text(d: Difference) -> str:
+def _difference_text(d: Difference, out: str) -> str:
     """The lab's line: J = 9.0, J(w + eps) = 9.006001, k = 6.001000 (symgrad: 6.0)."""
     w = d.label
-    parts = [f"J = {d.value!r}"]
+    parts = [f"{out} = {d.value!r}"]
     if d.plus is not None:
-        parts.append(f"J({w} + eps) = {d.plus!r}")
+        parts.append(f"{out}({w} + eps) = {d.plus!r}")
     if d.minus is not None:
-        parts.append(f"J({w} - eps) = {d.minus!r}")
+        parts.append(f"{out}({w} - eps) = {d.minus!r}")
     quotient = {
-        "forward": f"(J({w} + eps) - J)/eps",
-        "backward": f"(J - J({w} - eps))/eps",
-        "central": f"(J({w} + eps) - J({w} - eps))/(2 eps)",
+        "forward": f"({out}({w} + eps) - {out})/eps",
+        "backward": f"({out} - {out}({w} - eps))/eps",
+        "central": f"({out}({w} + eps) - {out}({w} - eps))/(2 eps)",
     }[d.method]
     return (
-        f"  {w}: {', '.join(parts)}, dJ_d{w} ~= k = {quotient} = {d.estimate:.6f} "
+        f"  {w}: {', '.join(parts)}, d{out}_d{w} ~= k = {quotient} = {d.estimate:.6f} "
         f"({d.estimate!r}); symgrad's gradient {d.gradient!r}, "
         f"k - gradient = {d.estimate - d.gradient:.2e}"
     )
 
 
-def _sweep_text(path: Path, at: str, rows: list) -> str:
+def _sweep_text(path: Path, at: str, rows: list, out: str) -> str:
     label, gradient = rows[0][1].label, rows[0][1].gradient
     lines = [
-        f"{path}: dJ_d{label} by finite differences against the step, at {at} "
+        f"{path}: d{out}_d{label} by finite differences against the step, at {at} "
         f"(symgrad's gradient {gradient!r})",
         f"  {'eps':>7}  {'forward k':>22}  {'error':>8}  {'central k':>22}  {'error':>8}",
     ]
