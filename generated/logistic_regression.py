@@ -9,7 +9,7 @@ a name of its own here, so the chain rule runs through a and Z.
 
 Forward pass (the spec's steps):
     Z = w1*x1 + w2*x2 + w3*x3 + b
-    a = sigmoid(Z)
+    a = 1/(1 + exp(-Z))
     L = -y*log(a) - (1 - y)*log(1 - a)
 
 Backward pass: reverse-mode differentiation of L with respect to w1, w2, w3, b.
@@ -125,7 +125,7 @@ def forward(w1, w2, w3, b, x1, x2, x3, y):
     t3 = t1 + t2
     t4 = w3 * x3
     Z = t3 + t4
-    # a = sigmoid(Z)
+    # a = 1/(1 + exp(-Z))   [symgrad: sigmoid, computes sigmoid(Z)]
     a = _sigmoid(Z)
     # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
     t5 = _softplus(Z)
@@ -180,7 +180,7 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     w1, w2, w3, b, x1, x2, x3, y = _arrays(w1, w2, w3, b, x1, x2, x3, y)
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
-    # a = sigmoid(Z)
+    # a = 1/(1 + exp(-Z))   [symgrad: sigmoid, computes sigmoid(Z)]
     a = _sigmoid(Z)
     # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
     L = _softplus(Z) - Z * y

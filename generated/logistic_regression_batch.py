@@ -8,7 +8,7 @@ backward pass is derived: dL_dw = X.T @ dL_dz and dL_db = sum(dL_dz).
 
 Forward pass (the spec's steps):
     z = X @ w + b
-    a = sigmoid(z)
+    a = 1/(1 + exp(-z))
     L = sum(-y*log(a) - (1 - y)*log(1 - a))
 
 Backward pass: reverse-mode differentiation of L with respect to w, b. The
@@ -157,7 +157,7 @@ def forward(X, y, w, b):
     # z = X @ w + b
     t0 = X @ w
     z = b + t0
-    # a = sigmoid(z)
+    # a = 1/(1 + exp(-z))   [symgrad: sigmoid, computes sigmoid(z)]
     a = _sigmoid(z)
     # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: cross-entropy on logits, computes sum((-y*z + softplus(z)))]
     t1 = _softplus(z)
@@ -199,7 +199,7 @@ def value_and_grad(X, y, w, b):
     X, y, w, b = _arrays(X, y, w, b)
     # z = X @ w + b
     z = b + X @ w
-    # a = sigmoid(z)
+    # a = 1/(1 + exp(-z))   [symgrad: sigmoid, computes sigmoid(z)]
     a = _sigmoid(z)
     # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: cross-entropy on logits, computes sum((-y*z + softplus(z)))]
     L = np.sum(_softplus(z) - y * z)

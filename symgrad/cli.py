@@ -104,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     compile_.set_defaults(run=_compile)
 
     check = commands.add_parser(
-        "check", help="compare gradients with central finite differences"
+        "check",
+        help="compare gradients with central finite differences, and mark the "
+        "spec's expect: values",
     )
     check.add_argument("specs", nargs="+", metavar="SPEC", type=Path)
     check.add_argument(
@@ -112,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="fix an input (a number, a fraction a/b or a JSON list); once per input",
+        help="fix an input (a number, a fraction a/b or a JSON list); once per input; "
+        "added to the spec's at: point",
     )
     check.add_argument(
         "--points",
@@ -460,7 +463,8 @@ def _add_explain_commands(commands) -> None:
         "action": "append",
         "default": [],
         "metavar": "NAME=VALUE",
-        "help": "fix an input (a number, a fraction a/b or a JSON list); the others are sampled",
+        "help": "fix an input (a number, a fraction a/b or a JSON list), added to the "
+        "spec's at: point; the others are sampled",
     }
     seed = {"type": int, "default": 0, "help": "random seed for sampled inputs"}
     level = {

@@ -123,12 +123,27 @@ def dependence_warnings(compiled: Compiled) -> list[str]:
     )
     held = [n for n in program.inputs if n in depth and n not in program.wrt]
     if held:
-        furthest = max(held, key=lambda n: depth[n])  # the first of equals
+        # furthest as the user wrote the steps: a rewrite (the cross-entropy on
+        # the logit) may take the output straight to an input a step used
+        written = _written_depth(compiled.spec)
+        furthest = max(held, key=lambda n: written.get(n, 0))  # the first of equals
         message += (
             f". Is {furthest} meant to be a step computed from "
             f"{_listing(ignored, 'and')}?"
         )
     return [message]
+
+
+def _written_depth(spec: Spec) -> dict[str, int]:
+    """The longest path from each name to the output, through the spec's steps."""
+    depth = {spec.output: 0}
+    for step in reversed(spec.steps):
+        if step.name in depth:
+            for symbol in step.expr.free_symbols:
+                name = getattr(symbol, "name", None)
+                if name is not None:
+                    depth[name] = max(depth.get(name, 0), depth[step.name] + 1)
+    return depth
 
 
 def _listing(names: list[str], conjunction: str) -> str:

@@ -166,9 +166,9 @@ def test_the_notebooks_batch_matches_its_hand_written_gradient():
 
 # ----------------------------------------------------------------- vectors
 
-VECTOR = {"x": {"shape": [3]}, "c": {"shape": [3]}}
-X_EXTREME = [800.0, 0.0, -800.0]
-C = [0.2, 0.5, 0.3]
+VECTOR = {"x": {"shape": [4]}, "c": {"shape": [4]}}
+X_EXTREME = [800.0, 40.0, -40.0, -800.0]
+C = [0.2, 0.5, 0.2, 0.1]
 
 
 def _mp_logsumexp(x):

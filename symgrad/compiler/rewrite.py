@@ -48,7 +48,7 @@ Ranks = Callable[[sp.Expr], int | None]
 """The rank of an expression (0 scalar, 1 vector, ...), or None where unknown."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rewritten:
     """A step's expression after the rewrites, and what fired (in order, once each)."""
 
@@ -56,20 +56,38 @@ class Rewritten:
     fired: tuple[str, ...]
 
 
-def rewrite(expr: sp.Expr, known: dict[sp.Symbol, sp.Expr], rank: Ranks) -> Rewritten:
+def recognised(expr: sp.Expr) -> sp.Expr:
+    """`expr` with the notebook's spellings read as the functions they are, and
+    no other change (for `explain`, whose chain rule goes through every step as
+    written: ∂a/∂Z of a = 1/(1 + exp(-Z)) is a*(1 - a))."""
+    return rewrite(expr, {}, lambda e: None, _RULES[:4]).expr
+
+
+def rewrite(
+    expr: sp.Expr,
+    known: dict[sp.Symbol, sp.Expr],
+    rank: Ranks,
+    rules: tuple[tuple[str, Callable], ...] | None = None,
+) -> Rewritten:
     """`expr` with the module docstring's rules applied, children before parents.
 
     `known` maps the symbol of each earlier step that is a sigmoid or a softmax
     (or a copy of one) to that expression: the stable rules see through it.
+    `rules` defaults to all of them.
     """
+    rules = _RULES if rules is None else rules
     fired: list[str] = []
     done: dict[sp.Basic, sp.Basic] = {}
+    numeric: dict[sp.Basic, bool] = {}  # constants stay (Expr.is_number recurses)
     for node in bottom_up(expr):
         args = [done[a] for a in node.args]
         changed = any(new is not old for new, old in zip(args, node.args, strict=True))
         new = node.func(*args) if changed else node
-        if isinstance(new, sp.Expr) and not new.is_number:
-            for label, rule in _RULES:
+        numeric[node] = (
+            all(numeric[a] for a in node.args) if node.args else bool(node.is_number)
+        )
+        if isinstance(new, sp.Expr) and not numeric[node]:
+            for label, rule in rules:
                 result = rule(new, known, rank)
                 if result is not None:
                     new = result
@@ -243,4 +261,4 @@ _RULES: tuple[tuple[str, Callable], ...] = (
     ("cross-entropy on logits", _cross_entropy_on_logits),
 )
 """(label, rule) in the order they are tried on each node; a rule returns the
-node's replacement, or None."""
+node's replacement, or None. The first four recognise spellings (`recognised`)."""

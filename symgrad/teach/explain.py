@@ -43,6 +43,7 @@ from sympy.printing.latex import LatexPrinter
 from symgrad.check import OutOfDomain, as_value, parameters, sample_point
 from symgrad.codegen import numpy as numpy_target
 from symgrad.codegen.render import environment
+from symgrad.compiler.rewrite import recognised
 from symgrad.compiler.rules import local_derivatives, operand_symbol
 from symgrad.frontend.spec import Spec, make_symbol, with_derivatives, with_wrt
 from symgrad.ops import BY_SYMPY, OPS
@@ -475,14 +476,15 @@ def _step_nodes(spec: Spec) -> list[_Node]:
         }
         operands = tuple(sorted((n for n in by_name if n in known), key=position.get))
         out = make_symbol(step.name)
+        expr = recognised(step.expr)  # 1/(1 + exp(-Z)) differentiated as a sigmoid
         locals_: dict[str, sp.Expr | None] = {}
         for name in operands:
             try:
-                local = sp.diff(step.expr, by_name[name])
-                if not (step.expr.is_Symbol or step.expr.is_number):
+                local = sp.diff(expr, by_name[name])
+                if not (expr.is_Symbol or expr.is_number):
                     # d exp(f1)/d f1 reads h2; only whole subtrees are replaced,
                     # so d(1/w)/dw stays -1/w**2 rather than -J**2.
-                    local = local.xreplace({step.expr: out})
+                    local = local.xreplace({expr: out})
                 if local.has(sp.Derivative, sp.Subs):
                     local = None  # SymPy could only name it: a tensor operation
                 locals_[name] = local
