@@ -155,13 +155,13 @@ class Spec:
     extra_outputs: tuple[str, ...] = ()
     """The outputs after the first (`outputs: [y, z]`): on the tape, and in jvp and
     jacobian; forward, backward, value_and_grad and grad are about `output`."""
+    at: tuple[tuple[str, Any], ...] = ()  # (input, value): the spec's own point
+    expect: tuple[Expected, ...] = ()  # a learner's values, to be marked
 
     @property
     def outputs(self) -> tuple[str, ...]:
         """Every output, `output` first."""
         return (self.output, *self.extra_outputs)
-    at: tuple[tuple[str, Any], ...] = ()  # (input, value): the spec's own point
-    expect: tuple[Expected, ...] = ()  # a learner's values, to be marked
 
     @property
     def point(self) -> dict[str, Any]:
