@@ -34,7 +34,6 @@ class Tape(NamedTuple):
     """Inputs and intermediate values of one forward pass, kept for `backward`."""
 
     w: Any
-    t0: Any
     J: Any
 
 
@@ -83,13 +82,36 @@ def _sum_to(g, shape, out_shape, copy=False):
     return _owned(np.sum(np.broadcast_to(g, full), axis=axes).reshape(shape))
 
 
+def _one_point(y, dy=1.0):
+    """Whether a call was at one point (y and dy single values), not a batch."""
+    return (isinstance(y, float) or np.ndim(y) == 0) and (
+        isinstance(dy, float) or np.ndim(dy) == 0
+    )
+
+
+def _summed(gradients, y, *inputs, copied=()):
+    """The Gradients of a batch, each summed back to its input's shape.
+
+    `inputs`: the differentiated inputs, or the tape that holds them; the
+    positions in `copied` hold an input, copied for the caller to own.
+    """
+    if len(inputs) == 1 and isinstance(inputs[0], Tape):
+        inputs = [getattr(inputs[0], name) for name in Gradients._fields]
+    out = np.shape(y)
+    summed = (
+        _sum_to(g, np.shape(x), out, i in copied)
+        for i, (g, x) in enumerate(zip(gradients, inputs, strict=True))
+    )
+    return tuple.__new__(Gradients, summed)
+
+
 def forward(w):
     """Compute J; return (J, tape)."""
     (w,) = _arrays(w)
     # J = 1/w**2
     t0 = w**2
     J = np.divide(1, t0)
-    tape = Tape(w, t0, J)
+    tape = Tape(w, J)
     return J, tape
 
 
@@ -101,18 +123,16 @@ def backward(tape, dy=1.0):
     """
     w = tape.w
     J = tape.J
-    # ∂J/∂t0 = ∂J/∂J·∂J/∂t0   (∂J/∂t0 = -J**2)
+    # ∂J/∂w = ∂J/∂J·∂J/∂w   (∂J/∂w = -2/w**3)
     t1 = J**2
     t2 = dy * t1
     dJ_dt0 = -t2
-    # ∂J/∂w = ∂J/∂t0·∂t0/∂w   (∂t0/∂w = 2*w)
     t3 = 2 * dJ_dt0
     dJ_dw = t3 * w
-    if np.ndim(dy) == 0 and np.ndim(J) == 0:  # one point, not a batch
-        gradients = (dJ_dw,)
+    gradients = (dJ_dw,)
+    if _one_point(tape.J, dy):
         return tuple.__new__(Gradients, gradients)
-    gradients = (_sum_to(dJ_dw, np.shape(w), np.shape(J)),)
-    return tuple.__new__(Gradients, gradients)
+    return _summed(gradients, tape.J, tape)
 
 
 def value_and_grad(w):
@@ -120,17 +140,15 @@ def value_and_grad(w):
     (w,) = _arrays(w)
     # J = 1/w**2
     J = np.divide(1, w**2)
-    # ∂J/∂t0 = ∂J/∂J·∂J/∂t0   (∂J/∂t0 = -J**2)
+    # ∂J/∂w = ∂J/∂J·∂J/∂w   (∂J/∂w = -2/w**3)
     dJ_dt0 = -(J**2)
-    # ∂J/∂w = ∂J/∂t0·∂t0/∂w   (∂t0/∂w = 2*w)
     dJ_dw = 2 * dJ_dt0 * w
     del dJ_dt0
-    if np.ndim(J) == 0:  # one point, not a batch: no sums needed
-        gradients = (dJ_dw,)
+    gradients = (dJ_dw,)
+    if _one_point(J):
+        # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
         return J, tuple.__new__(Gradients, gradients)
-    gradients = (_sum_to(dJ_dw, np.shape(w), np.shape(J)),)
-    # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
-    return J, tuple.__new__(Gradients, gradients)
+    return J, _summed(gradients, J, w)
 
 
 def grad(w):

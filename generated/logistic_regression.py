@@ -9,7 +9,7 @@ a name of its own here, so the chain rule runs through a and Z.
 
 Forward pass (the spec's steps):
     Z = w1*x1 + w2*x2 + w3*x3 + b
-    a = 1/(1 + exp(-Z))
+    a = sigmoid(Z)
     L = -y*log(a) - (1 - y)*log(1 - a)
 
 Backward pass: reverse-mode differentiation of L with respect to w1, w2, w3, b.
@@ -45,15 +45,10 @@ class Tape(NamedTuple):
     x2: Any
     x3: Any
     y: Any
-    t0: Any
-    t1: Any
-    t2: Any
-    t3: Any
-    t4: Any
     Z: Any
     a: Any
-    t5: Any
-    t6: Any
+    t8: Any
+    t9: Any
     L: Any
 
 
@@ -105,14 +100,32 @@ def _sum_to(g, shape, out_shape, copy=False):
     return _owned(np.sum(np.broadcast_to(g, full), axis=axes).reshape(shape))
 
 
+def _one_point(y, dy=1.0):
+    """Whether a call was at one point (y and dy single values), not a batch."""
+    return (isinstance(y, float) or np.ndim(y) == 0) and (
+        isinstance(dy, float) or np.ndim(dy) == 0
+    )
+
+
+def _summed(gradients, y, *inputs, copied=()):
+    """The Gradients of a batch, each summed back to its input's shape.
+
+    `inputs`: the differentiated inputs, or the tape that holds them; the
+    positions in `copied` hold an input, copied for the caller to own.
+    """
+    if len(inputs) == 1 and isinstance(inputs[0], Tape):
+        inputs = [getattr(inputs[0], name) for name in Gradients._fields]
+    out = np.shape(y)
+    summed = (
+        _sum_to(g, np.shape(x), out, i in copied)
+        for i, (g, x) in enumerate(zip(gradients, inputs, strict=True))
+    )
+    return tuple.__new__(Gradients, summed)
+
+
 def _sigmoid(x):
     """1 / (1 + exp(-x)), exact in both tails: exp never sees a positive argument."""
     return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
-
-
-def _softplus(x):
-    """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
 def forward(w1, w2, w3, b, x1, x2, x3, y):
@@ -125,13 +138,18 @@ def forward(w1, w2, w3, b, x1, x2, x3, y):
     t3 = t1 + t2
     t4 = w3 * x3
     Z = t3 + t4
-    # a = 1/(1 + exp(-Z))   [symgrad: sigmoid, computes sigmoid(Z)]
+    # a = sigmoid(Z)
     a = _sigmoid(Z)
-    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
-    t5 = _softplus(Z)
-    t6 = Z * y
-    L = t5 - t6
-    tape = Tape(w1, w2, w3, b, x1, x2, x3, y, t0, t1, t2, t3, t4, Z, a, t5, t6, L)
+    # L = -y*log(a) - (1 - y)*log(1 - a)
+    t5 = np.log(a)
+    t6 = y * t5
+    t7 = -t6
+    t8 = 1 - y
+    t9 = 1 - a
+    t10 = np.log(t9)
+    t11 = t8 * t10
+    L = t7 - t11
+    tape = Tape(w1, w2, w3, b, x1, x2, x3, y, Z, a, t8, t9, L)
     return L, tape
 
 
@@ -141,38 +159,35 @@ def backward(tape, dy=1.0):
     dy is the upstream gradient ∂L/∂L (a vector-Jacobian product);
     the default 1 gives the gradients of L itself.
     """
-    w1 = tape.w1
-    w2 = tape.w2
-    w3 = tape.w3
-    b = tape.b
     x1 = tape.x1
     x2 = tape.x2
     x3 = tape.x3
     y = tape.y
     a = tape.a
-    L = tape.L
-    # ∂L/∂t6 = ∂L/∂L·∂L/∂t6   (∂L/∂t6 = -1)
-    dL_dt6 = -dy
-    # ∂L/∂Z = ∂L/∂t6·∂t6/∂Z + ∂L/∂t5·∂t5/∂Z   (∂t6/∂Z = y, ∂t5/∂Z = sigmoid(Z))
-    t7 = dL_dt6 * y
-    t8 = dy * a
-    dL_dZ = t7 + t8
-    # ∂L/∂w1 = ∂L/∂t0·∂t0/∂w1   (∂t0/∂w1 = x1)
+    t8 = tape.t8
+    t9 = tape.t9
+    # ∂L/∂a = ∂L/∂L·∂L/∂a   (∂L/∂a = (1 - y)/(1 - a) - y/a)
+    dL_dt11 = -dy
+    dL_dt10 = dL_dt11 * t8
+    dL_dt9 = dL_dt10 / t9
+    dL_dt5 = dL_dt11 * y
+    t12 = dL_dt5 / a
+    dL_da = t12 - dL_dt9
+    # ∂L/∂Z = ∂L/∂a·∂a/∂Z   (∂a/∂Z = a*(1 - a))
+    t13 = a * dL_da
+    dL_dZ = t13 * t9
+    # ∂L/∂w1 = ∂L/∂Z·∂Z/∂w1   (∂Z/∂w1 = x1)
     dL_dw1 = dL_dZ * x1
-    # ∂L/∂w2 = ∂L/∂t2·∂t2/∂w2   (∂t2/∂w2 = x2)
+    # ∂L/∂w2 = ∂L/∂Z·∂Z/∂w2   (∂Z/∂w2 = x2)
     dL_dw2 = dL_dZ * x2
-    # ∂L/∂w3 = ∂L/∂t4·∂t4/∂w3   (∂t4/∂w3 = x3)
+    # ∂L/∂w3 = ∂L/∂Z·∂Z/∂w3   (∂Z/∂w3 = x3)
     dL_dw3 = dL_dZ * x3
-    if np.ndim(dy) == 0 and np.ndim(L) == 0:  # one point, not a batch
-        gradients = (dL_dw1, dL_dw2, dL_dw3, dL_dZ)
+    # ∂L/∂b = ∂L/∂Z·∂Z/∂b   (∂Z/∂b = 1)
+    dL_db = dL_dZ
+    gradients = (dL_dw1, dL_dw2, dL_dw3, dL_db)
+    if _one_point(tape.L, dy):
         return tuple.__new__(Gradients, gradients)
-    gradients = (
-        _sum_to(dL_dw1, np.shape(w1), np.shape(L)),
-        _sum_to(dL_dw2, np.shape(w2), np.shape(L)),
-        _sum_to(dL_dw3, np.shape(w3), np.shape(L)),
-        _sum_to(dL_dZ, np.shape(b), np.shape(L)),
-    )
-    return tuple.__new__(Gradients, gradients)
+    return _summed(gradients, tape.L, tape)
 
 
 def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
@@ -180,31 +195,28 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     w1, w2, w3, b, x1, x2, x3, y = _arrays(w1, w2, w3, b, x1, x2, x3, y)
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
-    # a = 1/(1 + exp(-Z))   [symgrad: sigmoid, computes sigmoid(Z)]
+    # a = sigmoid(Z)
     a = _sigmoid(Z)
-    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
-    L = _softplus(Z) - Z * y
     del Z
-    # ∂L/∂Z = ∂L/∂t6·∂t6/∂Z + ∂L/∂t5·∂t5/∂Z   (∂t6/∂Z = y, ∂t5/∂Z = sigmoid(Z))
+    # L = -y*log(a) - (1 - y)*log(1 - a)
+    L = -(y * np.log(a)) - (1 - y) * np.log(1 - a)
+    # ∂L/∂Z = a - y   (simplified by sympy.cancel)
     dL_dZ = a - y
     del a
-    # ∂L/∂w1 = ∂L/∂t0·∂t0/∂w1   (∂t0/∂w1 = x1)
+    # ∂L/∂w1 = ∂L/∂Z·∂Z/∂w1   (∂Z/∂w1 = x1)
     dL_dw1 = dL_dZ * x1
-    # ∂L/∂w2 = ∂L/∂t2·∂t2/∂w2   (∂t2/∂w2 = x2)
+    # ∂L/∂w2 = ∂L/∂Z·∂Z/∂w2   (∂Z/∂w2 = x2)
     dL_dw2 = dL_dZ * x2
-    # ∂L/∂w3 = ∂L/∂t4·∂t4/∂w3   (∂t4/∂w3 = x3)
+    # ∂L/∂w3 = ∂L/∂Z·∂Z/∂w3   (∂Z/∂w3 = x3)
     dL_dw3 = dL_dZ * x3
-    if np.ndim(L) == 0:  # one point, not a batch: no sums needed
-        gradients = (dL_dw1, dL_dw2, dL_dw3, dL_dZ)
+    # ∂L/∂b = ∂L/∂Z·∂Z/∂b   (∂Z/∂b = 1)
+    dL_db = dL_dZ
+    del dL_dZ
+    gradients = (dL_dw1, dL_dw2, dL_dw3, dL_db)
+    if _one_point(L):
+        # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
         return L, tuple.__new__(Gradients, gradients)
-    gradients = (
-        _sum_to(dL_dw1, np.shape(w1), np.shape(L)),
-        _sum_to(dL_dw2, np.shape(w2), np.shape(L)),
-        _sum_to(dL_dw3, np.shape(w3), np.shape(L)),
-        _sum_to(dL_dZ, np.shape(b), np.shape(L)),
-    )
-    # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
-    return L, tuple.__new__(Gradients, gradients)
+    return L, _summed(gradients, L, w1, w2, w3, b)
 
 
 def grad(w1, w2, w3, b, x1, x2, x3, y):

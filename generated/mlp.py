@@ -51,10 +51,7 @@ class Tape(NamedTuple):
     b1: Any
     W2: Any
     b2: Any
-    t0: Any
-    t1: Any
     hidden: Any
-    t2: Any
     out: Any
     t3: Any
     t4: Any
@@ -162,7 +159,7 @@ def forward(X, Y, W1, b1, W2, b2):
     t3 = out - Y
     t4 = t3**2
     L = np.mean(t4)
-    tape = Tape(X, Y, W1, b1, W2, b2, t0, t1, hidden, t2, out, t3, t4, L)
+    tape = Tape(X, Y, W1, b1, W2, b2, hidden, out, t3, t4, L)
     return L, tape
 
 
@@ -177,26 +174,24 @@ def backward(tape, dy=1.0):
     hidden = tape.hidden
     t3 = tape.t3
     t4 = tape.t4
-    # ∂L/∂t4 = ∂L/∂L·∂L/∂t4   (∂L/∂t4: broadcast((dy/size(t4)) to t4))
+    # ∂L/∂out = ∂L/∂L·∂L/∂out
     t5 = np.size(t4)
     t6 = np.divide(dy, t5)
     dL_dt4 = _broadcast(t6, t4)
-    # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3 = 2*t3)
     t7 = 2 * dL_dt4
     dL_dt3 = t7 * t3
-    # ∂L/∂hidden = ∂L/∂t2·∂t2/∂hidden   (∂t2/∂hidden: dL_dt3 @ W2.T)
+    # ∂L/∂hidden = ∂L/∂out·∂out/∂hidden
     dL_dhidden = dL_dt3 @ W2.T
-    # ∂L/∂t1 = ∂L/∂hidden·∂hidden/∂t1   (∂hidden/∂t1 = 1 - hidden**2)
+    # ∂L/∂W1 = ∂L/∂hidden·∂hidden/∂W1
     t9 = hidden**2
     t10 = 1 - t9
     dL_dt1 = dL_dhidden * t10
-    # ∂L/∂W1 = ∂L/∂t0·∂t0/∂W1   (∂t0/∂W1: X.T @ dL_dt1)
     dL_dW1 = X.T @ dL_dt1
-    # ∂L/∂b1 = ∂L/∂t1·∂t1/∂b1   (∂t1/∂b1 = 1)
+    # ∂L/∂b1 = ∂L/∂hidden·∂hidden/∂b1
     dL_db1 = np.sum(dL_dt1, axis=0)
-    # ∂L/∂W2 = ∂L/∂t2·∂t2/∂W2   (∂t2/∂W2: hidden.T @ dL_dt3)
+    # ∂L/∂W2 = ∂L/∂out·∂out/∂W2
     dL_dW2 = hidden.T @ dL_dt3
-    # ∂L/∂b2 = ∂L/∂out·∂out/∂b2   (∂out/∂b2 = 1)
+    # ∂L/∂b2 = ∂L/∂out·∂out/∂b2
     dL_db2 = np.sum(dL_dt3, axis=0)
     gradients = (dL_dW1, dL_db1, dL_dW2, dL_db2)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -214,26 +209,24 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
     del out
     t4 = t3**2
     L = np.mean(t4)
-    # ∂L/∂t4 = ∂L/∂L·∂L/∂t4   (∂L/∂t4: broadcast((1/size(t4)) to t4))
+    # ∂L/∂out = ∂L/∂L·∂L/∂out
     dL_dt4 = _broadcast(np.divide(1, np.size(t4)), t4)
     del t4
-    # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3 = 2*t3)
     dL_dt3 = 2 * dL_dt4 * t3
     del dL_dt4, t3
-    # ∂L/∂hidden = ∂L/∂t2·∂t2/∂hidden   (∂t2/∂hidden: dL_dt3 @ W2.T)
+    # ∂L/∂hidden = ∂L/∂out·∂out/∂hidden
     dL_dhidden = dL_dt3 @ W2.T
-    # ∂L/∂t1 = ∂L/∂hidden·∂hidden/∂t1   (∂hidden/∂t1 = 1 - hidden**2)
+    # ∂L/∂W1 = ∂L/∂hidden·∂hidden/∂W1
     dL_dt1 = dL_dhidden * (1 - hidden**2)
     del dL_dhidden
-    # ∂L/∂W1 = ∂L/∂t0·∂t0/∂W1   (∂t0/∂W1: X.T @ dL_dt1)
     dL_dW1 = X.T @ dL_dt1
-    # ∂L/∂b1 = ∂L/∂t1·∂t1/∂b1   (∂t1/∂b1 = 1)
+    # ∂L/∂b1 = ∂L/∂hidden·∂hidden/∂b1
     dL_db1 = np.sum(dL_dt1, axis=0)
     del dL_dt1
-    # ∂L/∂W2 = ∂L/∂t2·∂t2/∂W2   (∂t2/∂W2: hidden.T @ dL_dt3)
+    # ∂L/∂W2 = ∂L/∂out·∂out/∂W2
     dL_dW2 = hidden.T @ dL_dt3
     del hidden
-    # ∂L/∂b2 = ∂L/∂out·∂out/∂b2   (∂out/∂b2 = 1)
+    # ∂L/∂b2 = ∂L/∂out·∂out/∂b2
     dL_db2 = np.sum(dL_dt3, axis=0)
     del dL_dt3
     gradients = (dL_dW1, dL_db1, dL_dW2, dL_db2)

@@ -49,11 +49,9 @@ class Tape(NamedTuple):
     Y: Any
     W: Any
     b: Any
-    t0: Any
     logits: Any
     t1: Any
     t2: Any
-    t3: Any
     loss: Any
     L: Any
 
@@ -160,7 +158,7 @@ def forward(X, Y, W, b):
     loss = t1 - t3
     # L = mean(loss)
     L = np.mean(loss)
-    tape = Tape(X, Y, W, b, t0, logits, t1, t2, t3, loss, L)
+    tape = Tape(X, Y, W, b, logits, t1, t2, loss, L)
     return L, tape
 
 
@@ -176,15 +174,13 @@ def backward(tape, dy=1.0):
     t1 = tape.t1
     t2 = tape.t2
     loss = tape.loss
-    # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss: broadcast((dy/size(loss)) to loss))
+    # ∂L/∂loss = ∂L/∂L·∂L/∂loss
     t4 = np.size(loss)
     t5 = np.divide(dy, t4)
     dL_dloss = _broadcast(t5, loss)
-    # ∂L/∂t3 = ∂L/∂loss·∂loss/∂t3   (∂loss/∂t3 = -1)
+    # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits
     dL_dt3 = -dL_dloss
-    # ∂L/∂t2 = ∂L/∂t3·∂t3/∂t2   (∂t3/∂t2: broadcast(dL_dt3, axis=1 to t2))
     dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
-    # ∂L/∂logits = ∂L/∂t2·∂t2/∂logits + ∂L/∂t1·∂t1/∂logits   (∂t2/∂logits = Y, ∂t1/∂logits: broadcast(dL_dloss, axis=1 to logits)*exp(logits - broadcast(t1, axis=1 to logits)))
     t6 = Y * dL_dt2
     t7 = _broadcast(dL_dloss, logits, axis=1)
     t8 = _broadcast(t1, logits, axis=1)
@@ -192,9 +188,9 @@ def backward(tape, dy=1.0):
     t10 = np.exp(t9)
     t11 = t7 * t10
     dL_dlogits = t6 + t11
-    # ∂L/∂W = ∂L/∂t0·∂t0/∂W   (∂t0/∂W: X.T @ dL_dlogits)
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W
     dL_dW = X.T @ dL_dlogits
-    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b
     dL_db = np.sum(dL_dlogits, axis=0)
     gradients = (dL_dW, dL_db)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -211,24 +207,22 @@ def value_and_grad(X, Y, W, b):
     loss = t1 - np.sum(t2, axis=1)
     # L = mean(loss)
     L = np.mean(loss)
-    # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss: broadcast((1/size(loss)) to loss))
+    # ∂L/∂loss = ∂L/∂L·∂L/∂loss
     dL_dloss = _broadcast(np.divide(1, np.size(loss)), loss)
     del loss
-    # ∂L/∂t3 = ∂L/∂loss·∂loss/∂t3   (∂loss/∂t3 = -1)
+    # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits
     dL_dt3 = -dL_dloss
-    # ∂L/∂t2 = ∂L/∂t3·∂t3/∂t2   (∂t3/∂t2: broadcast(dL_dt3, axis=1 to t2))
     dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
     del dL_dt3, t2
     t7 = _broadcast(dL_dloss, logits, axis=1)
     del dL_dloss
     t10 = np.exp(logits - _broadcast(t1, logits, axis=1))
     del logits, t1
-    # ∂L/∂logits = ∂L/∂t2·∂t2/∂logits + ∂L/∂t1·∂t1/∂logits   (∂t2/∂logits = Y, ∂t1/∂logits: broadcast(dL_dloss, axis=1 to logits)*exp(logits - broadcast(t1, axis=1 to logits)))
     dL_dlogits = Y * dL_dt2 + t7 * t10
     del dL_dt2, t10, t7
-    # ∂L/∂W = ∂L/∂t0·∂t0/∂W   (∂t0/∂W: X.T @ dL_dlogits)
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W
     dL_dW = X.T @ dL_dlogits
-    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b
     dL_db = np.sum(dL_dlogits, axis=0)
     del dL_dlogits
     gradients = (dL_dW, dL_db)

@@ -70,8 +70,10 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import sys
 import types
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import mpmath
@@ -805,6 +807,26 @@ def _forward_value(
     return value
 
 
+def locals_on_return(function: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The local variables of a generated function when it returns (every value
+    of its lines, temporaries included, where the tape keeps only what
+    `backward` reads)."""
+    captured: dict[str, Any] = {}
+    code = getattr(function, "__code__", None)
+
+    def profiler(frame, event, arg):
+        if event == "return" and frame.f_code is code:
+            captured.update(frame.f_locals)
+
+    previous = sys.getprofile()
+    sys.setprofile(profiler)
+    try:
+        function(*args, **kwargs)
+    finally:
+        sys.setprofile(previous)
+    return captured
+
+
 def _kinks(
     module: types.ModuleType, args: dict[str, object], margin: float = 0.0
 ) -> list[str]:
@@ -813,8 +835,7 @@ def _kinks(
     if compiled is None:
         return []
     with np.errstate(all="ignore"):  # a where's branch not taken may overflow
-        _, tape = module.forward(**args)
-    values = tape._asdict()
+        values = locals_on_return(module.forward, **args)
 
     def get(arg):
         return values[arg] if isinstance(arg, str) else arg

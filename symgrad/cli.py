@@ -216,7 +216,7 @@ def _compile(args: argparse.Namespace) -> int:
         _write_atomically(target, text)
         print(
             f"{path} -> {target}  ({len(compiled.unit.forward)} forward and "
-            f"{len(compiled.unit.backward)} backward operations)"
+            f"{compiled.unit.backward_operations} backward operations)"
         )
     return 0
 

@@ -69,6 +69,22 @@ class Program:
         """The inputs, as a set."""
         return frozenset(self.inputs)
 
+    @property
+    def backward_operations(self) -> int:
+        """The operations of the backward pass (a copy giving an input's adjoint its
+        name, `dy_dbeta0 = dy_df0`, is no operation)."""
+        return sum(a.op != "copy" for a in self.backward)
+
+    @cached_property
+    def _copies(self) -> dict[str, Operand]:
+        return {a.name: a.args[0] for a in self.backward if a.op == "copy"}
+
+    def copied(self, operand: Operand) -> Operand:
+        """The operand a chain of copies (`dy_dw = x`) starts from."""
+        while isinstance(operand, str) and operand in self._copies:
+            operand = self._copies[operand]
+        return operand
+
     @cached_property  # read for every gradient: a chain has thousands of inputs
     def tensor(self) -> bool:
         """Whether any input is declared with a shape (else: scalars, batched at call time)."""

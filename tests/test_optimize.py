@@ -27,7 +27,7 @@ CANCELLING = {
     # Poisson regression's negative log-likelihood: dL/d(w*x + b) = r - y
     "poisson": (
         {"r": "exp(w*x + b)", "L": "r - y*log(r)"},
-        "∂L/∂t1 = r - y",
+        "dL_dt1 = r - y",
     ),
     # d log(t**2)/dt = 2*t/t**2 = 2/t
     "log_of_square": ({"t": "w*x + b", "L": "log(t**2) + y"}, "∂L/∂t = 2/t"),
@@ -44,7 +44,7 @@ CANCELLING = {
     # a two-class softmax's cross-entropy
     "two_class_softmax": (
         {"e1": "exp(w*x)", "e2": "exp(b)", "p": "e1/(e1 + e2)", "L": "-y*log(p)"},
-        "∂L/∂t1 = y/(e1 + e2)",
+        "∂L/∂e2 = y/(e1 + e2)",
     ),
 }
 POINTS = [

@@ -64,7 +64,7 @@ class NumpyBackend(Backend):
         """
         plain = super().gradient(program, name, grad)
         # an input returned as a gradient (∂(x*y)/∂x = y) is copied: the caller owns it
-        copy = ", copy=True" if grad in program.input_names else ""
+        copy = ", copy=True" if program.copied(grad) in program.input_names else ""
         if not program.tensor and not (one_point and grad != 0):
             return Gradient(
                 f"_sum_to({plain.text}, np.shape({name}), np.shape({program.output}){copy})",

@@ -79,8 +79,15 @@ class Printer:
         lines: list[Line] = []
         note = ""
 
+        def comment() -> None:  # the note goes above the first line printed after it
+            nonlocal note
+            if note:
+                lines.append(Line(f"# {note}"))
+                note = ""
+
         def flush(arg: Operand) -> None:
             text, prec, reads = pending.pop(arg)
+            comment()
             lines.append(Line(f"{arg} = {text}", reads, arg, prec))
 
         def line(a: Assign) -> tuple[str, int, frozenset[str]]:
@@ -119,9 +126,7 @@ class Printer:
             if a.name in fuse and len(text) <= FUSED_LENGTH:
                 pending[a.name] = (text, prec, reads)
                 continue
-            if note:
-                lines.append(Line(f"# {note}"))
-                note = ""
+            comment()
             lines.append(Line(f"{a.name} = {text}", reads, a.name, prec))
         return lines
 

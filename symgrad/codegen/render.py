@@ -30,7 +30,7 @@ from symgrad.codegen.printer import (
 from symgrad.compiler.optimize import dce
 from symgrad.compiler.reverse import program_guards
 from symgrad.frontend.spec import Spec, SpecError
-from symgrad.ir import Program
+from symgrad.ir import Program, is_temporary
 from symgrad.shapes import show
 
 
@@ -65,7 +65,7 @@ def render(
         context |= higher | {"unused": context["unused"] or higher["unused"]}
     except Unprintable as err:
         raise SpecError(f"{err}; use --target numpy", path=spec.path) from None
-    tape = list(backward.inputs) + [a.name for a in backward.forward]
+    tape = context["tape_fields"]
     stdlib = sorted(m for m in printer.imports if m in sys.stdlib_module_names)
     context |= {
         "version": __version__,
@@ -90,7 +90,6 @@ def render(
             f"∂{backward.output}/∂v; t0, t1, ... are temporaries that hold one operation each.",
             width=79,
         ),
-        "tape_fields": tape,
         "params": backward.inputs,
         "arguments": _rebound(list(backward.inputs), "_arrays")
         if backend.arrays
@@ -196,26 +195,26 @@ def _lines(
         forward.append(line)
         fused_forward.append(line)
 
-    def gradients(program: Program, at_one_point: bool = False):
-        return [
-            backend.gradient(program, name, grad, at_one_point)
-            for name, grad in program.gradients
-        ]
+    def gradients(program: Program):
+        if one_point:  # as at one point; a batch's are summed by `_summed`
+            return [Backend.gradient(backend, program, *g) for g in program.gradients]
+        return [backend.gradient(program, *g) for g in program.gradients]
 
     unit_gradients = gradients(unit)
-    unit_one_point = gradients(unit, True)
     if backend.frees_arrays:  # free each array after its last use, as by hand
-        returned = {unit.output}.union(
-            *(g.reads for g in unit_gradients + unit_one_point)
-        )
+        returned = {unit.output}.union(*(g.reads for g in unit_gradients))
         fused_forward, unit_lines = deleting(fused_forward, unit_lines, keep=returned)
     backward_gradients = gradients(backward)
     read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
     read = read.union(*(g.reads for g in backward_gradients))
-    tape = list(backward.inputs) + [a.name for a in backward.forward]
+    order = list(backward.inputs) + [a.name for a in backward.forward]
     return {
         "forward": _text(forward),
-        "unpack": [f"{name} = tape.{name}" for name in tape if name in read],
+        # the tape: the inputs, the spec's steps and the temporaries backward reads
+        "tape_fields": [
+            name for name in order if not is_temporary(name) or name in read
+        ],
+        "unpack": [f"{name} = tape.{name}" for name in order if name in read],
         "backward": _text(backward_lines),
         "gradients": [g.text for g in backward_gradients],
         "unit_backward": _text(unit_lines),
@@ -223,14 +222,34 @@ def _lines(
         "unit_gradients": [g.text for g in unit_gradients],
         # a scalar spec: a call at one point skips the reductions of a batch
         "one_point": one_point,
-        "one_point_gradients": [g.text for g in gradients(backward, True)],
-        "unit_one_point_gradients": [g.text for g in unit_one_point],
+        "summed": _summed(backward, tape=True),
+        "unit_summed": _summed(unit, tape=False),
         "unused": batch is not None,
         "gradient_helpers": frozenset().union(
             *(g.helpers for g in backward_gradients + unit_gradients)
         ),
         "returned": backend.returned(backward),
     }
+
+
+def _summed(program: Program, tape: bool) -> list[str]:
+    """`return _summed(gradients, y, ...)`: a batch's gradients summed back to the
+    inputs' shapes, which come from the `tape` or the arguments (`copied`: the
+    gradients that are an input, which the caller must own)."""
+    copied = [
+        str(i)
+        for i, (_, g) in enumerate(program.gradients)
+        if program.copied(g) in program.input_names
+    ]
+    args = (
+        ["gradients", f"tape.{program.output}", "tape"]
+        if tape
+        else ["gradients", program.output, *program.wrt]
+    )
+    if copied:
+        args.append(f"copied={{{', '.join(copied)}}}")
+    prefix = "return _summed" if tape else f"return {program.output}, _summed"
+    return call(prefix, args, INDENT)
 
 
 def _rebound(names: list[str], function: str) -> list[str]:

@@ -117,11 +117,13 @@ def cancel(program: Program) -> Program:
         return program
     taken = {*program.inputs, program.seed, *assigns}
     emitter = Emitter({t for t in taken if isinstance(t, str)}, program.forward, shapes)
-    note = ""
+    # dL_dz -> z, for the named values (a temporary may share its adjoint)
+    holds = {g: v for v, g in reversed(program.adjoints) if not is_temporary(v)}
     for a in program.backward:
-        note = a.note or note
         if a.name in simpler:
-            what = a.name if is_temporary(a.name) else note.split(" = ")[0]
+            # ∂L/∂z for a named value's adjoint; the variable's own name otherwise
+            v = holds.get(a.name)
+            what = a.name if v is None else f"∂{program.output}/∂{v}"
             emitter.lower(
                 simpler[a.name],
                 name=a.name,

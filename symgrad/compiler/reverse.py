@@ -16,7 +16,7 @@ import sympy as sp
 
 from symgrad.compiler.lower import Emitter
 from symgrad.compiler.rules import local_derivatives, operand_symbol, vjp
-from symgrad.ir import Assign, Operand, Program
+from symgrad.ir import Assign, Operand, Program, is_temporary
 from symgrad.ops import OPS, tensor
 from symgrad.shapes import reduction_to
 
@@ -45,6 +45,8 @@ def reverse(
     # v -> [(u, ∂u/∂v as text, ∂out/∂u · ∂u/∂v)] for every use of v by an assignment u
     terms: dict[str, list[tuple[str, str, sp.Expr]]] = {}
     adjoints: dict[str, Operand] = {}
+    notation = Notation(program)
+    unnoted: list[int] = []  # where the lines of temporaries' adjoints start
 
     def adjoint(v: str) -> Operand:
         """Lower ∂out/∂v from its collected terms; the operand that now holds it."""
@@ -53,14 +55,26 @@ def reverse(
 
     def _lowered(v: str) -> Operand:
         collected = terms.pop(v)
-        chain = " + ".join(f"∂{out}/∂{u}·∂{u}/∂{v}" for u, _, _ in collected)
-        locals_ = ", ".join(local for _, local, _ in collected)
+        start = len(emitter.body)
+        note = notation.note(out, v, [u for u, _, _ in collected])
         # Each use adds its term (fan-out accumulates), left to right as collected.
-        return emitter.lower(
-            [term for _, _, term in collected],
-            name=_adjoint_name(out, v, emitter.taken),
-            note=f"∂{out}/∂{v} = {chain}   ({locals_})",
-        )
+        # A differentiated input gets its adjoint under its own name (dy_dbeta0),
+        # even where that is a value already computed (dy_df0: ∂f0/∂beta0 = 1).
+        name = _adjoint_name(out, v, emitter.taken)
+        result = emitter.lower([term for _, _, term in collected], name=name, note=note)
+        if v in program.wrt and isinstance(result, str) and result != name:
+            result = emitter.lower(
+                operand_symbol(result), name=name, note=note, alias=False
+            )
+        if note:  # the lines of the temporaries' adjoints before it are its own
+            first = unnoted.pop() if unnoted else start
+            if first < len(emitter.body):
+                if first < start < len(emitter.body):
+                    emitter.body[start] = replace(emitter.body[start], note="")
+                emitter.body[first] = replace(emitter.body[first], note=note)
+        elif not unnoted and len(emitter.body) > start:
+            unnoted.append(start)
+        return result
 
     for a in reversed(program.forward):
         if a.name != out and a.name not in terms:
@@ -205,6 +219,77 @@ def _depending_on(program: Program) -> set[str]:
         if OPS[a.op].differentiable and any(arg in depends for arg in a.args):
             depends.add(a.name)
     return depends
+
+
+class Notation:
+    """The comments of the backward pass, in the spec's notation.
+
+    A comment names the spec's steps and inputs only, as the notebook and
+    `explain` do: `∂y/∂h3 = ∂y/∂f3·∂f3/∂h3   (∂f3/∂h3 = omega3)`, where the
+    compiler computed f3 = beta3 + t3 and t3 = h3*omega3. The local derivative
+    is `sympy.diff` of the step written out in those names (shown when the
+    step is elementwise and short). A temporary's adjoint has no comment of its
+    own: its lines are part of the next named adjoint's.
+    """
+
+    MAX_SIZE = 24  # operations in a step beyond which its local derivative is not shown
+    MAX_LOCAL = 60  # characters of a local derivative shown in a comment
+
+    def __init__(self, program: Program):
+        self.assigns = {a.name: a for a in program.forward}
+        self.spelled: dict[str, tuple[sp.Expr, int] | None] = {}
+        self.reached: dict[
+            str, tuple[str, ...]
+        ] = {}  # temporary -> named steps using it
+
+    def note(self, out: str, v: str, users: list[str]) -> str:
+        """The comment above the lines of ∂out/∂v ("" for a temporary's)."""
+        named = tuple(
+            dict.fromkeys(n for u in users for n in self.reached.get(u, (u,)))
+        )
+        if is_temporary(v):
+            self.reached[v] = named
+            return ""
+        chain = " + ".join(f"∂{out}/∂{n}·∂{n}/∂{v}" for n in named)
+        known = [(n, self._local(n, v)) for n in named]
+        locals_ = ", ".join(f"∂{n}/∂{v} = {d}" for n, d in known if d is not None)
+        return f"∂{out}/∂{v} = {chain}" + (f"   ({locals_})" if locals_ else "")
+
+    def _local(self, step: str, v: str) -> str | None:
+        """∂step/∂v over the spec's names, if elementwise and short."""
+        written = self._written(step, top=True)
+        if written is None:
+            return None
+        expr, _ = written
+        local = sp.diff(expr, operand_symbol(v))
+        if not (expr.is_Symbol or expr.is_number):
+            local = local.xreplace({expr: operand_symbol(step)})  # d exp(f1)/d f1 = h2
+        text = sp.sstr(local)
+        return text if len(text) <= self.MAX_LOCAL else None
+
+    def _written(self, name: str, top: bool = False) -> tuple[sp.Expr, int] | None:
+        """(name's definition with temporaries written out, its size); None if not elementwise."""
+        a = self.assigns.get(name)
+        if a is None or not (top or is_temporary(name)):
+            return operand_symbol(name), 0
+        if name in self.spelled and not top:
+            return self.spelled[name]
+        result = None
+        if OPS[a.op].elementwise and OPS[a.op].meaning is not None and not a.params:
+            parts = [self._written(x) if isinstance(x, str) else (x, 0) for x in a.args]
+            if all(p is not None for p in parts):
+                size = 1 + sum(n for _, n in parts)
+                if size <= self.MAX_SIZE:
+                    expr = OPS[a.op].meaning(
+                        *(
+                            operand_symbol(e) if not isinstance(e, sp.Basic) else e
+                            for e, _ in parts
+                        )
+                    )
+                    result = (expr, size)
+        if not top:
+            self.spelled[name] = result
+        return result
 
 
 def _adjoint_name(out: str, v: str, taken: set[str]) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 import types
 from dataclasses import dataclass, field, replace
@@ -40,7 +39,13 @@ import numpy as np
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from symgrad.check import OutOfDomain, as_value, parameters, sample_point
+from symgrad.check import (
+    OutOfDomain,
+    as_value,
+    locals_on_return,
+    parameters,
+    sample_point,
+)
 from symgrad.codegen import numpy as numpy_target
 from symgrad.codegen.render import environment
 from symgrad.compiler.rewrite import recognised
@@ -303,13 +308,14 @@ def explain(
     args = {n: as_value(v) for n, v in point.items()}
     try:
         with np.errstate(divide="raise", over="raise", invalid="raise"):
-            _, tape = module.forward(**args)
+            values = locals_on_return(module.forward, **args)
             _, grads = module.value_and_grad(**args)
     except (ValueError, ZeroDivisionError, OverflowError, FloatingPointError) as err:
         raise ExplainError(
             f"the function is not defined at that point ({err})"
         ) from None
-    values = dict(tape._asdict())
+    tape = values["tape"]
+    values.update(tape._asdict())
     emitted = _backward_locals(module, tape)
 
     if level == "auto":
@@ -382,23 +388,11 @@ def _backward_locals(module: types.ModuleType, tape: Any) -> dict[str, Any]:
     These are the adjoints exactly as the emitted code computes them (`dL_dz`),
     read where the table's own products are not available (tensor steps).
     """
-    captured: dict[str, Any] = {}
-    code = getattr(module.backward, "__code__", None)
-
-    def profiler(frame, event, arg):
-        if event == "return" and frame.f_code is code:
-            captured.update(frame.f_locals)
-
-    previous = sys.getprofile()
-    sys.setprofile(profiler)
     try:
         with np.errstate(all="ignore"):
-            module.backward(tape)
+            return locals_on_return(module.backward, tape)
     except Exception:
         return {}
-    finally:
-        sys.setprofile(previous)
-    return captured
 
 
 def _fill_from_module(
@@ -690,7 +684,7 @@ def _lambdify(symbols: tuple[sp.Symbol, ...], expr: sp.Expr):
 def swell_count(compiled: Compiled) -> Swell:
     """count_ops of the fully expanded `sympy.diff` derivatives against symgrad's backward pass."""
     spec = compiled.spec
-    ours = len(compiled.unit.backward)
+    ours = compiled.unit.backward_operations
     forward = len(compiled.unit.forward)
     if any(getattr(i, "shape", ()) for i in spec.inputs):
         return Swell(
