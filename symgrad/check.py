@@ -73,8 +73,8 @@ import math
 import sys
 import types
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import mpmath
 import numpy as np
