@@ -7,7 +7,7 @@ import functools
 import types
 
 from symgrad.pipeline import compile_module
-from symgrad.teach.explain import attach_display
+from symgrad.teach.notebook import attach_display
 
 
 @functools.wraps(compile_module)

@@ -159,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_check)
     _add_explain_commands(commands)
+    _add_learner_commands(commands)
     for command in commands.choices.values():  # `symgrad CMD --debug` works too
         command.add_argument(
             "--debug",
@@ -573,6 +574,46 @@ def _plot(args: argparse.Namespace) -> int:
     except ExplainError as err:
         raise UsageError(f"{args.spec}: {err}") from None
     print(f"{args.spec} -> {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- examples, exercise
+
+
+def _add_learner_commands(commands) -> None:
+    """`examples` (the specs symgrad ships) and `exercise` (a notebook to fill in)."""
+    examples = commands.add_parser(
+        "examples", help="copy the example specs symgrad ships into a directory"
+    )
+    examples.add_argument(
+        "directory",
+        metavar="DIR",
+        type=Path,
+        nargs="?",
+        default=Path("examples"),
+        help="where to copy them (default: examples/); existing files are kept",
+    )
+    examples.set_defaults(run=_examples)
+
+
+def _examples(args: argparse.Namespace) -> int:
+    from symgrad._data import shipped
+
+    source = shipped("examples")
+    if args.directory.exists() and not args.directory.is_dir():
+        raise UsageError(f"{args.directory} is not a directory")
+    args.directory.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for spec in sorted(source.glob("*.yaml")):
+        target = args.directory / spec.name
+        if target.exists():
+            kept.append(spec.name)
+            continue
+        target.write_bytes(spec.read_bytes())
+        copied.append(spec.name)
+    print(f"{len(copied)} example spec(s) copied to {args.directory}/")
+    if kept:
+        print(f"kept the existing {', '.join(kept)}")
     return 0
 
 

@@ -23,7 +23,6 @@ from symgrad.pipeline import build, load_spec
 from symgrad.teach.explain import (
     ExplainError,
     Explanation,
-    attach_display,
     explain,
     swell_count,
     write_graph,
@@ -267,8 +266,8 @@ def test_explain_a_compiled_module_and_its_display():
     mod = symgrad.compile(str(TOY))
     e = symgrad.explain(mod, at=NOTEBOOK_POINT)
     assert round(e.adjoint("f0"), 3) == -0.646
-    attach_display(mod)
-    assert "<table>" in mod._repr_html_() and r"\begin{align*}" in mod._repr_latex_()
+    shown = mod._repr_html_()  # the code; no spec point: no tables at a random one
+    assert "dy_dbeta0" in shown and "<table>" not in shown
 
 
 def test_bad_input():
@@ -323,7 +322,7 @@ def test_cli_plot_without_matplotlib(monkeypatch, capsys):
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert cli.main(["plot", str(TOY), "--wrt", "x"]) == 2
-    assert "pip install 'symgrad[plot]'" in capsys.readouterr().err
+    assert "pip install matplotlib" in capsys.readouterr().err
 
 
 def test_cli_plot(tmp_path, capsys):

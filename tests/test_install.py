@@ -44,11 +44,15 @@ def test_wheel_installs_into_a_fresh_venv_and_compiles(tmp_path):
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    shutil.copy(ROOT / "examples/udl_toy.yaml", work)
+    # the examples ship in the wheel: `symgrad examples` copies them here
+    _run(str(env_dir / "bin" / "symgrad"), "examples", "ex", cwd=work)
+    assert (work / "ex" / "udl_toy.yaml").read_bytes() == (
+        ROOT / "examples/udl_toy.yaml"
+    ).read_bytes()
     _run(
         str(env_dir / "bin" / "symgrad"),
         "compile",
-        "udl_toy.yaml",
+        "ex/udl_toy.yaml",
         "-o",
         "out",
         cwd=work,

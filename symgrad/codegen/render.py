@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from symgrad._data import shipped
 from symgrad._version import __version__
 from symgrad.codegen.backend import Backend
 from symgrad.codegen.printer import (
@@ -390,8 +391,4 @@ def environment() -> jinja2.Environment:
 
 def templates_dir() -> Path:
     """The templates folder: inside the installed package, or beside it in a source checkout."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "templates", here.parent / "templates"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"symgrad's templates are missing (looked beside {here})")
+    return shipped("templates")

@@ -156,7 +156,7 @@ class Swell:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Explanation:
     """The forward and backward passes of a spec at one point, in several formats."""
 
@@ -223,6 +223,12 @@ class Explanation:
     def __str__(self) -> str:
         return self.text()
 
+    def __repr__(self) -> str:  # the table, in a console and as Jupyter's plain text
+        return self.text()
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(self.text())
+
     def _repr_html_(self) -> str:
         return self.html()
 
@@ -244,22 +250,6 @@ def _unknown(what: str, name: str, known: list[str]) -> UnknownName:
     return UnknownName(
         f"no {what} named {name!r}: the explanation's rows are {', '.join(known)}"
     )
-
-
-def attach_display(module: types.ModuleType) -> types.ModuleType:
-    """Give a module made by `symgrad.compile` Jupyter's rich display (explain tables).
-
-    The tables are computed when the notebook displays the module, at a point
-    sampled reproducibly (use `symgrad.explain(module, at=...)` for a chosen one).
-    """
-
-    def shown(fmt: str):
-        return lambda: explain(module, swell=False).render(fmt)
-
-    module._repr_html_ = shown("html")
-    module._repr_latex_ = shown("latex")
-    module._repr_markdown_ = shown("markdown")
-    return module
 
 
 # --------------------------------------------------------------------------- explain
@@ -1065,9 +1055,14 @@ def graph_dot(e: Explanation) -> str:
             users.setdefault(r.name, []).append((t.user, t))
     steps = {r.name: r for r in e.forward}
     used = {r.name: r.operands for r in e.forward}
+    # a long chain reads top to bottom (the UDL toy: ten steps deep, three wide)
+    depth: dict[str, int] = {}
+    for r in e.forward:
+        depth[r.name] = 1 + max((depth.get(v, 0) for v in r.operands), default=0)
+    direction = "TB" if max(depth.values(), default=0) > 3 else "LR"
     lines = [
         f"digraph {_dot_id(e.name)} {{",
-        "  rankdir=LR;",
+        f"  rankdir={direction};",
         '  node [fontname="Helvetica", fontsize=11];',
         '  edge [fontname="Helvetica", fontsize=9];',
         f'  label="{_dot_text(f"{e.name} at {_point_text(e.point)}")}";',
@@ -1150,24 +1145,41 @@ def plot(
     wrt: str,
     at: dict[str, Any] | None = None,
     path: str | Path | None = None,
+    **options: Any,
+) -> Path:
+    """`plot_figure` written as a PNG to `path` (default `<name>_<wrt>.png`); its path."""
+    figure = plot_figure(target, wrt, at, **options)
+    name = _compiled_module(target)[0].spec.name
+    target_path = Path(path) if path is not None else Path(f"{name}_{wrt}.png")
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target_path, dpi=100)
+    return target_path
+
+
+def plot_figure(
+    target: Any,
+    wrt: str,
+    at: dict[str, Any] | None = None,
     *,
     span: tuple[float, float] | None = None,
     points: int = 200,
     seed: int = 0,
-) -> Path:
-    """Plot the output, its derivative with respect to `wrt`, and central differences.
+) -> Any:
+    """The output, its derivative with respect to `wrt`, and central differences,
+    as a matplotlib Figure (needs matplotlib).
 
     Other inputs are fixed at `at` (missing ones sampled); the range defaults
-    to the point's value of `wrt` ± 3. Writes a PNG to `path` (default
-    `<name>_<wrt>.png`) and returns its path. Needs matplotlib.
+    to the point's value of `wrt` ± 3, and a given value of `wrt` inside the
+    range is marked by a vertical line. The derivative is not drawn where the
+    function is not finite.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         raise PlotUnavailable(
-            "symgrad plot needs matplotlib: pip install 'symgrad[plot]' "
-            "(or pip install matplotlib)"
+            "symgrad plot needs matplotlib: pip install matplotlib "
+            '(in a checkout of symgrad: pip install ".[plot]")'
         ) from None
     compiled, _ = _compiled_module(target)
     spec = compiled.spec
@@ -1204,6 +1216,7 @@ def plot(
         dys = np.broadcast_to(
             np.asarray(getattr(module.backward(tape), wrt), dtype=float), xs.shape
         )
+        dys = np.where(np.isfinite(ys), dys, np.nan)  # no slope where f is undefined
         h = 1e-4 * np.maximum(1.0, np.abs(coarse))
         fd = (f(coarse + h) - f(coarse - h)) / (2 * h)
 
@@ -1214,8 +1227,10 @@ def plot(
     ax.plot(xs, ys, label=f"{out}")
     ax.plot(xs, dys, label=f"∂{out}/∂{wrt} (symgrad backward)")
     ax.plot(coarse, fd, "g.", markersize=8, label="central difference")
-    ax.axvline(center, color="0.8", linewidth=0.8, zorder=0)
+    if at is not None and wrt in at and lo <= center <= hi:  # the point asked for
+        ax.axvline(center, color="0.8", linewidth=0.8, zorder=0)
     ax.axhline(0, color="0.8", linewidth=0.8, zorder=0)
+    ax.set_xlim(lo, hi)
     ax.set_xlabel(wrt)
     fixed = {n: v for n, v in point.items() if n != wrt}
     title = f"{spec.name}: {out} and ∂{out}/∂{wrt}"
@@ -1231,7 +1246,4 @@ def plot(
         ax.set_ylim(min(low, 0) - pad, max(high, 0) + pad)
     ax.legend()
     figure.tight_layout()
-    target_path = Path(path) if path is not None else Path(f"{spec.name}_{wrt}.png")
-    target_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target_path, dpi=100)
-    return target_path
+    return figure
