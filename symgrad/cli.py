@@ -595,6 +595,33 @@ def _add_learner_commands(commands) -> None:
     )
     examples.set_defaults(run=_examples)
 
+    exercise = commands.add_parser(
+        "exercise",
+        help="a notebook to fill in: the forward pass given, each backward line a TODO",
+    )
+    exercise.add_argument("spec", metavar="SPEC", type=Path)
+    exercise.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="the notebook to write (default: SPEC's name + _exercise.ipynb)",
+    )
+    exercise.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="fix an input (the spec's own point, else sampled, for the others)",
+    )
+    exercise.add_argument(
+        "--seed", type=int, default=0, help="random seed for sampled inputs"
+    )
+    exercise.add_argument(
+        "--solution", action="store_true", help="fill the answers in (for a teacher)"
+    )
+    exercise.set_defaults(run=_exercise)
+
 
 def _examples(args: argparse.Namespace) -> int:
     from symgrad._data import shipped
@@ -614,6 +641,30 @@ def _examples(args: argparse.Namespace) -> int:
     print(f"{len(copied)} example spec(s) copied to {args.directory}/")
     if kept:
         print(f"kept the existing {', '.join(kept)}")
+    return 0
+
+
+def _exercise(args: argparse.Namespace) -> int:
+    from symgrad.teach.exercise import exercise, notebook_text
+
+    compiled = _built(args.spec)
+    spec = compiled.spec
+    fixed = dict(getattr(spec, "at", None) or {}) | _parse_at(args.at)
+    unknown = sorted(set(fixed) - {i.name for i in spec.inputs})
+    if unknown:
+        raise UsageError(
+            f"{args.spec}: --at {unknown[0]}: {spec.name} has no such input"
+        )
+    module = import_source(source(compiled), spec.name, compiled)
+    try:
+        point = sample_point(module, np.random.default_rng(args.seed), fixed)
+    except OutOfDomain as err:
+        raise UsageError(f"{args.spec}: {err}") from None
+    path = args.output or Path(f"{spec.name}_exercise.ipynb")
+    text = notebook_text(exercise(compiled, point, solution=args.solution))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"{args.spec} -> {path}")
     return 0
 
 
