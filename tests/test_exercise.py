@@ -142,3 +142,17 @@ def test_the_notebook_runs_headless(tmp_path, solution):
         assert (
             "18 of 18 lines to fix; the first:\ndy_dh4 is not filled in yet" in printed
         )
+
+
+def test_examples_are_copied_and_existing_files_kept(tmp_path, capsys):
+    target = tmp_path / "mine"
+    assert cli.main(["examples", str(target)]) == 0
+    shipped = sorted(p.name for p in (ROOT / "examples").glob("*.yaml"))
+    assert sorted(p.name for p in target.iterdir()) == shipped
+    (target / "udl_toy.yaml").write_text("# my edits\n", encoding="utf-8")
+    assert cli.main(["examples", str(target)]) == 0
+    assert (target / "udl_toy.yaml").read_text(encoding="utf-8") == "# my edits\n"
+    assert "kept the existing" in capsys.readouterr().out
+    afile = tmp_path / "afile"
+    afile.write_text("", encoding="utf-8")
+    assert cli.main(["examples", str(afile)]) == 2
