@@ -237,10 +237,9 @@ class Notation:
 
     def __init__(self, program: Program):
         self.assigns = {a.name: a for a in program.forward}
-        self.spelled: dict[str, tuple[sp.Expr, int] | None] = {}
-        self.reached: dict[
-            str, tuple[str, ...]
-        ] = {}  # temporary -> named steps using it
+        self.written: dict[str, sp.Expr | None] = {}
+        # temporary -> the named steps that use it (through other temporaries)
+        self.reached: dict[str, tuple[str, ...]] = {}
 
     def note(self, out: str, v: str, users: list[str]) -> str:
         """The comment above the lines of ∂out/∂v ("" for a temporary's)."""
@@ -257,39 +256,43 @@ class Notation:
 
     def _local(self, step: str, v: str) -> str | None:
         """∂step/∂v over the spec's names, if elementwise and short."""
-        written = self._written(step, top=True)
-        if written is None:
+        if step not in self.written:
+            self.written[step] = self._written(step)
+        expr = self.written[step]
+        if expr is None:
             return None
-        expr, _ = written
         local = sp.diff(expr, operand_symbol(v))
         if not (expr.is_Symbol or expr.is_number):
             local = local.xreplace({expr: operand_symbol(step)})  # d exp(f1)/d f1 = h2
         text = sp.sstr(local)
         return text if len(text) <= self.MAX_LOCAL else None
 
-    def _written(self, name: str, top: bool = False) -> tuple[sp.Expr, int] | None:
-        """(name's definition with temporaries written out, its size); None if not elementwise."""
-        a = self.assigns.get(name)
-        if a is None or not (top or is_temporary(name)):
-            return operand_symbol(name), 0
-        if name in self.spelled and not top:
-            return self.spelled[name]
-        result = None
-        if OPS[a.op].elementwise and OPS[a.op].meaning is not None and not a.params:
-            parts = [self._written(x) if isinstance(x, str) else (x, 0) for x in a.args]
-            if all(p is not None for p in parts):
-                size = 1 + sum(n for _, n in parts)
-                if size <= self.MAX_SIZE:
-                    expr = OPS[a.op].meaning(
-                        *(
-                            operand_symbol(e) if not isinstance(e, sp.Basic) else e
-                            for e, _ in parts
-                        )
-                    )
-                    result = (expr, size)
-        if not top:
-            self.spelled[name] = result
-        return result
+    def _written(self, step: str) -> sp.Expr | None:
+        """The step's definition with its temporaries written out; None if it is
+        not elementwise or takes more than MAX_SIZE operations (looked at no further)."""
+        size = 0
+
+        def build(name: str, top: bool = False) -> sp.Expr:
+            nonlocal size
+            a = self.assigns.get(name)
+            if a is None or not (top or is_temporary(name)):
+                return operand_symbol(name)
+            size += 1
+            op = OPS[a.op]
+            if size > self.MAX_SIZE or not op.elementwise or a.params:
+                raise _NotShown
+            return op.meaning(
+                *(build(x) if isinstance(x, str) else operand_symbol(x) for x in a.args)
+            )
+
+        try:
+            return build(step, top=True)
+        except _NotShown:
+            return None
+
+
+class _NotShown(Exception):
+    """A step whose local derivative a comment does not show."""
 
 
 def _adjoint_name(out: str, v: str, taken: set[str]) -> str:
