@@ -45,7 +45,8 @@ def reverse(
     # v -> [(u, ∂u/∂v as text, ∂out/∂u · ∂u/∂v)] for every use of v by an assignment u
     terms: dict[str, list[tuple[str, str, sp.Expr]]] = {}
     adjoints: dict[str, Operand] = {}
-    notation = Notation(program)
+    # the same for both seeds: each local derivative is written once
+    notation = memo.setdefault((Notation,), Notation(program))
     unnoted: list[int] = []  # where the lines of temporaries' adjoints start
 
     def adjoint(v: str) -> Operand:
@@ -238,6 +239,7 @@ class Notation:
     def __init__(self, program: Program):
         self.assigns = {a.name: a for a in program.forward}
         self.written: dict[str, sp.Expr | None] = {}
+        self.locals: dict[tuple[str, str], str | None] = {}
         # temporary -> the named steps that use it (through other temporaries)
         self.reached: dict[str, tuple[str, ...]] = {}
 
@@ -256,6 +258,11 @@ class Notation:
 
     def _local(self, step: str, v: str) -> str | None:
         """∂step/∂v over the spec's names, if elementwise and short."""
+        if (step, v) not in self.locals:
+            self.locals[step, v] = self._derivative(step, v)
+        return self.locals[step, v]
+
+    def _derivative(self, step: str, v: str) -> str | None:
         if step not in self.written:
             self.written[step] = self._written(step)
         expr = self.written[step]
