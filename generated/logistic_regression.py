@@ -9,7 +9,7 @@ a name of its own here, so the chain rule runs through a and Z.
 
 Forward pass (the spec's steps):
     Z = w1*x1 + w2*x2 + w3*x3 + b
-    a = sigmoid(Z)
+    a = 1/(1 + exp(-Z))
     L = -y*log(a) - (1 - y)*log(1 - a)
 
 Backward pass: reverse-mode differentiation of L with respect to w1, w2, w3, b.
@@ -47,8 +47,6 @@ class Tape(NamedTuple):
     y: Any
     Z: Any
     a: Any
-    t8: Any
-    t9: Any
     L: Any
 
 
@@ -128,6 +126,11 @@ def _sigmoid(x):
     return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
 
 
+def _softplus(x):
+    """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
 def forward(w1, w2, w3, b, x1, x2, x3, y):
     """Compute L; return (L, tape)."""
     w1, w2, w3, b, x1, x2, x3, y = _arrays(w1, w2, w3, b, x1, x2, x3, y)
@@ -138,18 +141,13 @@ def forward(w1, w2, w3, b, x1, x2, x3, y):
     t3 = t1 + t2
     t4 = w3 * x3
     Z = t3 + t4
-    # a = sigmoid(Z)
+    # a = 1/(1 + exp(-Z))   [symgrad: sigmoid, computes sigmoid(Z)]
     a = _sigmoid(Z)
-    # L = -y*log(a) - (1 - y)*log(1 - a)
-    t5 = np.log(a)
-    t6 = y * t5
-    t7 = -t6
-    t8 = 1 - y
-    t9 = 1 - a
-    t10 = np.log(t9)
-    t11 = t8 * t10
-    L = t7 - t11
-    tape = Tape(w1, w2, w3, b, x1, x2, x3, y, Z, a, t8, t9, L)
+    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
+    t5 = _softplus(Z)
+    t6 = Z * y
+    L = t5 - t6
+    tape = Tape(w1, w2, w3, b, x1, x2, x3, y, Z, a, L)
     return L, tape
 
 
@@ -164,18 +162,11 @@ def backward(tape, dy=1.0):
     x3 = tape.x3
     y = tape.y
     a = tape.a
-    t8 = tape.t8
-    t9 = tape.t9
-    # ∂L/∂a = ∂L/∂L·∂L/∂a   (∂L/∂a = (1 - y)/(1 - a) - y/a)
-    dL_dt11 = -dy
-    dL_dt10 = dL_dt11 * t8
-    dL_dt9 = dL_dt10 / t9
-    dL_dt5 = dL_dt11 * y
-    t12 = dL_dt5 / a
-    dL_da = t12 - dL_dt9
-    # ∂L/∂Z = ∂L/∂a·∂a/∂Z   (∂a/∂Z = a*(1 - a))
-    t13 = a * dL_da
-    dL_dZ = t13 * t9
+    # ∂L/∂Z = ∂L/∂L·∂L/∂Z   (∂L/∂Z = -y + sigmoid(Z))
+    dL_dt6 = -dy
+    t7 = dL_dt6 * y
+    t8 = dy * a
+    dL_dZ = t7 + t8
     # ∂L/∂w1 = ∂L/∂Z·∂Z/∂w1   (∂Z/∂w1 = x1)
     dL_dw1 = dL_dZ * x1
     # ∂L/∂w2 = ∂L/∂Z·∂Z/∂w2   (∂Z/∂w2 = x2)
@@ -195,12 +186,12 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     w1, w2, w3, b, x1, x2, x3, y = _arrays(w1, w2, w3, b, x1, x2, x3, y)
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
-    # a = sigmoid(Z)
+    # a = 1/(1 + exp(-Z))   [symgrad: sigmoid, computes sigmoid(Z)]
     a = _sigmoid(Z)
+    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
+    L = _softplus(Z) - Z * y
     del Z
-    # L = -y*log(a) - (1 - y)*log(1 - a)
-    L = -(y * np.log(a)) - (1 - y) * np.log(1 - a)
-    # ∂L/∂Z = a - y   (simplified by sympy.cancel)
+    # ∂L/∂Z = ∂L/∂L·∂L/∂Z   (∂L/∂Z = -y + sigmoid(Z))
     dL_dZ = a - y
     del a
     # ∂L/∂w1 = ∂L/∂Z·∂Z/∂w1   (∂Z/∂w1 = x1)

@@ -8,7 +8,7 @@ backward pass is derived: dL_dw = X.T @ dL_dz and dL_db = sum(dL_dz).
 
 Forward pass (the spec's steps):
     z = X @ w + b
-    a = sigmoid(z)
+    a = 1/(1 + exp(-z))
     L = sum(-y*log(a) - (1 - y)*log(1 - a))
 
 Backward pass: reverse-mode differentiation of L with respect to w, b. The
@@ -51,9 +51,7 @@ class Tape(NamedTuple):
     b: Any
     z: Any
     a: Any
-    t4: Any
-    t5: Any
-    t8: Any
+    t3: Any
     L: Any
 
 
@@ -135,6 +133,11 @@ def _sigmoid(x):
     return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
 
 
+def _softplus(x):
+    """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
 def _broadcast(g, like, axis=None):
     """The adjoint of a sum over axis: g spread back over like's shape (a view).
 
@@ -151,19 +154,14 @@ def forward(X, y, w, b):
     # z = X @ w + b
     t0 = X @ w
     z = b + t0
-    # a = sigmoid(z)
+    # a = 1/(1 + exp(-z))   [symgrad: sigmoid, computes sigmoid(z)]
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a))
-    t1 = np.log(a)
-    t2 = y * t1
-    t3 = -t2
-    t4 = 1 - y
-    t5 = 1 - a
-    t6 = np.log(t5)
-    t7 = t4 * t6
-    t8 = t3 - t7
-    L = np.sum(t8)
-    tape = Tape(X, y, w, b, z, a, t4, t5, t8, L)
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: cross-entropy on logits, computes sum((-y*z + softplus(z)))]
+    t1 = _softplus(z)
+    t2 = y * z
+    t3 = t1 - t2
+    L = np.sum(t3)
+    tape = Tape(X, y, w, b, z, a, t3, L)
     return L, tape
 
 
@@ -176,20 +174,13 @@ def backward(tape, dy=1.0):
     X = tape.X
     y = tape.y
     a = tape.a
-    t4 = tape.t4
-    t5 = tape.t5
-    t8 = tape.t8
-    # ∂L/∂a = ∂L/∂L·∂L/∂a
-    dL_dt8 = _broadcast(dy, t8)
-    dL_dt7 = -dL_dt8
-    dL_dt6 = dL_dt7 * t4
-    dL_dt5 = dL_dt6 / t5
-    dL_dt1 = dL_dt7 * y
-    t9 = dL_dt1 / a
-    dL_da = t9 - dL_dt5
-    # ∂L/∂z = ∂L/∂a·∂a/∂z   (∂a/∂z = a*(1 - a))
-    t10 = a * dL_da
-    dL_dz = t10 * t5
+    t3 = tape.t3
+    # ∂L/∂z = ∂L/∂L·∂L/∂z
+    dL_dt3 = _broadcast(dy, t3)
+    dL_dt2 = -dL_dt3
+    t4 = dL_dt2 * y
+    t5 = dL_dt3 * a
+    dL_dz = t4 + t5
     # ∂L/∂w = ∂L/∂z·∂z/∂w
     dL_dw = X.T @ dL_dz
     # ∂L/∂b = ∂L/∂z·∂z/∂b
@@ -203,11 +194,11 @@ def value_and_grad(X, y, w, b):
     X, y, w, b = _arrays(X, y, w, b)
     # z = X @ w + b
     z = b + X @ w
-    # a = sigmoid(z)
+    # a = 1/(1 + exp(-z))   [symgrad: sigmoid, computes sigmoid(z)]
     a = _sigmoid(z)
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: cross-entropy on logits, computes sum((-y*z + softplus(z)))]
+    L = np.sum(_softplus(z) - y * z)
     del z
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a))
-    L = np.sum(-(y * np.log(a)) - (1 - y) * np.log(1 - a))
     # ∂L/∂z = a - y   (simplified by sympy.cancel)
     dL_dz = a - y
     del a

@@ -5,7 +5,6 @@ bottom for long chains) and `symgrad.plot` as an inline PNG."""
 from __future__ import annotations
 
 import importlib.util
-import types
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -23,14 +22,17 @@ POINT = {
 HAVE_PYGMENTS = importlib.util.find_spec("pygments") is not None
 
 
+NO_POINT = ROOT / "examples/seed_hessian.yaml"  # names no `at:` point
+
+
 def test_a_compiled_module_shows_its_code():
-    mod = symgrad.compile(TOY)
+    mod = symgrad.compile(NO_POINT)
     shown = mod._repr_html_()
     assert "<table>" not in shown  # no tables at an unannounced random point
     if HAVE_PYGMENTS:
-        assert "style=" in shown and "dy_dbeta0" in shown
+        assert "style=" in shown and "hessian" in shown
     else:
-        assert shown.startswith("<pre>") and "dy_dbeta0 = dy_df0" in shown
+        assert shown.startswith("<pre>") and "def hessian" in shown
 
 
 def test_without_pygments_the_code_is_plain_pre(monkeypatch):
@@ -48,17 +50,13 @@ def test_without_pygments_the_code_is_plain_pre(monkeypatch):
     assert shown.startswith("<pre>") and "dy_dbeta0 = dy_df0" in shown
 
 
-def test_a_spec_point_adds_the_tables_there(monkeypatch):
-    mod = symgrad.compile(TOY)
-    # the spec's `at:` block (read as `spec.at`, or `spec.point`)
-    for key in ("at", "point"):
-        spec = types.SimpleNamespace(**{key: POINT})
-        fake = types.SimpleNamespace(__symgrad__=types.SimpleNamespace(spec=spec))
-        assert notebook.spec_point(fake) == POINT
-    assert notebook.spec_point(mod) is None  # udl_toy.yaml names no point
-    monkeypatch.setattr(notebook, "spec_point", lambda module: POINT)
+def test_a_spec_point_adds_the_tables_there():
+    mod = symgrad.compile(TOY)  # udl_toy.yaml's `at:` is seed 004's point
+    assert notebook.spec_point(mod) == POINT
+    assert notebook.spec_point(symgrad.compile(NO_POINT)) is None
     shown = notebook.module_html(mod)
     assert "<table>" in shown and "-0.645702" in shown  # ∂y/∂f0 at the notebook's point
+    assert shown.index("dy_dbeta0") < shown.index("<table>")  # the code first
 
 
 def test_an_explanation_reads_as_its_table():

@@ -42,8 +42,7 @@ def spec_point(module: types.ModuleType) -> dict[str, Any] | None:
     """The point the spec names (its `at:` block), or None."""
     compiled = getattr(module, "__symgrad__", None)
     spec = getattr(compiled, "spec", None)
-    point = getattr(spec, "at", None) or getattr(spec, "point", None)
-    return dict(point) if point else None
+    return spec.point if spec is not None and spec.at else None
 
 
 def _code_html(text: str) -> str:
