@@ -141,9 +141,11 @@ def forward(w1, w2, w3, b, x1, x2, x3, y):
     t3 = t1 + t2
     t4 = w3 * x3
     Z = t3 + t4
-    # a = 1/(1 + exp(-Z))   [symgrad: sigmoid, computes sigmoid(Z)]
+    # a = 1/(1 + exp(-Z))
+    # symgrad computes this as sigmoid(Z) (sigmoid)
     a = _sigmoid(Z)
-    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
+    # L = -y*log(a) - (1 - y)*log(1 - a)
+    # symgrad computes this as -Z*y + softplus(Z) (cross-entropy on logits)
     t5 = _softplus(Z)
     t6 = Z * y
     L = t5 - t6
@@ -186,9 +188,11 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     w1, w2, w3, b, x1, x2, x3, y = _arrays(w1, w2, w3, b, x1, x2, x3, y)
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
-    # a = 1/(1 + exp(-Z))   [symgrad: sigmoid, computes sigmoid(Z)]
+    # a = 1/(1 + exp(-Z))
+    # symgrad computes this as sigmoid(Z) (sigmoid)
     a = _sigmoid(Z)
-    # L = -y*log(a) - (1 - y)*log(1 - a)   [symgrad: cross-entropy on logits, computes -Z*y + softplus(Z)]
+    # L = -y*log(a) - (1 - y)*log(1 - a)
+    # symgrad computes this as -Z*y + softplus(Z) (cross-entropy on logits)
     L = _softplus(Z) - Z * y
     del Z
     # ∂L/∂Z = ∂L/∂L·∂L/∂Z   (∂L/∂Z = -y + sigmoid(Z))

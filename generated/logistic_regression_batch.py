@@ -154,9 +154,11 @@ def forward(X, y, w, b):
     # z = X @ w + b
     t0 = X @ w
     z = b + t0
-    # a = 1/(1 + exp(-z))   [symgrad: sigmoid, computes sigmoid(z)]
+    # a = 1/(1 + exp(-z))
+    # symgrad computes this as sigmoid(z) (sigmoid)
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: cross-entropy on logits, computes sum((-y*z + softplus(z)))]
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a))
+    # symgrad computes this as sum(-y*z + softplus(z)) (cross-entropy on logits)
     t1 = _softplus(z)
     t2 = y * z
     t3 = t1 - t2
@@ -194,9 +196,11 @@ def value_and_grad(X, y, w, b):
     X, y, w, b = _arrays(X, y, w, b)
     # z = X @ w + b
     z = b + X @ w
-    # a = 1/(1 + exp(-z))   [symgrad: sigmoid, computes sigmoid(z)]
+    # a = 1/(1 + exp(-z))
+    # symgrad computes this as sigmoid(z) (sigmoid)
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a))   [symgrad: cross-entropy on logits, computes sum((-y*z + softplus(z)))]
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a))
+    # symgrad computes this as sum(-y*z + softplus(z)) (cross-entropy on logits)
     L = np.sum(_softplus(z) - y * z)
     del z
     # ∂L/∂z = a - y   (simplified by sympy.cancel)

@@ -163,7 +163,8 @@ def forward(X, y, w, b, lam):
     z = b + t0
     # a = sigmoid(z)
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)   [symgrad: cross-entropy on logits, computes lam*sum((w**2))/2 + sum((-y*z + softplus(z)))]
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)
+    # symgrad computes this as lam*sum(w**2)/2 + sum(-y*z + softplus(z)) (cross-entropy on logits)
     t1 = w**2
     t2 = np.sum(t1)
     t3 = lam * t2
@@ -217,7 +218,8 @@ def value_and_grad(X, y, w, b, lam):
     z = b + X @ w
     # a = sigmoid(z)
     a = _sigmoid(z)
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)   [symgrad: cross-entropy on logits, computes lam*sum((w**2))/2 + sum((-y*z + softplus(z)))]
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)
+    # symgrad computes this as lam*sum(w**2)/2 + sum(-y*z + softplus(z)) (cross-entropy on logits)
     t1 = w**2
     L = lam * np.sum(t1) / 2 + np.sum(_softplus(z) - y * z)
     del z
@@ -263,7 +265,8 @@ def hvp(X, y, w, b, lam, v_w, v_b):
     # dot_a = a*(1 - a)·dot_z
     dot_a = a * dot_z * (1 - a)
     del a, dot_z
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)   [symgrad: cross-entropy on logits, computes lam*sum((w**2))/2 + sum((-y*z + softplus(z)))]
+    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)
+    # symgrad computes this as lam*sum(w**2)/2 + sum(-y*z + softplus(z)) (cross-entropy on logits)
     dL_dt2 = 0.5 * lam
     dL_dt1 = _broadcast(dL_dt2, w**2)
     del dL_dt2

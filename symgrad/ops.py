@@ -330,8 +330,16 @@ class TensorOp(sp.Function):
         return OPS[self.op].latex(*args, *self.params)
 
     def _sympystr(self, printer) -> str:
-        args = [printer.parenthesize(a, 60) for a in self.operands]  # sums in ()
-        return OPS[self.op].text(*args, *self.params)
+        text = OPS[self.op].text
+        marks = [f"\0{i}\0" for i in range(len(self.operands))]
+        shape = text(*marks, *self.params)  # where each operand lands
+        args = [
+            printer._print(a)  # an argument of a call: `sum(w**2)`
+            if re.search(rf"[(,] ?{mark}[,)]", shape)
+            else printer.parenthesize(a, 60)  # beside an operator: `(a + b).T`
+            for mark, a in zip(marks, self.operands, strict=True)
+        ]
+        return text(*args, *self.params)
 
 
 def tensor(op: str, *operands: sp.Expr, params: tuple = ()) -> TensorOp:

@@ -266,8 +266,8 @@ def test_explain_a_compiled_module_and_its_display():
     mod = symgrad.compile(str(TOY))
     e = symgrad.explain(mod, at=NOTEBOOK_POINT)
     assert round(e.adjoint("f0"), 3) == -0.646
-    shown = mod._repr_html_()  # the code; no spec point: no tables at a random one
-    assert "dy_dbeta0" in shown and "<table>" not in shown
+    shown = mod._repr_html_()  # the code, then the tables at the spec's at: point
+    assert "dy_dbeta0" in shown and "<table>" in shown and "-0.645702" in shown
 
 
 def test_bad_input():

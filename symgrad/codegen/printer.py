@@ -81,8 +81,8 @@ class Printer:
 
         def comment() -> None:  # the note goes above the first line printed after it
             nonlocal note
-            if note:
-                lines.append(Line(f"# {note}"))
+            if note:  # a rewrite's report is a second line
+                lines.extend(Line(f"# {text}") for text in note.split("\n"))
                 note = ""
 
         def flush(arg: Operand) -> None:

@@ -36,7 +36,7 @@ def lower(spec: Spec) -> Program:
         note = f"{step.name} = {' '.join(step.text.split())}"
         rewritten = rewrite(step.expr, known, _ranks(emitter.shapes))
         if rewritten.fired:  # never silently: the comment says what is computed
-            note += f"   [{describe(rewritten)}]"
+            note += f"\n{describe(rewritten)}"
         seen = seen_through(rewritten.expr, known)
         if seen is not None:
             known[make_symbol(step.name)] = seen

@@ -98,12 +98,12 @@ def rewrite(
 
 
 def describe(rewritten: Rewritten) -> str:
-    """What a step's comment says of its rewrites: `symgrad: log-sigmoid, computes
-    -softplus(-z)`."""
+    """What a step's comment says of its rewrites: `symgrad computes this as
+    -softplus(-z) (log-sigmoid)`."""
     fired = rewritten.fired
     if "cross-entropy on logits" in fired:  # what the two log rules led to
         fired = tuple(f for f in fired if not f.startswith("log"))
-    return f"symgrad: {', '.join(fired)}, computes {sp.sstr(rewritten.expr)}"
+    return f"symgrad computes this as {sp.sstr(rewritten.expr)} ({', '.join(fired)})"
 
 
 def seen_through(expr: sp.Expr, known: dict[sp.Symbol, sp.Expr]) -> sp.Expr | None:
