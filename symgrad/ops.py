@@ -371,6 +371,20 @@ def _latex_axis(axis) -> str:
 
 
 @dataclass(frozen=True)
+class Static:
+    """A constant argument of a tensor function: its keyword and what it holds.
+
+    `kind` is "int", "axis" (an int, a tuple of ints or None), "bool",
+    "subscripts" (einsum's string) or "tensordot" (an int or a pair of tuples).
+    """
+
+    name: str
+    kind: str
+    default: Any = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
 class Op:
     """Everything symgrad knows about one operation (see the module docstring)."""
 
@@ -396,6 +410,11 @@ class Op:
     domain: tuple[tuple[float, float], ...] = ()
     kink: Callable[..., Any] | None = None  # numeric operands -> distance to a kink
     axis: bool = False  # the spec passes an `axis` (tensor reductions)
+    # constant arguments of a tensor function, by position after the operands or
+    # by keyword (a `Static` of kind "subscripts" comes before them, as einsum's)
+    static: tuple[Static, ...] = ()
+    # the op emitted instead, given the operands' shapes (dot(x, s) is x * s)
+    specialize: Callable[..., str] | None = None
     text: Callable[..., str] | None = None
     latex: Callable[..., str] | None = None
     code: dict[str, Code] = field(default_factory=dict)
@@ -405,6 +424,13 @@ class Op:
             object.__setattr__(self, "counts", (self.arity,))
         if self.build is None and self.sympy:
             object.__setattr__(self, "build", self.sympy[0])
+        if self.build is None and self.kind == "tensor":
+            name = self.name
+            object.__setattr__(
+                self,
+                "build",
+                lambda *operands, params=(): tensor(name, *operands, params=params),
+            )
         if self.meaning is None and self.build is not None and self.kind != "tensor":
             object.__setattr__(self, "meaning", self.build)
 
@@ -503,8 +529,14 @@ def _t(a):
     return tensor("transpose", a)
 
 
+def _mt(a, rank: int):
+    """The matrix transpose: a.T for a matrix, the last two axes swapped for a stack."""
+    return _t(a) if rank == 2 else tensor("swapaxes", a, params=(-1, -2))
+
+
 def _matmul_vjp(g, a, b, *, out, shapes, params):
-    """C = A @ B: dA = dC @ B.T, dB = A.T @ dC, with the vector cases."""
+    """C = A @ B: dA = dC @ B.T, dB = A.T @ dC, each summed over the batch
+    dimensions its operand was broadcast along; vectors as einsums."""
     ranks = (len(shapes[0]), len(shapes[1]))
     if ranks == (2, 2):
         return _mm(g, _t(b)), _mm(_t(a), g)
@@ -512,7 +544,256 @@ def _matmul_vjp(g, a, b, *, out, shapes, params):
         return tensor("outer", g, b), _mm(_t(a), g)
     if ranks == (1, 2):
         return _mm(b, g), tensor("outer", a, g)
-    return g * b, g * a
+    if ranks == (1, 1):
+        return g * b, g * a
+    if min(ranks) >= 2:
+        batch = S.matmul(*shapes)[:-2]
+        return (
+            sum_to(_mm(g, _mt(b, ranks[1])), batch + shapes[0][-2:], shapes[0]),
+            sum_to(_mm(_mt(a, ranks[0]), g), batch + shapes[1][-2:], shapes[1]),
+        )
+    return einsum_vjp(_matmul_subscripts(*shapes), g, (a, b))
+
+
+def _matmul_subscripts(a: S.Shape, b: S.Shape) -> str:
+    """Explicit einsum subscripts that compute a @ b for these shapes (a stack
+    times a vector): the batch axes get letters of their own, and a batch
+    dimension of 1 broadcast against a larger one a letter that is summed away."""
+    core = ("i" if len(a) >= 2 else "") + ("j" if len(b) >= 2 else "")
+    out = S.matmul(a, b)
+    batch = out[: len(out) - len(core)]
+    letters = iter("abcdefghlmnopqrstuvwxyz")
+    shared = [next(letters) for _ in batch]
+
+    def term(shape, core):
+        own = shape[: -len(core)] if core else shape
+        start = len(batch) - len(own)
+        return (
+            "".join(
+                next(letters) if d == 1 and batch[start + i] != 1 else shared[start + i]
+                for i, d in enumerate(own)
+            )
+            + core
+        )
+
+    ta = term(a, "ik" if len(a) >= 2 else "k")
+    tb = term(b, "kj" if len(b) >= 2 else "k")
+    return f"{ta},{tb}->{''.join(shared)}{core}"
+
+
+def _matmul_specialize(shapes, params):
+    """`dot` is NumPy's: a scalar operand multiplies; vectors and matrices are @."""
+    if params and () in shapes:
+        return "mul", ()
+    if params and max(map(len, shapes)) > 2:
+        raise S.ShapeError(
+            f"dot of {' and '.join(map(S.show, shapes))}: NumPy's dot of arrays of "
+            f"rank 3 or more is not @; write @, einsum or tensordot"
+        )
+    return "matmul", ()
+
+
+def sum_to(term, shape: S.Shape, target: S.Shape):
+    """`term`, of the broadcast `shape`, summed back to `target` (the adjoint of
+    NumPy's broadcasting): the leading axes it gained, then (kept) the size-1
+    axes it was stretched along."""
+    if shape == target:
+        return term
+    lead = len(shape) - len(target)
+    if lead > 0:
+        axis = None if not target else _one(tuple(range(lead)))
+        term = tensor("sum", term, params=(axis, False))
+    kept = tuple(i for i, d in enumerate(target) if d == 1 and shape[lead + i] != 1)
+    if kept:
+        term = tensor("sum", term, params=(_one(kept), True))
+    return term
+
+
+def _one(axes: tuple[int, ...]) -> int | tuple[int, ...]:
+    return axes[0] if len(axes) == 1 else axes
+
+
+# ---- einsum and the contractions written as one
+
+
+def parse_subscripts(text: str, count: int) -> str:
+    """einsum's subscripts in explicit form (`ij,jk->ik`), or ValueError.
+
+    The implicit form (`ij,jk`) gets NumPy's output: the letters used once, in
+    alphabetical order. Not supported (an error): `...`, and an axis repeated
+    within one operand (a diagonal; trace and diag take it).
+    """
+    text = text.replace(" ", "")
+    if "." in text:
+        raise ValueError(f"einsum {text!r}: '...' is not supported; name every axis")
+    inputs, arrow, output = text.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != count:
+        raise ValueError(
+            f"einsum {text!r} names {len(terms)} operand(s), but {count} are given"
+        )
+    letters = "".join(terms)
+    if not all(c.isascii() and c.isalpha() for c in letters + output):
+        raise ValueError(f"einsum {text!r}: axes are letters a-z, A-Z")
+    for t in terms:
+        if len(set(t)) != len(t):
+            raise ValueError(
+                f"einsum {text!r}: an axis repeated within one operand ({t!r}) is "
+                f"not supported; use trace or diag"
+            )
+    if not arrow:
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    elif len(set(output)) != len(output) or set(output) - set(letters):
+        raise ValueError(
+            f"einsum {text!r}: each output axis must appear once, and in an operand"
+        )
+    return f"{','.join(terms)}->{output}"
+
+
+def einsum_vjp(subscripts: str, g, operands) -> tuple:
+    """The adjoint of each operand of einsum(subscripts, *operands): an einsum of
+    the other operands and g into the operand's axes, spread (broadcast) along
+    any axis only that operand has."""
+    inputs, output = subscripts.split("->")
+    terms = inputs.split(",")
+    result = []
+    for k, (term, a) in enumerate(zip(terms, operands, strict=True)):
+        others = [
+            (t, o)
+            for i, (t, o) in enumerate(zip(terms, operands, strict=True))
+            if i != k
+        ]
+        if not (output == "" and g == 1):
+            others.append((output, g))
+        present = set("".join(t for t, _ in others))
+        kept = "".join(c for c in term if c in present)
+        missing = tuple(i for i, c in enumerate(term) if c not in present)
+        if len(others) == 1 and others[0][0] == kept:
+            d = others[0][1]  # nothing to contract
+        elif not others:
+            d = sp.Integer(1)
+        else:
+            inner = f"{','.join(t for t, _ in others)}->{kept}"
+            d = tensor("einsum", *(o for _, o in others), params=(inner,))
+        if missing:
+            d = tensor("broadcast", d, a, params=(_one(missing),))
+        result.append(d)
+    return tuple(result)
+
+
+def _einsum_vjp(g, *operands, out, shapes, params):
+    return einsum_vjp(params[0], g, operands)
+
+
+def _einsum_jvp(tangents, *operands, out, params):
+    """Multilinear: the sum over operands of the einsum with that operand's tangent."""
+    return sum(
+        (
+            tensor("einsum", *operands[:k], t, *operands[k + 1 :], params=params)
+            for k, t in enumerate(tangents)
+            if t != 0
+        ),
+        sp.Integer(0),
+    )
+
+
+def _einsum_build(*operands, params):
+    return tensor(
+        "einsum", *operands, params=(parse_subscripts(params[0], len(operands)),)
+    )
+
+
+def _tensordot_subscripts(a: S.Shape, b: S.Shape, axes) -> str:
+    """np.tensordot(a, b, axes) as explicit einsum subscripts."""
+    if isinstance(axes, int):
+        if not 0 <= axes <= min(len(a), len(b)):
+            raise S.ShapeError(
+                f"tensordot of {S.show(a)} and {S.show(b)}: cannot contract {axes} axes"
+            )
+        over_a, over_b = tuple(range(len(a) - axes, len(a))), tuple(range(axes))
+    else:
+        over_a, over_b = (tuple(x) if isinstance(x, tuple) else (x,) for x in axes)
+        if len(over_a) != len(over_b):
+            raise S.ShapeError(f"tensordot axes {axes}: the two lists differ in length")
+        over_a = S.axes(a, over_a) if over_a else ()
+        over_b = S.axes(b, over_b) if over_b else ()
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    ta = [next(letters) for _ in a]
+    tb = [next(letters) for _ in b]
+    for i, j in zip(over_a, over_b, strict=True):
+        tb[j] = ta[i]
+    out = [c for i, c in enumerate(ta) if i not in over_a]
+    out += [c for j, c in enumerate(tb) if j not in over_b]
+    return f"{''.join(ta)},{''.join(tb)}->{''.join(out)}"
+
+
+def _tensordot_shape(shapes, params):
+    subscripts = _tensordot_subscripts(*shapes, params[0])
+    try:
+        return S.einsum(subscripts, shapes)
+    except S.ShapeError:
+        raise S.ShapeError(
+            f"tensordot of {' and '.join(map(S.show, shapes))} over axes "
+            f"{params[0]}: the contracted dimensions differ"
+        ) from None
+
+
+def _tensordot_vjp(g, a, b, *, out, shapes, params):
+    return einsum_vjp(_tensordot_subscripts(*shapes, params[0]), g, (a, b))
+
+
+def _matrix_shape(what: str, shape: S.Shape, square: bool = False) -> None:
+    """ShapeError unless `shape` is a matrix (or a stack of them), square if asked."""
+    if len(shape) < 2 or (square and shape[-1] != shape[-2]):
+        kind = "a square matrix" if square else "a matrix"
+        raise S.ShapeError(f"{what} needs {kind}, not a value of shape {S.show(shape)}")
+
+
+def _trace_shape(shapes, params):
+    (a,) = shapes
+    if len(a) != 2:
+        raise S.ShapeError(
+            f"trace needs a square matrix, not a value of shape {S.show(a)}"
+        )
+    _matrix_shape("trace", a, square=True)
+    return ()
+
+
+def _diag_shape(shapes, params):
+    (a,) = shapes
+    if len(a) == 1:
+        return (a[0], a[0])
+    if len(a) != 2:
+        raise S.ShapeError(
+            f"diag needs a vector or a square matrix, not a value of shape {S.show(a)}"
+        )
+    _matrix_shape("diag", a, square=True)
+    return a[:1]
+
+
+def _outer_shape(shapes, params):
+    if any(len(s) != 1 for s in shapes):
+        raise S.ShapeError(
+            f"outer needs two vectors, not {' and '.join(map(S.show, shapes))}"
+        )
+    return (shapes[0][0], shapes[1][0])
+
+
+def _swapaxes_shape(shapes, params):
+    (a,) = shapes
+    i, j = (S.axes(a, axis)[0] for axis in params)
+    swapped = list(a)
+    swapped[i], swapped[j] = a[j], a[i]
+    return tuple(swapped)
+
+
+def _triangle_shape(shapes, params):
+    _matrix_shape("tril and triu", shapes[0])
+    return shapes[0]
+
+
+def _k_text(k) -> str:
+    return "" if k == 0 else f", {k}"
 
 
 def _sum_vjp(g, a, *, out, shapes, params):
@@ -561,7 +842,11 @@ def _bilinear_jvp(op: str):
     def jvp(tangents, a, b, *, out, params):
         ta, tb = tangents
         return sum(
-            (tensor(op, *pair) for pair, t in (((ta, b), ta), ((a, tb), tb)) if t != 0),
+            (
+                tensor(op, *pair, params=params)
+                for pair, t in (((ta, b), ta), ((a, tb), tb))
+                if t != 0
+            ),
             sp.Integer(0),
         )
 
@@ -596,10 +881,6 @@ def _constant_jvp(tangents, *operands, out, params):
 def _reduced_shape(shapes, params):
     axis, keepdims = (params + (False,))[:2]
     return S.reduced(shapes[0], axis, keepdims)
-
-
-def _outer_shape(shapes, params):
-    return (shapes[0][0], shapes[1][0])
 
 
 # --------------------------------------------------------------------------- printed forms
@@ -1072,10 +1353,13 @@ _REGISTRY: tuple[Op, ...] = (
     # ---- tensor operations; their static arguments are `params`
     Op(
         "matmul", 2, "tensor", spellings=("dot",),
-        build=lambda a, b: tensor("matmul", a, b),
+        # dot(a, b) is NumPy's dot: a scalar operand multiplies (`specialize`)
+        build=lambda a, b: tensor("matmul", a, b, params=("dot",)),
+        specialize=_matmul_specialize,
         vjp=_matmul_vjp, jvp=_bilinear_jvp("matmul"),
         shape=lambda shapes, params: S.matmul(*shapes),
-        text=lambda a, b: f"{a} @ {b}", latex=lambda a, b: f"{a} {b}",
+        text=lambda a, b, dot=None: f"dot({a}, {b})" if dot else f"{a} @ {b}",
+        latex=lambda a, b, dot=None: f"{a} {b}",
         code={"numpy": infix("@", 14, (14, 15))},
     ),
     Op(
@@ -1085,6 +1369,62 @@ _REGISTRY: tuple[Op, ...] = (
         shape=lambda shapes, params: shapes[0][::-1],
         text=lambda a: f"{a}.T", latex=lambda a: f"{a}^{{T}}",
         code={"numpy": Code("{0}.T", 100, (100,))},
+    ),
+    # swapaxes(a, -1, -2) is a.mT: the matrix transpose of a stack of matrices
+    Op(
+        "swapaxes", 1, "tensor", spellings=("swapaxes",),
+        static=(Static("axis1", "int", required=True), Static("axis2", "int", required=True)),
+        vjp=lambda g, a, *, params, **_: (tensor("swapaxes", g, params=params),),
+        jvp=_linear_jvp("swapaxes"), shape=_swapaxes_shape,
+        text=lambda a, i, j: f"{a}.mT" if (i, j) == (-1, -2) else f"swapaxes({a}, {i}, {j})",
+        code={"numpy": Code(lambda a, i, j: f"np.swapaxes({a}, {i}, {j})")},
+    ),
+    # einsum('ij,jk->ik', a, b): its adjoints are einsums (ops.einsum_vjp)
+    Op(
+        "einsum", 1, "tensor", spellings=("einsum",), variadic=True,
+        static=(Static("subscripts", "subscripts", required=True),),
+        build=_einsum_build, vjp=_einsum_vjp, jvp=_einsum_jvp,
+        shape=lambda shapes, params: S.einsum(params[0], shapes),
+        text=lambda *args: f"einsum('{args[-1]}', {', '.join(args[:-1])})",
+        code={"numpy": Code(
+            lambda *args: f'np.einsum("{args[-1]}", {", ".join(args[:-1])})'
+        )},
+    ),
+    Op(
+        "tensordot", 2, "tensor", spellings=("tensordot",),
+        static=(Static("axes", "tensordot", default=2),),
+        vjp=_tensordot_vjp, jvp=_bilinear_jvp("tensordot"), shape=_tensordot_shape,
+        text=lambda a, b, axes: f"tensordot({a}, {b}, axes={axes})",
+        code={"numpy": Code(lambda a, b, axes: f"np.tensordot({a}, {b}, axes={axes})")},
+    ),
+    Op(
+        "outer", 2, "tensor", spellings=("outer",),
+        vjp=lambda g, a, b, **_: (_mm(g, b), _mm(a, g)),
+        jvp=_bilinear_jvp("outer"), shape=_outer_shape,
+        text=lambda a, b: f"outer({a}, {b})", code={"numpy": np_call("outer")},
+    ),
+    Op(
+        "trace", 1, "tensor", spellings=("trace",),
+        vjp=lambda g, a, **_: (g * tensor("eye", a),), jvp=_linear_jvp("trace"),
+        shape=_trace_shape, text=lambda a: f"trace({a})",
+        latex=lambda a: rf"\operatorname{{tr}} {a}", code={"numpy": np_call("trace")},
+    ),
+    # diag(v) is the diagonal matrix of v, diag(M) the diagonal of a square M:
+    # each is the other's adjoint
+    Op(
+        "diag", 1, "tensor", spellings=("diag",),
+        vjp=lambda g, a, **_: (tensor("diag", g),), jvp=_linear_jvp("diag"),
+        shape=_diag_shape, text=lambda a: f"diag({a})", code={"numpy": np_call("diag")},
+    ),
+    *(
+        Op(
+            name, 1, "tensor", spellings=(name,), static=(Static("k", "int", default=0),),
+            vjp=lambda g, a, *, params, name=name, **_: (tensor(name, g, params=params),),
+            jvp=_linear_jvp(name), shape=_triangle_shape,
+            text=lambda a, k, name=name: f"{name}({a}{_k_text(k)})",
+            code={"numpy": Code(lambda a, k, name=name: f"np.{name}({a}{_k_text(k)})")},
+        )
+        for name in ("tril", "triu")
     ),
     Op(
         "sum", 1, "tensor", spellings=("sum",), counts=(1, 2), axis=True, identity_below=1,
@@ -1160,9 +1500,11 @@ _REGISTRY: tuple[Op, ...] = (
             lambda g, like, key: f"_scatter({g}, {like}, np.s_{key_text(key)})",
         )},
     ),
+    # eye(like): the identity matrix of a square like's size (trace's adjoint)
     Op(
-        "outer", 2, "adjoint", vjp=_no_vjp, jvp=_bilinear_jvp("outer"), shape=_outer_shape,
-        text=lambda a, b: f"outer({a}, {b})", code={"numpy": np_call("outer")},
+        "eye", 1, "adjoint", vjp=_no_vjp, jvp=_constant_jvp,
+        shape=lambda shapes, params: shapes[0],
+        text=lambda a: f"eye_like({a})", code={"numpy": Code("np.eye(len({0}))")},
     ),
     Op(
         "size", 1, "adjoint", vjp=_no_vjp, jvp=_constant_jvp,

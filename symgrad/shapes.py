@@ -27,16 +27,8 @@ def broadcast(*shapes: Shape) -> Shape:
     (NumPy's silent outer product, as in `y_pred - y` with a column of
     predictions). With the axes written out, `[n, 1]` and `[1, n]`, it is meant.
     """
-    ndim = max(map(len, shapes), default=0)
-    result: list[Dim] = []
-    for i in range(-ndim, 0):
-        dims = {s[i] for s in shapes if len(s) >= -i} - {1}
-        if len(dims) > 1:
-            raise ShapeError(
-                f"shapes {' and '.join(map(show, shapes))} do not broadcast"
-            )
-        result.append(dims.pop() if dims else 1)
-    full = tuple(result)
+    full = plain_broadcast(*shapes)
+    ndim = len(full)
     short = [s for s in shapes if 0 < len(s) < ndim]
     if short and full not in shapes:
         written = (1,) * (ndim - len(short[0])) + short[0]
@@ -53,19 +45,7 @@ def reduced(
     shape: Shape, axis: int | tuple[int, ...] | None, keepdims: bool = False
 ) -> Shape:
     """The shape after summing over `axis` (all axes when None)."""
-    axes = (
-        range(len(shape))
-        if axis is None
-        else (axis,)
-        if isinstance(axis, int)
-        else axis
-    )
-    for a in axes:
-        if not -len(shape) <= a < len(shape):
-            raise ShapeError(
-                f"axis {a} is out of range for a value of shape {show(shape)}"
-            )
-    gone = {a % len(shape) for a in axes}
+    gone = set(axes(shape, axis))
     if keepdims:
         return tuple(1 if i in gone else d for i, d in enumerate(shape))
     return tuple(d for i, d in enumerate(shape) if i not in gone)
@@ -87,16 +67,82 @@ def reduction_to(shape: Shape, target: Shape) -> tuple[tuple[int, ...], bool] | 
 
 
 def matmul(a: Shape, b: Shape) -> Shape:
-    """The shape of a @ b for vectors and matrices."""
-    if not a or not b or len(a) > 2 or len(b) > 2:
-        raise ShapeError(f"@ needs vectors or matrices, not {show(a)} @ {show(b)}")
+    """The shape of a @ b as NumPy computes it: vectors, matrices, and stacks of
+    matrices whose leading (batch) dimensions broadcast."""
+    if not a or not b:
+        raise ShapeError(f"@ needs arrays, not {show(a)} @ {show(b)}")
     inner_a = a[-1]
     inner_b = b[0] if len(b) == 1 else b[-2]
     if inner_a != inner_b:
         raise ShapeError(
             f"{show(a)} @ {show(b)}: inner dimensions {inner_a} and {inner_b} differ"
         )
-    return a[:-1] + b[1:] if len(b) == 2 else a[:-1]
+    try:
+        batch = plain_broadcast(a[:-2], b[:-2])
+    except ShapeError:
+        raise ShapeError(
+            f"{show(a)} @ {show(b)}: the batch dimensions "
+            f"{show(a[:-2])} and {show(b[:-2])} do not broadcast"
+        ) from None
+    return batch + a[-2:-1] + (b[-1:] if len(b) >= 2 else ())
+
+
+def plain_broadcast(*shapes: Shape) -> Shape:
+    """NumPy's broadcast of `shapes` (leading axes added freely), or ShapeError."""
+    ndim = max(map(len, shapes), default=0)
+    result: list[Dim] = []
+    for i in range(-ndim, 0):
+        dims = {s[i] for s in shapes if len(s) >= -i} - {1}
+        if len(dims) > 1:
+            raise ShapeError(
+                f"shapes {' and '.join(map(show, shapes))} do not broadcast"
+            )
+        result.append(dims.pop() if dims else 1)
+    return tuple(result)
+
+
+def einsum(subscripts: str, shapes: list[Shape]) -> Shape:
+    """The shape of np.einsum(subscripts, ...) for explicit subscripts `ij,jk->ik`."""
+    inputs, output = subscripts.split("->")
+    terms = inputs.split(",")
+    if len(terms) != len(shapes):
+        raise ShapeError(
+            f"einsum {subscripts!r} names {len(terms)} operands, not {len(shapes)}"
+        )
+    sizes: dict[str, Dim] = {}
+    for term, shape in zip(terms, shapes, strict=True):
+        if len(term) != len(shape):
+            raise ShapeError(
+                f"einsum {subscripts!r}: {term!r} names {len(term)} axes of a value "
+                f"of shape {show(shape)}"
+            )
+        for letter, dim in zip(term, shape, strict=True):
+            if sizes.setdefault(letter, dim) != dim:
+                raise ShapeError(
+                    f"einsum {subscripts!r}: axis {letter!r} is {sizes[letter]} "
+                    f"in one operand and {dim} in another"
+                )
+    return tuple(sizes[letter] for letter in output)
+
+
+def axes(shape: Shape, axis: int | tuple[int, ...] | None) -> tuple[int, ...]:
+    """`axis` (an int, a tuple, or None for all) as nonnegative axes of `shape`, or ShapeError."""
+    listed = (
+        range(len(shape))
+        if axis is None
+        else (axis,)
+        if isinstance(axis, int)
+        else axis
+    )
+    for a in listed:
+        if not -len(shape) <= a < len(shape):
+            raise ShapeError(
+                f"axis {a} is out of range for a value of shape {show(shape)}"
+            )
+    result = tuple(a % len(shape) for a in listed)
+    if len(set(result)) != len(result):
+        raise ShapeError(f"axis {axis} repeats an axis")
+    return result
 
 
 def index(shape: Shape, key: tuple) -> Shape:

@@ -243,6 +243,8 @@ def test_printed_forms_declare_their_precedence_and_repeats(op):
     params = {
         "sum": (None, False), "mean": (None,), "index": ((0,),), "softmax": (-1,),
         "logsumexp": (None,), "broadcast": (None,), "scatter": ((0,),),
+        "swapaxes": (-1, -2), "einsum": ("ij,jk->ik",), "tensordot": (1,),
+        "tril": (1,), "triu": (0,),
     }.get(op, ())  # fmt: skip
     for target, code in OPS[op].code.items():
         names = tuple(f"operand{i}" for i in range(OPS[op].arity))
@@ -258,24 +260,50 @@ def test_printed_forms_declare_their_precedence_and_repeats(op):
 # --------------------------------------------------------------------------- tensors
 
 TENSOR_CASES = {
-    # op: (operand shapes, params)
-    "matmul": [((3, 4), (4, 2)), ((3, 4), (4,)), ((4,), (4, 2)), ((4,), (4,))],
-    "transpose": [((3, 4),)],
-    "sum": [((3, 4),), ((3, 4),), ((3, 4),)],
+    # op: (operand shapes, params); rank 3 and size-1 dimensions among them
+    "matmul": [
+        ((3, 4), (4, 2)), ((3, 4), (4,)), ((4,), (4, 2)), ((4,), (4,)),
+        ((2, 3, 4), (2, 4, 5)), ((2, 3, 4), (4, 5)), ((3, 4), (2, 4, 1)),
+        ((2, 1, 3, 4), (5, 4, 2)), ((2, 3, 4), (4,)), ((4,), (2, 4, 3)),
+        ((1, 3, 4), (2, 4, 2)),
+    ],
+    "transpose": [((3, 4),), ((2, 3, 4),)],
+    "swapaxes": [((2, 3, 4),), ((2, 1, 4),)],
+    "einsum": [
+        ((3, 4), (4, 2)), ((2, 3, 4), (4, 5)), ((3, 4),), ((3,), (4,), (5,)),
+        ((2, 3, 4), (2, 4, 1)), ((3,), ()), ((3, 4), (3, 4)),
+    ],
+    "tensordot": [((2, 3, 4), (3, 4, 5)), ((2, 3, 4), (4, 2)), ((3, 1), (2, 3)),
+                  ((2, 3, 4), (3, 2))],
+    "outer": [((3,), (4,)), ((1,), (4,))],
+    "trace": [((3, 3),), ((1, 1),)],
+    "diag": [((3,),), ((3, 3),), ((1,),)],
+    "tril": [((3, 4),), ((2, 3, 3),)],
+    "triu": [((4, 3),), ((2, 1, 3),)],
+    "sum": [((3, 4),), ((3, 4),), ((3, 4),), ((2, 3, 4),)],
     "mean": [((3, 4),), ((3, 4),)],
     "index": [((3, 4),)],
-    "softmax": [((3, 4),)],
+    "softmax": [((3, 4),), ((2, 3, 4),)],
     "logsumexp": [((3, 4),), ((3, 4),)],
     "broadcast": [((3,), (3, 4))],
     "scatter": [((4,), (3, 4))],
-    "outer": [((3,), (4,))],
+    "eye": [((3, 3),)],
     "size": [((3, 4),)],
-}
+}  # fmt: skip
 TENSOR_PARAMS = {
-    "sum": [(None, False), (0, False), (1, True)],
+    "matmul": [()] * 11,
+    "swapaxes": [(-1, -2), (0, 2)],
+    "einsum": [
+        ("ij,jk->ik",), ("bij,jk->bik",), ("ij->j",), ("i,j,k->ijk",),
+        ("bij,bjk->bik",), ("i,->i",), ("ij,ij->",),
+    ],
+    "tensordot": [(2,), (1,), (((0,), (1,)),), (((1, 0), (0, 1)),)],
+    "tril": [(0,), (-1,)],
+    "triu": [(1,), (0,)],
+    "sum": [(None, False), (0, False), (1, True), ((0, 2), False)],
     "mean": [(None,), (1,)],
     "index": [((1,),)],
-    "softmax": [(-1,)],
+    "softmax": [(-1,), (1,)],
     "logsumexp": [(None,), (1,)],
     "broadcast": [(1,)],
     "scatter": [((1,),)],
@@ -292,7 +320,7 @@ def _evaluate(expr: sp.Basic, values: dict[str, np.ndarray]):
         return float(expr)
     args = [_evaluate(a, values) for a in getattr(expr, "operands", expr.args)]
     if isinstance(expr, TensorOp):
-        return numpy_target.function(expr.op, expr.params)(*args)
+        return numpy_target.function(expr.op, expr.params, len(args))(*args)
     if isinstance(expr, sp.Add):
         return sum(args[1:], args[0])
     if isinstance(expr, sp.Mul):
@@ -317,7 +345,7 @@ def test_tensor_vjp_and_jvp_against_finite_differences(op):
     params_list = TENSOR_PARAMS.get(op, [()] * len(cases))
     for shapes, params in zip(cases, params_list, strict=False):
         args = [rng.uniform(-1, 1, size=s) for s in shapes]
-        f = numpy_target.function(op, params)
+        f = numpy_target.function(op, params, len(shapes))
         out = f(*args)
         symbols = [sp.Symbol(f"x{i}", real=True) for i in range(len(args))]
         values = {f"x{i}": a for i, a in enumerate(args)}

@@ -121,15 +121,17 @@ NUMPY = NumpyBackend(
 )
 
 
-def function(op: str, params: tuple = ()) -> Callable[..., Any]:
-    """The operation `op` (with its static `params`) as a NumPy function,
-    compiled from its printed form.
+def function(
+    op: str, params: tuple = (), arity: int | None = None
+) -> Callable[..., Any]:
+    """The operation `op` (with its static `params`, of `arity` operands when
+    it takes any number) as a NumPy function, compiled from its printed form.
 
     Teaching tools evaluate formulas with it, so a value and the code that
     computes it can never disagree.
     """
     printer = Printer(NUMPY.name)
-    names = [f"x{i}" for i in range(OPS[op].arity)]
+    names = [f"x{i}" for i in range(arity or OPS[op].arity)]
     text = printer.expression(op, tuple(names), params)
     namespace: dict[str, Any] = {"np": np}
     for module in sorted(printer.imports):

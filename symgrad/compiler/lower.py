@@ -110,6 +110,8 @@ class Emitter:
         """The name holding `op(*args)`: an existing one, or a new temporary."""
         if len(self.shape(args[0])) < OPS[op].identity_below:
             return args[0]  # the sum of a scalar, the transpose of a vector
+        if OPS[op].specialize is not None:  # dot(x, s) is x * s
+            op, params = OPS[op].specialize([self.shape(a) for a in args], params)
         key = _key(op, args, params)
         if key not in self.values:
             name = self.fresh()

@@ -17,8 +17,7 @@ import sympy as sp
 from symgrad.compiler.lower import Emitter
 from symgrad.compiler.rules import local_derivatives, operand_symbol, vjp
 from symgrad.ir import Assign, Operand, Program, is_temporary
-from symgrad.ops import OPS, tensor
-from symgrad.shapes import reduction_to
+from symgrad.ops import OPS, sum_to
 
 SEED = "dy"
 """The upstream gradient's parameter name in `backward(tape, dy=1.0)`."""
@@ -137,13 +136,7 @@ def _products(
         if local.has(sp.Piecewise):
             term = sp.piecewise_fold(term)
         # An operand broadcast to the result's shape gets the sum of its adjoint back.
-        target = shapes.get(arg, ())
-        if target != a.shape:
-            axes = reduction_to(a.shape, target)
-            if axes is not None:
-                axis, keepdims = axes
-                axis = None if target == () else axis[0] if len(axis) == 1 else axis
-                term = tensor("sum", term, params=(axis, keepdims))
+        term = sum_to(term, a.shape, shapes.get(arg, ()))
         result.append((arg, text, term))
     return result
 

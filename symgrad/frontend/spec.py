@@ -39,7 +39,7 @@ from symgrad.frontend.language import (
     tensor_call,
     unsupported_function,
 )
-from symgrad.ops import BY_SYMPY, TensorOp, tensor
+from symgrad.ops import BY_SYMPY, SPELLINGS, Static, TensorOp, tensor
 
 # Limits on what a spec may ask for, so that hostile input ends quickly with an error.
 MAX_SPEC_BYTES = 1_000_000
@@ -655,12 +655,6 @@ class _Builder:
                     "inputs",
                     name,
                 )
-        if len(raw) > 2:
-            raise self.error(
-                f"input {name!r}: only scalars, vectors and matrices are supported",
-                "inputs",
-                name,
-            )
         return tuple(raw)
 
     def steps(self, raw: Any, symbols: dict[str, sp.Expr]) -> tuple[Step, ...]:
@@ -1203,6 +1197,8 @@ class _Expression:
         return func(*args)  # a number folds, and build checks it (acos(2) is an error)
 
     def _tensor_call(self, name: str, node: ast.Call) -> sp.Expr:
+        if SPELLINGS[name].static:
+            return self._static_call(name, node)
         counts = TENSOR_FUNCTIONS[name]
         args = list(node.args)
         for kw in node.keywords:
@@ -1213,18 +1209,62 @@ class _Expression:
             raise SpecError(
                 f"{name}() takes {_counts(counts)} argument(s), not {len(args)}"
             )
-        if name in ("dot", "transpose"):
+        if not SPELLINGS[name].axis:  # every argument is an operand
             return tensor_call(name, [self.number(a) for a in args], None)
         axis = _constant_int(args[1], "axis") if len(args) == 2 else None
         return tensor_call(name, [self.number(args[0])], axis)
+
+    def _static_call(self, name: str, node: ast.Call) -> sp.Expr:
+        """A tensor function with constant arguments (`ops.Static`): its operands,
+        then the constants by position or keyword; einsum's subscripts first."""
+        op = SPELLINGS[name]
+        args, statics = list(node.args), list(op.static)
+        values: dict[str, Any] = {}
+        if statics[0].kind == "subscripts":
+            if not args:
+                raise SpecError(
+                    f"{name}() takes its subscripts first, as {name}('ij,jk->ik', a, b)"
+                )
+            subscripts = statics.pop(0)
+            values[subscripts.name] = _static_value(args.pop(0), subscripts, name)
+            operands, rest = args, []
+        else:
+            operands, rest = args[: op.arity], args[op.arity :]
+        if len(operands) < op.arity or len(rest) > len(statics):
+            raise SpecError(
+                f"{name}() takes {op.arity} operand(s) and at most {len(statics)} "
+                f"constant argument(s) ({', '.join(s.name for s in statics)}), "
+                f"not {len(node.args)} argument(s)"
+            )
+        given = list(zip(statics, rest, strict=False))
+        by_name = {s.name: s for s in statics}
+        for kw in node.keywords:
+            if kw.arg not in by_name:
+                raise SpecError(f"{name}() takes no keyword argument {kw.arg!r}")
+            given.append((by_name[kw.arg], kw.value))
+        for static, value in given:
+            if static.name in values:
+                raise SpecError(f"{name}() got {static.name!r} twice")
+            values[static.name] = _static_value(value, static, name)
+        for static in op.static:
+            if static.required and static.name not in values:
+                raise SpecError(f"{name}() needs its {static.name!r} argument")
+        params = tuple(values.get(s.name, s.default) for s in op.static)
+        built = [self.number(a) for a in operands]
+        try:
+            return op.build(*built, params=params)
+        except ValueError as err:  # einsum's subscripts
+            raise SpecError(str(err)) from None
 
     def _Attribute(self, node: ast.Attribute) -> sp.Expr:
         constant = _unqualified(node, CONSTANTS)
         if constant:
             raise SpecError(f"write {constant}, without '{node.value.id}.'")
+        if node.attr == "mT":  # NumPy's matrix transpose of a stack of matrices
+            return tensor("swapaxes", self.number(node.value), params=(-1, -2))
         if node.attr != "T":
             raise SpecError(
-                f"attribute access {ast.unparse(node)!r} is not allowed (only .T)"
+                f"attribute access {ast.unparse(node)!r} is not allowed (only .T, .mT)"
             )
         return tensor("transpose", self.number(node.value))
 
@@ -1298,6 +1338,31 @@ def _constant_int(node: ast.AST, what: str) -> int:
     if isinstance(node, ast.Constant) and type(node.value) is int:
         return sign * node.value
     raise SpecError(f"{what} must be a constant integer, not {ast.unparse(node)!r}")
+
+
+def _static_value(node: ast.AST, static: Static, function: str) -> Any:
+    """The constant `node` holds for a tensor function's argument `static`."""
+    what = f"{function}()'s {static.name!r}"
+    if static.kind == "int":
+        return _constant_int(node, what)
+    if static.kind == "bool":
+        if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+            return node.value
+        raise SpecError(f"{what} must be True or False, not {ast.unparse(node)!r}")
+    if static.kind == "subscripts":
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        raise SpecError(f"{what} must be a string such as 'ij,jk->ik'")
+    if isinstance(node, ast.Constant) and node.value is None and static.kind == "axis":
+        return None
+    if isinstance(node, ast.Tuple | ast.List):
+        if static.kind == "tensordot" and len(node.elts) == 2:
+            return tuple(
+                _static_value(e, Static(static.name, "axis"), function)
+                for e in node.elts
+            )
+        return tuple(_constant_int(e, what) for e in node.elts)
+    return _constant_int(node, what)
 
 
 def _power(base: sp.Expr, exponent: sp.Expr) -> sp.Expr:
