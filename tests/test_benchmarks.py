@@ -40,6 +40,7 @@ def test_every_question_has_a_script():
         "higher_order",
         "peak_memory",
         "scalar_latency",
+        "tensors",
     }
 
 

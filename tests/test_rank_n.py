@@ -12,6 +12,7 @@ import symgrad
 from symgrad.check import check_gradients
 from symgrad.frontend.spec import SpecError, from_dict
 from symgrad.pipeline import build, source
+from tests.conftest import ROOT
 
 
 def _module(steps: dict, inputs: dict, output: str | None = None):
@@ -148,7 +149,11 @@ def test_einsum_implicit_form_sum_and_axis_only_one_operand_has():
 
 @pytest.mark.parametrize(
     "axes, shape_a, shape_b",
-    [(2, (2, 3, 4), (3, 4, 5)), (1, (2, 3, 4), (4, 1)), ("((0, 2), (1, 0))", (2, 3, 4), (4, 2))],
+    [
+        (2, (2, 3, 4), (3, 4, 5)),
+        (1, (2, 3, 4), (4, 1)),
+        ("((0, 2), (1, 0))", (2, 3, 4), (4, 2)),
+    ],
 )
 def test_tensordot(axes, shape_a, shape_b):
     inputs = {"a": shape_a, "b": shape_b}
@@ -283,3 +288,26 @@ def test_bad_calls_are_errors_at_load_time(expression, words):
         from_dict(spec)
     for word in words:
         assert word in str(err.value), (word, str(err.value))
+
+
+def test_attention_example_equals_hand_written_backprop():
+    """examples/attention.yaml: forward and the VJP against benchmarks/tensors.py's
+    hand-written NumPy (rank 4, a batch of heads), and finite differences."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tensors import attention_hand
+
+    module = symgrad.compile(ROOT / "examples/attention.yaml")
+    rng = np.random.default_rng(5)
+    inputs = {k: rng.normal(size=(2, 3, 5, 64)) for k in "QKV"}
+    dy = rng.normal(size=(2, 3, 5, 64))
+    out, tape = module.forward(**inputs)
+    grads = module.backward(tape, dy)
+    hand_out, hand_grads = attention_hand(**inputs, dy=dy)
+    np.testing.assert_allclose(out, hand_out, rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads, hand_grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    small = {k: v[:1, :2, :3] for k, v in inputs.items()}
+    report = check_gradients(module, small)
+    assert report.ok, str(report)

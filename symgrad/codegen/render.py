@@ -204,7 +204,11 @@ def _lines(
     unit_gradients = gradients(unit)
     if backend.frees_arrays:  # free each array after its last use, as by hand
         returned = {unit.output}.union(*(g.reads for g in unit_gradients))
-        fused_forward, unit_lines = deleting(fused_forward, unit_lines, keep=returned)
+        # the seed dy = np.ones(...) of an array output is freed like the others
+        seed = [Line("", defines=unit.seed)] if isinstance(unit.seed, str) else []
+        _, fused_forward, unit_lines = deleting(
+            seed, fused_forward, unit_lines, keep=returned
+        )
     backward_gradients = gradients(backward)
     read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
     read = read.union(*(g.reads for g in backward_gradients))
