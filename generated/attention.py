@@ -167,7 +167,7 @@ def backward(tape, dy=1.0):
     # ∂out/∂weights = ∂out/∂out·∂out/∂weights   (∂out/∂weights: dy @ V.mT)
     t2 = np.swapaxes(V, -1, -2)
     dout_dweights = dy @ t2
-    # ∂out/∂scores = ∂out/∂weights·∂weights/∂scores   (∂weights/∂scores: weights*(dout_dweights - sum((dout_dweights*weights), axis=-1)))
+    # ∂out/∂scores = ∂out/∂weights·∂weights/∂scores   (∂weights/∂scores: weights*(dout_dweights - sum((dout_dweights*weights), axis=-1, keepdims=True)))
     t3 = dout_dweights * weights
     t4 = np.sum(t3, axis=-1, keepdims=True)
     t5 = dout_dweights - t4
@@ -203,7 +203,7 @@ def value_and_grad(Q, K, V):
     dy = np.ones(np.shape(out))
     # ∂out/∂weights = ∂out/∂out·∂out/∂weights   (∂out/∂weights: dy @ V.mT)
     dout_dweights = dy @ np.swapaxes(V, -1, -2)
-    # ∂out/∂scores = ∂out/∂weights·∂weights/∂scores   (∂weights/∂scores: weights*(dout_dweights - sum((dout_dweights*weights), axis=-1)))
+    # ∂out/∂scores = ∂out/∂weights·∂weights/∂scores   (∂weights/∂scores: weights*(dout_dweights - sum((dout_dweights*weights), axis=-1, keepdims=True)))
     t4 = np.sum(dout_dweights * weights, axis=-1, keepdims=True)
     dout_dscores = weights * (dout_dweights - t4)
     del dout_dweights, t4

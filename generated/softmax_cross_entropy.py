@@ -129,10 +129,11 @@ def _owned(g, copy=False):
     return g
 
 
-def _logsumexp(x, axis=None):
+def _logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) along axis, shifted by the maximum so it cannot overflow."""
     m = np.max(x, axis=axis, keepdims=True)
-    return np.squeeze(m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)), axis)
+    result = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    return result if keepdims else np.squeeze(result, axis)
 
 
 def _broadcast(g, like, axis=None):

@@ -409,10 +409,11 @@ class Op:
     mpmath: str | Callable | None = None  # a function of an mpmath context, or its name
     domain: tuple[tuple[float, float], ...] = ()
     kink: Callable[..., Any] | None = None  # numeric operands -> distance to a kink
-    axis: bool = False  # the spec passes an `axis` (tensor reductions)
     # constant arguments of a tensor function, by position after the operands or
     # by keyword (a `Static` of kind "subscripts" comes before them, as einsum's)
     static: tuple[Static, ...] = ()
+    # the spelling a call with one operand (or an axis) means: max(x) is amax(x)
+    reduction: str = ""
     # the op emitted instead, given the operands' shapes (dot(x, s) is x * s)
     specialize: Callable[..., str] | None = None
     text: Callable[..., str] | None = None
@@ -796,19 +797,33 @@ def _k_text(k) -> str:
     return "" if k == 0 else f", {k}"
 
 
+def _spread(g, a, axis, keepdims, times=None):
+    """The adjoint of a reduction over `axis`: g expanded there, over a's shape
+    (`times` that, which has a's shape: a number g needs no spreading then)."""
+    if times is not None and sp.sympify(g).is_number:
+        return g * times
+    spread = tensor("broadcast", g, a, params=(None if keepdims else axis,))
+    return spread if times is None else spread * times
+
+
 def _sum_vjp(g, a, *, out, shapes, params):
     axis, keepdims = params
-    return (tensor("broadcast", g, a, params=(None if keepdims else axis,)),)
+    return (_spread(g, a, axis, keepdims),)
+
+
+def _count(a, out):
+    """How many elements of a each element of a reduction's output `out` covers."""
+    return tensor("size", a) / tensor("size", out)
 
 
 def _mean_vjp(g, a, *, out, shapes, params):
-    (axis,) = params
+    axis, keepdims = params
     share = (
         g / tensor("size", a)
         if axis is None
         else g * tensor("size", out) / tensor("size", a)
     )
-    return (tensor("broadcast", share, a, params=(axis,)),)
+    return (_spread(share, a, axis, keepdims),)
 
 
 def _softmax_vjp(g, a, *, out, shapes, params):
@@ -817,11 +832,100 @@ def _softmax_vjp(g, a, *, out, shapes, params):
 
 
 def _logsumexp_vjp(g, a, *, out, shapes, params):
-    (axis,) = params
-    spread = {"params": (axis,)}
+    axis, keepdims = params
+    return (_spread(g, a, axis, keepdims, sp.exp(a - _spread(out, a, axis, keepdims))),)
+
+
+def _hits(a, out, axis, keepdims):
+    """1 where an element of a holds its slice's max (or min), else 0."""
+    return sp.Piecewise((1, sp.Eq(a, _spread(out, a, axis, keepdims))), (0, True))
+
+
+def _extremum_vjp(g, a, *, out, shapes, params):
+    """max/min over an axis: the gradient goes to the element that holds it; k tied
+    elements share it, 1/k each (PyTorch's rule for max and min of a tensor)."""
+    axis, keepdims = params
+    hits = _hits(a, out, axis, keepdims)
+    count = tensor("sum", hits, params=(axis, True))
+    return (_spread(g, a, axis, keepdims, hits / count),)
+
+
+def _extremum_jvp(tangents, a, *, out, params):
+    axis, keepdims = params
+    hits = _hits(a, out, axis, keepdims)
+    return tensor("sum", tangents[0] * hits, params=params) / tensor(
+        "sum", hits, params=params
+    )
+
+
+def _prod_vjp(g, a, *, out, shapes, params):
+    """∂prod/∂a_i is the product of the other elements (exact where some a_j is 0)."""
+    axis, keepdims = params
+    others = tensor("prod_others", a, params=(axis,))
+    return (_spread(g, a, axis, keepdims, others),)
+
+
+def _prod_jvp(tangents, a, *, out, params):
+    others = tensor("prod_others", a, params=(params[0],))
+    return tensor("sum", tangents[0] * others, params=params)
+
+
+def _centered(a, axis):
+    return a - tensor("mean", a, params=(axis, True))
+
+
+def _var_vjp(g, a, *, out, shapes, params):
+    """var = sum((a - mean)²) / (N - ddof): ∂/∂a = 2 (a - mean) / (N - ddof)."""
+    axis, keepdims, ddof = params
     return (
-        tensor("broadcast", g, a, **spread)
-        * sp.exp(a - tensor("broadcast", out, a, **spread)),
+        _spread(g, a, axis, keepdims, 2 * _centered(a, axis) / (_count(a, out) - ddof)),
+    )
+
+
+def _var_jvp(tangents, a, *, out, params):
+    axis, keepdims, ddof = params
+    t = tangents[0] * 2 * _centered(a, axis)
+    return tensor("sum", t, params=(axis, keepdims)) / (_count(a, out) - ddof)
+
+
+def _std_vjp(g, a, *, out, shapes, params):
+    """std = sqrt(var): ∂/∂a = (a - mean) / ((N - ddof) std)."""
+    axis, keepdims, ddof = params
+    scale = g / ((_count(a, out) - ddof) * out)
+    return (_spread(scale, a, axis, keepdims, _centered(a, axis)),)
+
+
+def _std_jvp(tangents, a, *, out, params):
+    axis, keepdims, ddof = params
+    t = tangents[0] * _centered(a, axis)
+    return tensor("sum", t, params=(axis, keepdims)) / ((_count(a, out) - ddof) * out)
+
+
+def _nonzero(x):
+    """x + (x == 0): a denominator that is 0 only where its numerator is (the
+    norm of zeros), whose quotient is then 0 (a sum: SymPy keeps it whole)."""
+    return x + sp.Piecewise((1, sp.Eq(x, 0)), (0, True))
+
+
+def _norm_vjp(g, a, *, out, shapes, params):
+    """‖a‖₂ (Frobenius for a matrix): ∂/∂a = a / ‖a‖, and 0 at 0 (PyTorch's
+    subgradient, test_norm_subgradient)."""
+    axis, keepdims = params
+    return (
+        _spread(g, a, axis, keepdims, a / _nonzero(_spread(out, a, axis, keepdims))),
+    )
+
+
+def _norm_jvp(tangents, a, *, out, params):
+    return tensor("sum", tangents[0] * a, params=params) / _nonzero(out)
+
+
+def _cumsum_vjp(g, a, *, out, shapes, params):
+    """The adjoint of a running sum is the running sum from the other end."""
+    axis = 0 if params[0] is None else params[0]
+    flip = {"params": (axis,)}
+    return (
+        tensor("flip", tensor("cumsum", tensor("flip", g, **flip), **flip), **flip),
     )
 
 
@@ -853,10 +957,6 @@ def _bilinear_jvp(op: str):
     return jvp
 
 
-def _mean_jvp(tangents, a, *, out, params):
-    return tensor("mean", tangents[0], params=params)
-
-
 def _softmax_jvp(tangents, a, *, out, params):
     (axis,) = params
     t = tangents[0]
@@ -864,9 +964,9 @@ def _softmax_jvp(tangents, a, *, out, params):
 
 
 def _logsumexp_jvp(tangents, a, *, out, params):
-    (axis,) = params
-    weights = sp.exp(a - tensor("broadcast", out, a, params=(axis,)))
-    return tensor("sum", tangents[0] * weights, params=(axis, False))
+    axis, keepdims = params
+    weights = sp.exp(a - _spread(out, a, axis, keepdims))
+    return tensor("sum", tangents[0] * weights, params=params)
 
 
 def _no_vjp(g, *operands, **_):
@@ -874,13 +974,48 @@ def _no_vjp(g, *operands, **_):
     return (None,) * len(operands)
 
 
+def _second_order_of_prod(tangents, *operands, out, params):
+    """prod's adjoint has no tangent rule: forward over reverse (hvp) is refused."""
+    raise S.ShapeError("second derivatives (hvp, hessian) of prod are not supported")
+
+
 def _constant_jvp(tangents, *operands, out, params):
     return sp.Integer(0)
 
 
 def _reduced_shape(shapes, params):
-    axis, keepdims = (params + (False,))[:2]
+    axis, keepdims = params[:2]
     return S.reduced(shapes[0], axis, keepdims)
+
+
+def _cumsum_shape(shapes, params):
+    (a,) = shapes
+    if params[0] is None and len(a) != 1:
+        raise S.ShapeError(
+            f"cumsum of a value of shape {S.show(a)} needs an axis "
+            f"(NumPy's default flattens it)"
+        )
+    if isinstance(params[0], tuple):
+        raise S.ShapeError(f"cumsum takes one axis, not {params[0]}")
+    S.axes(a, params[0])
+    return a
+
+
+def _reduction_text(name: str):
+    return lambda a, axis, keepdims=False, ddof=0: (
+        f"{name}({a}{axis_text(axis)}{_keep_text(keepdims)}"
+        + (f", ddof={ddof}" if ddof else "")
+        + ")"
+    )
+
+
+def _keep_text(keepdims: bool) -> str:
+    return ", keepdims=True" if keepdims else ""
+
+
+def _reduction_code(function: str) -> Code:
+    """`np.sum(a, axis=0, keepdims=True)`, and ddof for var and std."""
+    return Code(_reduction_text(function))
 
 
 # --------------------------------------------------------------------------- printed forms
@@ -923,10 +1058,28 @@ def _softmax(x, axis=-1):
     return e / np.sum(e, axis=axis, keepdims=True)
 """
 _LOGSUMEXP = """
-def _logsumexp(x, axis=None):
+def _logsumexp(x, axis=None, keepdims=False):
     \"\"\"log(sum(exp(x))) along axis, shifted by the maximum so it cannot overflow.\"\"\"
     m = np.max(x, axis=axis, keepdims=True)
-    return np.squeeze(m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)), axis)
+    result = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    return result if keepdims else np.squeeze(result, axis)
+"""
+_PROD_OTHERS = """
+def _prod_others(x, axis=None):
+    \"\"\"For each element of x, the product of the others along axis (all: None),
+    from running products on both sides: exact where an element is 0.\"\"\"
+    if axis is None or not isinstance(axis, int):  # several axes: flattened into one
+        kept = [] if axis is None else [a for a in range(np.ndim(x)) if a - np.ndim(x) not in axis and a not in axis]
+        gone = [a for a in range(np.ndim(x)) if a not in kept]
+        moved = np.transpose(x, kept + gone)
+        flat = np.reshape(moved, np.shape(moved)[: len(kept)] + (-1,))
+        others = np.reshape(_prod_others(flat, -1), np.shape(moved))
+        return np.transpose(others, np.argsort(kept + gone))
+    x = np.moveaxis(x, axis, -1)
+    ones = np.ones_like(x[..., :1])
+    left = np.cumprod(np.concatenate([ones, x[..., :-1]], axis=-1), axis=-1)
+    right = np.cumprod(np.concatenate([ones, x[..., :0:-1]], axis=-1), axis=-1)
+    return np.moveaxis(left * right[..., ::-1], -1, axis)
 """
 _BROADCAST = """
 def _broadcast(g, like, axis=None):
@@ -985,6 +1138,9 @@ def _where(cond, a, b):
 
 
 # --------------------------------------------------------------------------- the registry
+
+_REDUCE = (Static("axis", "axis"), Static("keepdims", "bool", default=False))
+"""The constant arguments of a reduction: sum(x, axis=(0, 2), keepdims=True)."""
 
 _REGISTRY: tuple[Op, ...] = (
     # ---- arithmetic
@@ -1060,13 +1216,13 @@ _REGISTRY: tuple[Op, ...] = (
         },
     ),
     Op(
-        "max", 2, sympy=(sp.Max,), spellings=("max", "Max"), variadic=True,
+        "max", 2, sympy=(sp.Max,), spellings=("max", "Max"), variadic=True, reduction="amax",
         counts=tuple(range(2, 9)), commutative=True, mpmath=lambda m, *a: max(a),
         partials=_extremum_partials(1), kink=_closest_pair,
         code={"numpy": Code(_nested("np.maximum")), "python": Code(_call_format("max"))},
     ),
     Op(
-        "min", 2, sympy=(sp.Min,), spellings=("min", "Min"), variadic=True,
+        "min", 2, sympy=(sp.Min,), spellings=("min", "Min"), variadic=True, reduction="amin",
         counts=tuple(range(2, 9)), commutative=True, mpmath=lambda m, *a: min(a),
         partials=_extremum_partials(-1), kink=_closest_pair,
         code={"numpy": Code(_nested("np.minimum")), "python": Code(_call_format("min"))},
@@ -1354,7 +1510,7 @@ _REGISTRY: tuple[Op, ...] = (
     Op(
         "matmul", 2, "tensor", spellings=("dot",),
         # dot(a, b) is NumPy's dot: a scalar operand multiplies (`specialize`)
-        build=lambda a, b: tensor("matmul", a, b, params=("dot",)),
+        build=lambda a, b, params=(): tensor("matmul", a, b, params=("dot",)),
         specialize=_matmul_specialize,
         vjp=_matmul_vjp, jvp=_bilinear_jvp("matmul"),
         shape=lambda shapes, params: S.matmul(*shapes),
@@ -1364,7 +1520,6 @@ _REGISTRY: tuple[Op, ...] = (
     ),
     Op(
         "transpose", 1, "tensor", spellings=("transpose",), identity_below=2,
-        build=lambda a: tensor("transpose", a),
         vjp=lambda g, a, **_: (_t(g),), jvp=_linear_jvp("transpose"),
         shape=lambda shapes, params: shapes[0][::-1],
         text=lambda a: f"{a}.T", latex=lambda a: f"{a}^{{T}}",
@@ -1427,28 +1582,64 @@ _REGISTRY: tuple[Op, ...] = (
         for name in ("tril", "triu")
     ),
     Op(
-        "sum", 1, "tensor", spellings=("sum",), counts=(1, 2), axis=True, identity_below=1,
-        build=lambda a, axis=None: tensor("sum", a, params=(axis, False)),
+        "sum", 1, "tensor", spellings=("sum",), static=_REDUCE, identity_below=1,
         vjp=_sum_vjp, jvp=_linear_jvp("sum"), shape=_reduced_shape,
-        text=lambda a, axis, keepdims=False: f"sum({a}{axis_text(axis)})",
+        text=_reduction_text("sum"),
         latex=lambda a, axis, keepdims=False: rf"\textstyle\sum{_latex_axis(axis)} {a}",
-        code={
-            "numpy": Code(
-                lambda a, axis, keepdims=False: (
-                    f"np.sum({a}{axis_text(axis)}"
-                    + (", keepdims=True" if keepdims else "")
-                    + ")"
-                )
-            )
-        },
+        code={"numpy": _reduction_code("np.sum")},
     ),
     Op(
-        "mean", 1, "tensor", spellings=("mean",), counts=(1, 2), axis=True, identity_below=1,
-        build=lambda a, axis=None: tensor("mean", a, params=(axis,)),
-        vjp=_mean_vjp, jvp=_mean_jvp, shape=_reduced_shape,
-        text=lambda a, axis: f"mean({a}{axis_text(axis)})",
-        latex=lambda a, axis: rf"\operatorname{{mean}}{_latex_axis(axis)} {a}",
-        code={"numpy": Code(lambda a, axis: f"np.mean({a}{axis_text(axis)})")},
+        "mean", 1, "tensor", spellings=("mean",), static=_REDUCE, identity_below=1,
+        vjp=_mean_vjp, jvp=_linear_jvp("mean"), shape=_reduced_shape,
+        text=_reduction_text("mean"),
+        latex=lambda a, axis, keepdims=False: rf"\operatorname{{mean}}{_latex_axis(axis)} {a}",
+        code={"numpy": _reduction_code("np.mean")},
+    ),
+    # max(x) and min(x) with one operand (or an axis) are these reductions
+    *(
+        Op(
+            name, 1, "tensor", spellings=(name,), static=_REDUCE, identity_below=1,
+            vjp=_extremum_vjp, jvp=_extremum_jvp, shape=_reduced_shape,
+            text=_reduction_text(name),
+            code={"numpy": _reduction_code(f"np.{name[1:]}")},
+        )
+        for name in ("amax", "amin")
+    ),
+    Op(
+        "prod", 1, "tensor", spellings=("prod",), static=_REDUCE, identity_below=1,
+        vjp=_prod_vjp, jvp=_prod_jvp, shape=_reduced_shape,
+        text=_reduction_text("prod"), code={"numpy": _reduction_code("np.prod")},
+    ),
+    *(
+        Op(
+            name, 1, "tensor", spellings=(name,),
+            static=(*_REDUCE, Static("ddof", "int", default=0)),
+            vjp=vjp, jvp=jvp, shape=_reduced_shape,
+            text=_reduction_text(name), code={"numpy": _reduction_code(f"np.{name}")},
+        )
+        for name, vjp, jvp in (("var", _var_vjp, _var_jvp), ("std", _std_vjp, _std_jvp))
+    ),
+    # the 2-norm of a vector, the Frobenius norm of a matrix (over axis: of each slice)
+    Op(
+        "norm", 1, "tensor", spellings=("norm",), static=_REDUCE,
+        vjp=_norm_vjp, jvp=_norm_jvp, shape=_reduced_shape,
+        text=_reduction_text("norm"),
+        latex=lambda a, axis, keepdims=False: rf"\lVert {a} \rVert{_latex_axis(axis)}",
+        code={"numpy": _reduction_code("np.linalg.norm")},
+    ),
+    Op(
+        "cumsum", 1, "tensor", spellings=("cumsum",), static=(Static("axis", "axis"),),
+        vjp=_cumsum_vjp, jvp=_linear_jvp("cumsum"), shape=_cumsum_shape,
+        text=lambda a, axis: f"cumsum({a}{axis_text(axis)})",
+        code={"numpy": Code(lambda a, axis: f"np.cumsum({a}{axis_text(axis)})")},
+    ),
+    Op(
+        "flip", 1, "tensor", spellings=("flip",), static=(Static("axis", "axis"),),
+        vjp=lambda g, a, *, params, **_: (tensor("flip", g, params=params),),
+        jvp=_linear_jvp("flip"),
+        shape=lambda shapes, params: (S.axes(shapes[0], params[0]), shapes[0])[1],
+        text=lambda a, axis: f"flip({a}{axis_text(axis)})",
+        code={"numpy": Code(lambda a, axis: f"np.flip({a}{axis_text(axis)})")},
     ),
     Op(
         "index", 1, "tensor",
@@ -1460,23 +1651,25 @@ _REGISTRY: tuple[Op, ...] = (
         code={"numpy": Code(lambda a, key: f"{a}{key_text(key)}", 100, (100,))},
     ),
     Op(
-        "softmax", 1, "tensor", spellings=("softmax",), counts=(1, 2), axis=True,
+        "softmax", 1, "tensor", spellings=("softmax",),
         # default axis -1: over the last axis (the classes)
-        build=lambda a, axis=None: tensor("softmax", a, params=(-1 if axis is None else axis,)),
+        static=(Static("axis", "axis", default=-1),),
         vjp=_softmax_vjp, jvp=_softmax_jvp,
-        shape=lambda shapes, params: shapes[0],
+        shape=lambda shapes, params: (S.axes(shapes[0], params[0]), shapes[0])[1],
         text=lambda a, axis: f"softmax({a}{axis_text(axis)})",
         code={"numpy": helper(
             "_softmax", _SOFTMAX, lambda a, axis: f"_softmax({a}{axis_text(axis)})"
         )},
     ),
     Op(
-        "logsumexp", 1, "tensor", spellings=("logsumexp",), counts=(1, 2), axis=True, identity_below=1,
-        build=lambda a, axis=None: tensor("logsumexp", a, params=(axis,)),
+        "logsumexp", 1, "tensor", spellings=("logsumexp",), static=_REDUCE, identity_below=1,
         vjp=_logsumexp_vjp, jvp=_logsumexp_jvp, shape=_reduced_shape,
-        text=lambda a, axis: f"logsumexp({a}{axis_text(axis)})",
+        text=_reduction_text("logsumexp"),
         code={"numpy": helper(
-            "_logsumexp", _LOGSUMEXP, lambda a, axis: f"_logsumexp({a}{axis_text(axis)})"
+            "_logsumexp", _LOGSUMEXP,
+            lambda a, axis, keepdims=False: (
+                f"_logsumexp({a}{axis_text(axis)}{_keep_text(keepdims)})"
+            ),
         )},
     ),
     # ---- only in backward passes
@@ -1505,6 +1698,16 @@ _REGISTRY: tuple[Op, ...] = (
         "eye", 1, "adjoint", vjp=_no_vjp, jvp=_constant_jvp,
         shape=lambda shapes, params: shapes[0],
         text=lambda a: f"eye_like({a})", code={"numpy": Code("np.eye(len({0}))")},
+    ),
+    # prod_others(a; axis): each element's product of the others (prod's adjoint)
+    Op(
+        "prod_others", 1, "adjoint", vjp=_no_vjp, jvp=_second_order_of_prod,
+        shape=lambda shapes, params: shapes[0],
+        text=lambda a, axis: f"prod_others({a}{axis_text(axis)})",
+        code={"numpy": helper(
+            "_prod_others", _PROD_OTHERS,
+            lambda a, axis: f"_prod_others({a}{axis_text(axis)})",
+        )},
     ),
     Op(
         "size", 1, "adjoint", vjp=_no_vjp, jvp=_constant_jvp,

@@ -33,6 +33,7 @@ from symgrad.frontend import spec as spec_module
 from symgrad.frontend.language import nodes
 from symgrad.frontend.spec import Spec, SpecError, with_derivatives, with_wrt
 from symgrad.ir import Program
+from symgrad.shapes import ShapeError
 
 
 class SymgradWarning(UserWarning):
@@ -90,7 +91,10 @@ def build(spec: Spec) -> Compiled:
                 "(sum it in a step)",
                 path=spec.path,
             )
-        hvp = dce(forward_mode(unit, _seeds(unit, "v_")))
+        try:
+            hvp = dce(forward_mode(unit, _seeds(unit, "v_")))
+        except ShapeError as err:  # an adjoint without a tangent rule (prod's)
+            raise SpecError(str(err), path=spec.path) from None
     return Compiled(spec, dce(reverse(forward, SEED, memo)), unit, jvp, hvp)
 
 

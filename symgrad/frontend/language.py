@@ -26,10 +26,10 @@ FUNCTIONS["Piecewise"] = (sp.Piecewise, tuple(range(1, 17)))
 # their eval uses what is known (Abs(p) is p for a positive p, max(x, x) is x).
 NORMALIZED_ONLY = frozenset(name for name, op in SPELLINGS.items() if op.lazy)
 
-# Tensor functions: their optional second argument (or axis=) is a constant axis.
-TENSOR_FUNCTIONS = {
-    name: op.counts for name, op in SPELLINGS.items() if op.kind == "tensor"
-}
+# Tensor functions: operands, then constant arguments (ops.Static).
+TENSOR_FUNCTIONS = frozenset(
+    name for name, op in SPELLINGS.items() if op.kind == "tensor"
+)
 
 # Named constants a spec may use when no input or step has that name.
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi}
@@ -79,14 +79,3 @@ def unsupported_function(expr: sp.Basic) -> str | None:
         and not isinstance(node, (TensorOp, sp.Piecewise, sp.ITE, *BY_SYMPY))
     )
     return bad[0] if bad else None
-
-
-def tensor_call(name: str, operands: list[sp.Expr], axis: int | None) -> TensorOp:
-    """The SymPy node for a call of one of TENSOR_FUNCTIONS."""
-    op = SPELLINGS[name]
-    return op.build(*operands, axis=axis) if op.axis else op.build(*operands)
-
-
-FUNCTIONS.update(
-    {name: (tensor_call, counts) for name, counts in TENSOR_FUNCTIONS.items()}
-)

@@ -36,7 +36,6 @@ from symgrad.frontend.language import (
     TENSOR_FUNCTIONS,
     bottom_up,
     nodes,
-    tensor_call,
     unsupported_function,
 )
 from symgrad.ops import BY_SYMPY, SPELLINGS, Static, TensorOp, tensor
@@ -1177,6 +1176,9 @@ class _Expression:
             )
         if name not in FUNCTIONS:
             raise SpecError(f"unknown function {name!r}{_function_hint(name)}")
+        reduction = SPELLINGS[name].reduction if name in SPELLINGS else ""
+        if reduction and len(node.args) == 1:  # max(x, axis=0) is amax(x, axis=0)
+            return self._tensor_call(reduction, node)
         if name in TENSOR_FUNCTIONS:
             return self._tensor_call(name, node)
         if node.keywords:
@@ -1197,30 +1199,12 @@ class _Expression:
         return func(*args)  # a number folds, and build checks it (acos(2) is an error)
 
     def _tensor_call(self, name: str, node: ast.Call) -> sp.Expr:
-        if SPELLINGS[name].static:
-            return self._static_call(name, node)
-        counts = TENSOR_FUNCTIONS[name]
-        args = list(node.args)
-        for kw in node.keywords:
-            if kw.arg != "axis" or 2 not in counts:
-                raise SpecError(f"{name}() takes no keyword argument {kw.arg!r}")
-            args.append(kw.value)
-        if len(args) not in counts:
-            raise SpecError(
-                f"{name}() takes {_counts(counts)} argument(s), not {len(args)}"
-            )
-        if not SPELLINGS[name].axis:  # every argument is an operand
-            return tensor_call(name, [self.number(a) for a in args], None)
-        axis = _constant_int(args[1], "axis") if len(args) == 2 else None
-        return tensor_call(name, [self.number(args[0])], axis)
-
-    def _static_call(self, name: str, node: ast.Call) -> sp.Expr:
-        """A tensor function with constant arguments (`ops.Static`): its operands,
-        then the constants by position or keyword; einsum's subscripts first."""
+        """A tensor function: its operands, then its constant arguments
+        (`ops.Static`) by position or keyword; einsum's subscripts first."""
         op = SPELLINGS[name]
         args, statics = list(node.args), list(op.static)
         values: dict[str, Any] = {}
-        if statics[0].kind == "subscripts":
+        if statics and statics[0].kind == "subscripts":
             if not args:
                 raise SpecError(
                     f"{name}() takes its subscripts first, as {name}('ij,jk->ik', a, b)"
@@ -1342,7 +1326,7 @@ def _constant_int(node: ast.AST, what: str) -> int:
 
 def _static_value(node: ast.AST, static: Static, function: str) -> Any:
     """The constant `node` holds for a tensor function's argument `static`."""
-    what = f"{function}()'s {static.name!r}"
+    what = f"{function}(): {static.name}"
     if static.kind == "int":
         return _constant_int(node, what)
     if static.kind == "bool":
