@@ -351,7 +351,7 @@ def key_text(key: tuple) -> str:
     """`[:, 0]` for the key ((None, None, None), 0)."""
     parts = []
     for k in key:
-        if isinstance(k, int):
+        if k is None or isinstance(k, int):
             parts.append(str(k))
         else:
             start, stop, step = ("" if v is None else str(v) for v in k)
@@ -612,6 +612,128 @@ def sum_to(term, shape: S.Shape, target: S.Shape):
 
 def _one(axes: tuple[int, ...]) -> int | tuple[int, ...]:
     return axes[0] if len(axes) == 1 else axes
+
+
+# ---- shape operations
+
+
+def _reshape_like(g, a):
+    return tensor("reshape_like", g, a)
+
+
+def _expand_dims_shape(shapes, params):
+    (a,) = shapes
+    axes = params[0] if isinstance(params[0], tuple) else (params[0],)
+    result: list = [None] * (len(a) + len(axes))
+    for axis in S.axes(tuple(result), axes):
+        result[axis] = 1
+    rest = iter(a)
+    return tuple(1 if d == 1 else next(rest) for d in result)
+
+
+def _squeeze_shape(shapes, params):
+    (a,) = shapes
+    if params[0] is None:
+        return tuple(d for d in a if d != 1)
+    gone = S.axes(a, params[0])
+    for axis in gone:
+        if a[axis] != 1:
+            raise S.ShapeError(
+                f"squeeze: axis {axis} of a value of shape {S.show(a)} is not of size 1"
+            )
+    return tuple(d for i, d in enumerate(a) if i not in gone)
+
+
+def _joined(what: str, shapes, axis: int, stack: bool):
+    """The common rank, and the axis made nonnegative, of concatenate's or stack's operands."""
+    ranks = {len(s) for s in shapes}
+    if len(ranks) != 1:
+        raise S.ShapeError(
+            f"{what} needs operands of one rank, not {', '.join(map(S.show, shapes))}"
+        )
+    rank = ranks.pop()
+    return S.axes((None,) * (rank + stack), axis)[0]
+
+
+def _concatenate_shape(shapes, params):
+    axis = _joined("concatenate", shapes, params[0], False)
+    rest = {s[:axis] + s[axis + 1 :] for s in shapes}
+    sizes = [s[axis] for s in shapes]
+    if len(rest) != 1 or not all(isinstance(d, int) for d in sizes):
+        raise S.ShapeError(
+            f"concatenate along axis {params[0]}: shapes "
+            f"{', '.join(map(S.show, shapes))} must agree elsewhere, and their sizes "
+            f"along the axis be numbers"
+        )
+    first = shapes[0]
+    return first[:axis] + (sum(sizes),) + first[axis + 1 :]
+
+
+def _concatenate_vjp(g, *operands, out, shapes, params):
+    """Each operand's adjoint is its slice of g along the axis."""
+    axis = _joined("concatenate", shapes, params[0], False)
+    result, start = [], 0
+    for shape in shapes:
+        key = ((None, None, None),) * axis + ((start, start + shape[axis], None),)
+        result.append(tensor("index", g, params=(key,)))
+        start += shape[axis]
+    return tuple(result)
+
+
+def _stack_shape(shapes, params):
+    axis = _joined("stack", shapes, params[0], True)
+    if len(set(shapes)) != 1:
+        raise S.ShapeError(
+            f"stack needs operands of one shape, not {', '.join(map(S.show, shapes))}"
+        )
+    return shapes[0][:axis] + (len(shapes),) + shapes[0][axis:]
+
+
+def _stack_vjp(g, *operands, out, shapes, params):
+    """Each operand's adjoint is g at its position along the new axis."""
+    axis = _joined("stack", shapes, params[0], True)
+    full = ((None, None, None),) * axis
+    return tuple(tensor("index", g, params=(full + (k,),)) for k in range(len(shapes)))
+
+
+def _roll_vjp(g, a, *, out, shapes, params):
+    shift, axis = params
+    back = tuple(-s for s in shift) if isinstance(shift, tuple) else -shift
+    return (tensor("roll", g, params=(back, axis)),)
+
+
+def _roll_shape(shapes, params):
+    shift, axis = params
+    if isinstance(shift, tuple) != isinstance(axis, tuple) or (
+        isinstance(shift, tuple) and len(shift) != len(axis)
+    ):
+        raise S.ShapeError(f"roll: shift {shift} and axis {axis} do not pair up")
+    if axis is not None:
+        S.axes(shapes[0], axis)
+    return shapes[0]
+
+
+def _joint_jvp(op: str):
+    """Linear in all operands at once: the op of the tangents (zeros for a constant)."""
+
+    def jvp(tangents, *operands, out, params):
+        if all(t == 0 for t in tangents):
+            return sp.Integer(0)
+        zeros = [
+            tensor("broadcast", 0, a, params=(None,)) if t == 0 else t
+            for t, a in zip(tangents, operands, strict=True)
+        ]
+        return tensor(op, *zeros, params=params)
+
+    return jvp
+
+
+def _join_text(name: str):
+    return lambda *args: f"{name}([{', '.join(args[:-1])}]{axis_text(args[-1])})"
+
+
+def _join_code(name: str) -> Code:
+    return Code(lambda *args: f"np.{name}([{', '.join(args[:-1])}], axis={args[-1]})")
 
 
 # ---- einsum and the contractions written as one
@@ -1651,6 +1773,51 @@ _REGISTRY: tuple[Op, ...] = (
         code={"numpy": Code(lambda a, key: f"{a}{key_text(key)}", 100, (100,))},
     ),
     Op(
+        "reshape", 1, "tensor", spellings=("reshape",),
+        static=(Static("shape", "axis", required=True),),
+        vjp=lambda g, a, **_: (_reshape_like(g, a),), jvp=_linear_jvp("reshape"),
+        shape=lambda shapes, params: S.reshaped(
+            shapes[0], params[0] if isinstance(params[0], tuple) else (params[0],)
+        ),
+        text=lambda a, shape: f"reshape({a}, {shape})",
+        code={"numpy": Code(lambda a, shape: f"np.reshape({a}, {shape})")},
+    ),
+    Op(
+        "expand_dims", 1, "tensor", spellings=("expand_dims",),
+        static=(Static("axis", "axis", required=True),),
+        vjp=lambda g, a, **_: (_reshape_like(g, a),), jvp=_linear_jvp("expand_dims"),
+        shape=_expand_dims_shape,
+        text=lambda a, axis: f"expand_dims({a}, {axis})",
+        code={"numpy": Code(lambda a, axis: f"np.expand_dims({a}, {axis})")},
+    ),
+    Op(
+        "squeeze", 1, "tensor", spellings=("squeeze",), static=(Static("axis", "axis"),),
+        vjp=lambda g, a, **_: (_reshape_like(g, a),), jvp=_linear_jvp("squeeze"),
+        shape=_squeeze_shape,
+        text=lambda a, axis: f"squeeze({a}{axis_text(axis)})",
+        code={"numpy": Code(lambda a, axis: f"np.squeeze({a}{axis_text(axis)})")},
+    ),
+    # concatenate([a, b], axis=0) and stack([a, b], axis=0); [a, b] is stack
+    Op(
+        "concatenate", 1, "tensor", spellings=("concatenate",), variadic=True,
+        static=(Static("axis", "int", default=0),),
+        vjp=_concatenate_vjp, jvp=_joint_jvp("concatenate"), shape=_concatenate_shape,
+        text=_join_text("concatenate"), code={"numpy": _join_code("concatenate")},
+    ),
+    Op(
+        "stack", 1, "tensor", spellings=("stack",), variadic=True,
+        static=(Static("axis", "int", default=0),),
+        vjp=_stack_vjp, jvp=_joint_jvp("stack"), shape=_stack_shape,
+        text=_join_text("stack"), code={"numpy": _join_code("stack")},
+    ),
+    Op(
+        "roll", 1, "tensor", spellings=("roll",),
+        static=(Static("shift", "axis", required=True), Static("axis", "axis")),
+        vjp=_roll_vjp, jvp=_linear_jvp("roll"), shape=_roll_shape,
+        text=lambda a, shift, axis: f"roll({a}, {shift}{axis_text(axis)})",
+        code={"numpy": Code(lambda a, shift, axis: f"np.roll({a}, {shift}{axis_text(axis)})")},
+    ),
+    Op(
         "softmax", 1, "tensor", spellings=("softmax",),
         # default axis -1: over the last axis (the classes)
         static=(Static("axis", "axis", default=-1),),
@@ -1698,6 +1865,13 @@ _REGISTRY: tuple[Op, ...] = (
         "eye", 1, "adjoint", vjp=_no_vjp, jvp=_constant_jvp,
         shape=lambda shapes, params: shapes[0],
         text=lambda a: f"eye_like({a})", code={"numpy": Code("np.eye(len({0}))")},
+    ),
+    # reshape_like(g, like): g in like's shape (the adjoint of the shape operations)
+    Op(
+        "reshape_like", 2, "adjoint", vjp=_no_vjp, jvp=_linear_jvp("reshape_like"),
+        shape=lambda shapes, params: shapes[1],
+        text=lambda g, like: f"reshape({g} like {like})",
+        code={"numpy": Code("np.reshape({0}, np.shape({1}))")},
     ),
     # prod_others(a; axis): each element's product of the others (prod's adjoint)
     Op(

@@ -146,11 +146,18 @@ def axes(shape: Shape, axis: int | tuple[int, ...] | None) -> tuple[int, ...]:
 
 
 def index(shape: Shape, key: tuple) -> Shape:
-    """The shape of x[key] for a key of ints and slices (start, stop, step) of ints or None."""
-    if len(key) > len(shape):
-        raise ShapeError(f"{len(key)} indices for a value of shape {show(shape)}")
+    """The shape of x[key] for a key of ints, slices (start, stop, step) of ints or
+    None, and None (a new axis of size 1)."""
+    used = [k for k in key if k is not None]
+    if len(used) > len(shape):
+        raise ShapeError(f"{len(used)} indices for a value of shape {show(shape)}")
     result: list[Dim] = []
-    for dim, k in zip(shape, key, strict=False):
+    dims = iter(shape)
+    for k in key:
+        if k is None:
+            result.append(1)
+            continue
+        dim = next(dims)
         if isinstance(k, int):
             if isinstance(dim, int) and not -dim <= k < dim:
                 raise ShapeError(f"index {k} is out of range for dimension {dim}")
@@ -164,4 +171,27 @@ def index(shape: Shape, key: tuple) -> Shape:
             raise ShapeError(
                 f"slicing the named dimension {dim!r} needs a full slice ':'"
             )
-    return tuple(result) + shape[len(key) :]
+    return tuple(result) + tuple(dims)
+
+
+def reshaped(shape: Shape, new: tuple[int, ...]) -> Shape:
+    """The shape of np.reshape(x, new) (one -1 inferred), or ShapeError."""
+    if sum(d == -1 for d in new) > 1 or any(d < -1 or d == 0 for d in new):
+        raise ShapeError(f"cannot reshape to {new}: sizes are positive, one may be -1")
+    names = sorted(d for d in shape if isinstance(d, str))
+    size = 1
+    for d in shape:
+        size *= d if isinstance(d, int) else 1
+    known = 1
+    for d in new:
+        known *= d if d != -1 else 1
+    if -1 not in new:
+        if names or known != size:
+            raise ShapeError(
+                f"a value of shape {show(shape)} cannot be reshaped to {new}"
+            )
+        return tuple(new)
+    if size % known or (names and (len(names) > 1 or size // known != 1)):
+        raise ShapeError(f"a value of shape {show(shape)} cannot be reshaped to {new}")
+    inferred: Dim = names[0] if names else size // known
+    return tuple(inferred if d == -1 else d for d in new)

@@ -52,9 +52,9 @@ def _reference(name: str, x, axis, keepdims, ddof=0):
         r = np.prod(x, **kw)
         return r, lambda g: _spread(g * r, axis, keepdims, x.shape) / x
     if name == "var":
-        return np.var(x, ddof=ddof, **kw), lambda g: (
-            _spread(g, axis, keepdims, x.shape) * 2 * c / (n - ddof)
-        )
+        return np.var(
+            x, ddof=ddof, **kw
+        ), lambda g: _spread(g, axis, keepdims, x.shape) * 2 * c / (n - ddof)
     if name == "std":
         r = np.std(x, ddof=ddof, **kw)
         return r, lambda g: _spread(g / r, axis, keepdims, x.shape) * c / (n - ddof)
@@ -63,8 +63,12 @@ def _reference(name: str, x, axis, keepdims, ddof=0):
         return r, lambda g: _spread(g / r, axis, keepdims, x.shape) * x
     if name == "logsumexp":
         r = np.log(np.sum(np.exp(x), **kw))
-        return r, lambda g: _spread(g, axis, keepdims, x.shape) * np.exp(
-            x - _spread(r, axis, keepdims, x.shape)
+        return (
+            r,
+            lambda g: (
+                _spread(g, axis, keepdims, x.shape)
+                * np.exp(x - _spread(r, axis, keepdims, x.shape))
+            ),
         )
     raise AssertionError(name)
 
@@ -97,8 +101,11 @@ def test_reduction_against_its_formula_and_finite_differences(name, axis, keepdi
 
 def _gradient(expression: str, x):
     module = symgrad.compile(
-        {"name": "kink", "inputs": {"x": {"shape": list(np.shape(x))}},
-         "steps": {"y": expression}}  # fmt: skip
+        {
+            "name": "kink",
+            "inputs": {"x": {"shape": list(np.shape(x))}},
+            "steps": {"y": expression},
+        }  # fmt: skip
     )
     with np.errstate(all="raise"):  # no division by zero, no 0/0, no warning
         return module.value_and_grad(x=x)
@@ -145,7 +152,9 @@ def test_cumsum_and_flip(axis, shape):
             "name": "running",
             "inputs": {"x": {"shape": list(shape)}, "w": {"shape": list(shape)}},
             "wrt": ["x"],
-            "steps": {"y": f"sum(w * cumsum(x, axis={axis}) + flip(x, axis={axis})**2)"},
+            "steps": {
+                "y": f"sum(w * cumsum(x, axis={axis}) + flip(x, axis={axis})**2)"
+            },
         }
     )
     rng = np.random.default_rng(1)

@@ -1212,6 +1212,8 @@ class _Expression:
             subscripts = statics.pop(0)
             values[subscripts.name] = _static_value(args.pop(0), subscripts, name)
             operands, rest = args, []
+        elif op.variadic and args and isinstance(args[0], ast.List | ast.Tuple):
+            operands, rest = args[0].elts, args[1:]  # concatenate([a, b], axis=0)
         else:
             operands, rest = args[: op.arity], args[op.arity :]
         if len(operands) < op.arity or len(rest) > len(statics):
@@ -1265,9 +1267,17 @@ class _Expression:
                     None if p is None else _constant_int(p, "a slice bound")
                     for p in (part.lower, part.upper, part.step)
                 ))  # fmt: skip
+            elif isinstance(part, ast.Constant) and part.value is None:
+                key.append(None)  # a new axis of size 1, as x[:, None]
             else:
                 key.append(_constant_int(part, "an index"))
         return tensor("index", self.number(node.value), params=(tuple(key),))
+
+    def _List(self, node: ast.List) -> sp.Expr:
+        """[a, b, c]: the values stacked along a new first axis (np.array's rows)."""
+        if not node.elts:
+            raise SpecError("an empty list has no value")
+        return tensor("stack", *(self.number(e) for e in node.elts), params=(0,))
 
     def _piecewise(self, node: ast.Call) -> sp.Expr:
         pieces = []
