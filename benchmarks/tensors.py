@@ -1,25 +1,27 @@
-"""Tensor models: symgrad's generated backward pass against hand-written NumPy backprop.
+"""Tensor models: symgrad's generated gradients against hand-written NumPy backprop.
 
 Issue 12's goal: the examples' gradients equal a hand-written NumPy backprop
 to 1e-10 and run within 1.1× of it. Each workload is a spec of examples/
-compiled in memory; symgrad's `forward` + `backward(tape, dy)` (a
-vector-Jacobian product for an array output) is timed against the same
-computation written by hand, after the two are compared to 1e-10.
+compiled in memory, compared with the same computation written by hand
+(to 1e-10) before both are timed:
 
-* attention: softmax(Q K^T / 8) V over [batch 32, heads 8, tokens 128, d 64]
+* attention: softmax(Q K^T / 8) V over [batch 32, heads 8, tokens 128, d 64];
+  an array output, so symgrad's forward + backward(tape, dy) (a vector-Jacobian
+  product) against the hand-written one, and value_and_grad (dy = 1) too;
+* gaussian_nll: the Gaussian negative log-likelihood of 512 samples of
+  dimension 64 through a Cholesky factor; value_and_grad against the
+  textbook gradient (solves with Sigma).
 
     python benchmarks/tensors.py [--quick]
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import _common as c  # first: pins threads before NumPy is imported
 import numpy as np
-
-SYMGRAD = "symgrad forward + backward"
-HAND = "hand-written NumPy"
-VAG = "symgrad value_and_grad (dy = 1)"
-HAND_ONES = "hand-written NumPy (dy = 1)"
 
 
 def _softmax(x):
@@ -38,49 +40,78 @@ def attention_hand(Q, K, V, dy):  # noqa: N803
     return out, (dS @ K, np.swapaxes(dS, -1, -2) @ Q, dV)
 
 
-def attention(quick: bool) -> tuple[str, dict, callable, tuple]:
+def gaussian_nll_hand(X, mu, A, s):  # noqa: N803
+    """The mean Gaussian NLL and its gradient: ∂/∂Σ = ½Σ⁻¹ - ½Σ⁻¹SΣ⁻¹, by hand."""
+    n, d = X.shape
+    Sigma = A @ A.T + np.diag(np.exp(s))  # noqa: N806
+    L = np.linalg.cholesky(Sigma)  # noqa: N806
+    D = X - mu  # noqa: N806
+    Z = np.linalg.solve(L, D.T)  # noqa: N806
+    nll = (
+        np.sum(Z * Z) / (2 * n) + np.sum(np.log(np.diag(L))) + d / 2 * np.log(2 * np.pi)
+    )
+    inverse_d = np.linalg.solve(L.T, Z)  # Σ⁻¹ Dᵀ
+    inverse = np.linalg.solve(L.T, np.linalg.solve(L, np.eye(d)))  # Σ⁻¹
+    G = (inverse - inverse_d @ inverse_d.T / n) / 2  # noqa: N806
+    return nll, (-inverse_d.mean(axis=1), 2 * G @ A, np.diag(G) * np.exp(s))
+
+
+@dataclass
+class Case:
+    name: str
+    rows: dict[str, Callable]  # implementation -> call
+    pairs: list[tuple[str, str]]  # (symgrad's, the hand-written reference)
+
+
+def attention(quick: bool) -> Case:
     b, h, n, d = (2, 2, 8, 64) if quick else (32, 8, 128, 64)
     rng = np.random.default_rng(0)
-    args = {k: rng.normal(size=(b, h, n, d)) for k in "QKV"}
-    dy = rng.normal(size=(b, h, n, d))
-    return f"attention [{b}, {h}, {n}, {d}]", args, attention_hand, (dy,)
+    inputs = {k: rng.normal(size=(b, h, n, d)) for k in "QKV"}
+    dy, ones = rng.normal(size=(b, h, n, d)), np.ones((b, h, n, d))
+    module = c.symgrad.compile(c.EXAMPLES / "attention.yaml")
+
+    def vjp():
+        value, tape = module.forward(**inputs)
+        return value, module.backward(tape, dy)
+
+    rows = {
+        "symgrad forward + backward": vjp,
+        "hand-written NumPy": lambda: attention_hand(**inputs, dy=dy),
+        # dy = 1: value_and_grad frees each temporary once it is used
+        "symgrad value_and_grad (dy = 1)": lambda: module.value_and_grad(**inputs),
+        "hand-written NumPy (dy = 1)": lambda: attention_hand(**inputs, dy=ones),
+    }
+    names = list(rows)
+    return Case(f"attention [{b}, {h}, {n}, {d}]", rows, [names[:2], names[2:]])
+
+
+def gaussian_nll(quick: bool) -> Case:
+    n, d = (16, 64) if quick else (512, 64)
+    rng = np.random.default_rng(1)
+    inputs = {"X": rng.normal(size=(n, d)), "mu": rng.normal(size=d) / 4,
+              "A": rng.normal(size=(d, d)) / np.sqrt(d), "s": rng.normal(size=d) / 4}  # fmt: skip
+    module = c.symgrad.compile(c.EXAMPLES / "gaussian_nll.yaml")
+    rows = {
+        "symgrad value_and_grad": lambda: module.value_and_grad(**inputs),
+        "hand-written NumPy": lambda: gaussian_nll_hand(**inputs),
+    }
+    return Case(f"gaussian_nll [{n}, {d}]", rows, [list(rows)])
 
 
 def main(argv=None) -> int:
     args = c.parse_args(__doc__.splitlines()[0], argv)
     c.print_header("Tensor models: symgrad vs hand-written NumPy backprop", args.quick)
     targets = c.Targets(issue=12)
-    for spec, workload in (("attention", attention),):
-        name, inputs, hand, extra = workload(args.quick)
-        module = c.symgrad.compile(c.EXAMPLES / f"{spec}.yaml")
-        dy = extra[0]
-
-        def ours(module=module, inputs=inputs, dy=dy):
-            value, tape = module.forward(**inputs)
-            return value, module.backward(tape, dy)
-
-        def reference(hand=hand, inputs=inputs, extra=extra):
-            return hand(**inputs, dy=extra[0])
-
-        c.assert_agrees(name, ours(), reference(), rtol=1e-10, atol=1e-12)
-        ones = np.ones_like(dy)
-        both = {
-            SYMGRAD: ours,
-            HAND: reference,
-            # dy = 1: value_and_grad frees each temporary once it is used
-            VAG: lambda module=module, inputs=inputs: module.value_and_grad(**inputs),
-            HAND_ONES: lambda hand=hand, inputs=inputs, ones=ones: hand(
-                **inputs, dy=ones
-            ),
-        }
-        c.assert_agrees(name, both[VAG](), both[HAND_ONES](), rtol=1e-10, atol=1e-12)
-        times = c.median_times(both, args.quick)
-        rows = [c.Row(k, v) for k, v in times.items()]
-        c.ratio_table(name, rows, [HAND, HAND_ONES])
-        for ours_, theirs in ((SYMGRAD, HAND), (VAG, HAND_ONES)):
-            targets.check(
-                f"{name}: {ours_} ÷ {theirs}", times[ours_] / times[theirs], 1.1
-            )
+    for case in (attention(args.quick), gaussian_nll(args.quick)):
+        for ours, theirs in case.pairs:
+            got, want = case.rows[ours](), case.rows[theirs]()
+            c.assert_agrees(case.name, got, want, rtol=1e-10, atol=1e-12)
+        times = c.median_times(case.rows, args.quick)
+        references = [theirs for _, theirs in case.pairs]
+        c.ratio_table(case.name, [c.Row(k, v) for k, v in times.items()], references)
+        for ours, theirs in case.pairs:
+            ratio = times[ours] / times[theirs]
+            targets.check(f"{case.name}: {ours} ÷ {theirs}", ratio, 1.1)
     targets.print()
     return 0
 

@@ -736,6 +736,142 @@ def _join_code(name: str) -> Code:
     return Code(lambda *args: f"np.{name}([{', '.join(args[:-1])}], axis={args[-1]})")
 
 
+# ---- linear algebra: the adjoints in Giles's matrix forms (M. B. Giles, "An
+# extended collection of matrix derivative results for forward and reverse mode
+# algorithmic differentiation", 2008, section 2.2), batched over leading axes
+
+
+def _solve(a, b):
+    return tensor("solve", a, b)
+
+
+def _square(what: str):
+    def shape(shapes, params):
+        _matrix_shape(what, shapes[0], square=True)
+        return shapes[0]
+
+    return shape
+
+
+def _det_shape(shapes, params):
+    _matrix_shape("det", shapes[0], square=True)
+    return shapes[0][:-2]
+
+
+def _solve_shape(shapes, params):
+    a, b = shapes
+    _matrix_shape("solve", a, square=True)
+    if len(b) == 1:  # NumPy 2: a vector only when b is 1-D
+        if len(a) != 2 or b[0] != a[-1]:
+            raise S.ShapeError(
+                f"solve of {S.show(a)} and the vector {S.show(b)}: a vector needs one "
+                f"square matrix of its size"
+            )
+        return b
+    if b[-2] != a[-1]:
+        raise S.ShapeError(
+            f"solve of {S.show(a)} and {S.show(b)}: sizes {a[-1]} and {b[-2]} differ"
+        )
+    try:
+        batch = S.plain_broadcast(a[:-2], b[:-2])
+    except S.ShapeError:
+        raise S.ShapeError(
+            f"solve of {S.show(a)} and {S.show(b)}: the batch dimensions do not broadcast"
+        ) from None
+    return batch + b[-2:]
+
+
+def _solve_vjp(g, a, b, *, out, shapes, params):
+    """X = A⁻¹B: B̄ = A⁻ᵀX̄ (a solve), Ā = -B̄Xᵀ (Giles 2.2.3)."""
+    rank = len(shapes[0])
+    gb = _solve(_mt(a, rank), g)
+    if len(shapes[1]) == 1:
+        return -tensor("outer", gb, out), gb
+    batch = S.plain_broadcast(shapes[0][:-2], shapes[1][:-2])
+    ga = -_mm(gb, _mt(out, len(batch) + 2))
+    return (
+        sum_to(ga, batch + shapes[0][-2:], shapes[0]),
+        sum_to(gb, batch + shapes[1][-2:], shapes[1]),
+    )
+
+
+def _solve_jvp(tangents, a, b, *, out, params):
+    """Ẋ = A⁻¹(Ḃ - ȦX)."""
+    ta, tb = tangents
+    rhs = tb - (tensor("matmul", ta, out) if ta != 0 else 0)
+    return _solve(a, rhs) if rhs != 0 else sp.Integer(0)
+
+
+def _inv_vjp(g, a, *, out, shapes, params):
+    """C = A⁻¹: Ā = -Cᵀ C̄ Cᵀ (Giles 2.2.3); C is the forward value, no new inverse."""
+    rank = len(shapes[0])
+    return (-_mm(_mm(_mt(out, rank), g), _mt(out, rank)),)
+
+
+def _inv_jvp(tangents, a, *, out, params):
+    return -_mm(_mm(out, tangents[0]), out)
+
+
+def _inverse_transpose(a, rank: int):
+    """A⁻ᵀ, the adjoint of log|det A| (Giles 2.2.4): here the inverse is the answer."""
+    return _mt(tensor("inv", a), rank)
+
+
+def _matrix_of(x, rank: int):
+    """A value per matrix of a stack, broadcast against the matrices: x[..., None, None]."""
+    return x if rank == 2 else tensor("expand_dims", x, params=((-2, -1),))
+
+
+def _det_vjp(g, a, *, out, shapes, params):
+    """C = det A: Ā = C̄ C A⁻ᵀ (Giles 2.2.4)."""
+    rank = len(shapes[0])
+    return (_matrix_of(g * out, rank) * _inverse_transpose(a, rank),)
+
+
+def _logabsdet_vjp(g, a, *, out, shapes, params):
+    """C = log|det A|: Ā = C̄ A⁻ᵀ."""
+    rank = len(shapes[0])
+    return (_matrix_of(g, rank) * _inverse_transpose(a, rank),)
+
+
+def _det_jvp(tangents, a, *, out, params):
+    return out * tensor("trace_last", _solve(a, tangents[0]))
+
+
+def _logabsdet_jvp(tangents, a, *, out, params):
+    return tensor("trace_last", _solve(a, tangents[0]))
+
+
+def _lower_half(x):
+    """Φ(X): the lower triangle of X with its diagonal halved."""
+    return tensor("tril", x, params=(0,)) - x * tensor("eye", x) / 2
+
+
+def _cholesky_vjp(g, a, *, out, shapes, params):
+    """A = LLᵀ: S = L⁻ᵀ Φ(LᵀL̄) L⁻¹ (Murray, "Differentiation of the Cholesky
+    decomposition", 2016, eq. 10), by two solves with Lᵀ. np.linalg.cholesky reads
+    only A's lower triangle, so that is where the gradient goes: S + Sᵀ below the
+    diagonal, S on it (its symmetric part, ½(S + Sᵀ), for a symmetric direction)."""
+    rank = len(shapes[0])
+    lt = _mt(out, rank)
+    p = _lower_half(_mm(lt, g))
+    s = _solve(lt, _mt(_solve(lt, _mt(p, rank)), rank))
+    both = s + _mt(s, rank)
+    return (tensor("tril", both, params=(0,)) - s * tensor("eye", s),)
+
+
+def _cholesky_jvp(tangents, a, *, out, params):
+    """L̇ = L Φ(L⁻¹ Ȧ L⁻ᵀ), Ȧ the symmetric matrix of the lower triangle read."""
+    t = tangents[0]
+    low = tensor("tril", t, params=(-1,))
+    sym = low + tensor("swapaxes", low, params=(-1, -2)) + t * tensor("eye", t)
+    y = _solve(out, sym)
+    inner = tensor(
+        "swapaxes", _solve(out, tensor("swapaxes", y, params=(-1, -2))), params=(-1, -2)
+    )
+    return _mm(out, _lower_half(inner))
+
+
 # ---- einsum and the contractions written as one
 
 
@@ -1818,6 +1954,34 @@ _REGISTRY: tuple[Op, ...] = (
         code={"numpy": Code(lambda a, shift, axis: f"np.roll({a}, {shift}{axis_text(axis)})")},
     ),
     Op(
+        "solve", 2, "tensor", spellings=("solve",),
+        vjp=_solve_vjp, jvp=_solve_jvp, shape=_solve_shape,
+        text=lambda a, b: f"solve({a}, {b})", code={"numpy": np_call("linalg.solve")},
+    ),
+    Op(
+        "inv", 1, "tensor", spellings=("inv",),
+        vjp=_inv_vjp, jvp=_inv_jvp, shape=_square("inv"),
+        text=lambda a: f"inv({a})", latex=lambda a: f"{a}^{{-1}}",
+        code={"numpy": np_call("linalg.inv")},
+    ),
+    Op(
+        "det", 1, "tensor", spellings=("det",),
+        vjp=_det_vjp, jvp=_det_jvp, shape=_det_shape,
+        text=lambda a: f"det({a})", code={"numpy": np_call("linalg.det")},
+    ),
+    # log|det A|, NumPy's slogdet(A)[1] (its sign is a step: derivative 0)
+    Op(
+        "logabsdet", 1, "tensor", spellings=("logabsdet", "logdet"),
+        vjp=_logabsdet_vjp, jvp=_logabsdet_jvp, shape=_det_shape,
+        text=lambda a: f"logabsdet({a})",
+        code={"numpy": Code("np.linalg.slogdet({0})[1]")},
+    ),
+    Op(
+        "cholesky", 1, "tensor", spellings=("cholesky",),
+        vjp=_cholesky_vjp, jvp=_cholesky_jvp, shape=_square("cholesky"),
+        text=lambda a: f"cholesky({a})", code={"numpy": np_call("linalg.cholesky")},
+    ),
+    Op(
         "softmax", 1, "tensor", spellings=("softmax",),
         # default axis -1: over the last axis (the classes)
         static=(Static("axis", "axis", default=-1),),
@@ -1860,11 +2024,18 @@ _REGISTRY: tuple[Op, ...] = (
             lambda g, like, key: f"_scatter({g}, {like}, np.s_{key_text(key)})",
         )},
     ),
-    # eye(like): the identity matrix of a square like's size (trace's adjoint)
+    # eye(like): the identity matrix of like's last axis (trace's adjoint)
     Op(
         "eye", 1, "adjoint", vjp=_no_vjp, jvp=_constant_jvp,
-        shape=lambda shapes, params: shapes[0],
-        text=lambda a: f"eye_like({a})", code={"numpy": Code("np.eye(len({0}))")},
+        shape=lambda shapes, params: shapes[0][-2:],
+        text=lambda a: f"eye_like({a})", code={"numpy": Code("np.eye(np.shape({0})[-1])")},
+    ),
+    # trace_last(a): the trace of each matrix of a stack (det's and cholesky's JVP)
+    Op(
+        "trace_last", 1, "adjoint", vjp=_no_vjp, jvp=_linear_jvp("trace_last"),
+        shape=lambda shapes, params: shapes[0][:-2],
+        text=lambda a: f"trace_last({a})",
+        code={"numpy": Code("np.trace({0}, axis1=-2, axis2=-1)")},
     ),
     # reshape_like(g, like): g in like's shape (the adjoint of the shape operations)
     Op(
@@ -1906,6 +2077,16 @@ ALIASES: dict[str, tuple[Callable[..., sp.Expr], tuple[int, ...]]] = {
     "digamma": (lambda x: sp.polygamma(0, x), (1,)),
 }
 """Functions of the spec language that are written out in other operations."""
+
+TENSOR_ALIASES: dict[str, tuple[Callable[..., sp.Expr], tuple[int, ...]]] = {
+    # L⁻¹b for a lower-triangular L: NumPy has no triangular solver, so it is
+    # np.linalg.solve of tril(L) (the triangle scipy.linalg.solve_triangular reads)
+    "solve_triangular": (
+        lambda a, b: tensor("solve", tensor("tril", a, params=(0,)), b),
+        (2,),
+    ),
+}
+"""Tensor functions of the spec language written out in other tensor operations."""
 
 _TENSOR_CLASSES: dict[str, type] = {
     op.name: type(op.name, (TensorOp,), {"op": op.name})

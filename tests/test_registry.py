@@ -304,12 +304,19 @@ TENSOR_CASES = {
     "stack": [((2, 3), (2, 3)), ((3,), (3,), (3,))],
     "roll": [((2, 3, 4),), ((5,),), ((2, 1, 4),)],
     "reshape_like": [((6, 4), (2, 3, 4))],
+    "solve": [((3, 3), (3,)), ((3, 3), (3, 2)), ((2, 3, 3), (3, 1)), ((3, 3), (2, 3, 2)),
+              ((2, 1, 3, 3), (4, 3, 2))],
+    "inv": [((3, 3),), ((2, 3, 3),)],
+    "det": [((3, 3),), ((2, 3, 3),), ((1, 1),)],
+    "logabsdet": [((3, 3),), ((2, 3, 3),)],
+    "cholesky": [((3, 3),), ((2, 4, 4),), ((1, 1),)],
+    "trace_last": [((2, 3, 3),)],
     "index": [((3, 4),), ((3, 4),), ((3, 1, 2),)],
     "softmax": [((3, 4),), ((2, 3, 4),)],
     "logsumexp": [((3, 4),), ((3, 4),), ((2, 3, 4),)],
     "broadcast": [((3,), (3, 4))],
     "scatter": [((4,), (3, 4))],
-    "eye": [((3, 3),)],
+    "eye": [((3, 3),), ((2, 3, 3),)],
     "size": [((3, 4),)],
 }  # fmt: skip
 TENSOR_PARAMS = {
@@ -347,6 +354,17 @@ TENSOR_PARAMS = {
 }
 
 
+def _spd(a):
+    return a @ np.swapaxes(a, -1, -2) + 3 * np.eye(a.shape[-1])
+
+
+MATRIX_ARGUMENT = {
+    "solve": lambda a: a + 3 * np.eye(a.shape[-1]),
+    "inv": lambda a: a + 3 * np.eye(a.shape[-1]),
+    "det": lambda a: a + 3 * np.eye(a.shape[-1]),
+    "logabsdet": lambda a: a - 3 * np.eye(a.shape[-1]),  # a negative determinant too
+    "cholesky": _spd,
+}
 NO_JVP = {"prod_others": "prod's adjoint: second derivatives of prod are refused"}
 
 
@@ -393,6 +411,8 @@ def test_tensor_vjp_and_jvp_against_finite_differences(op):
     params_list = TENSOR_PARAMS.get(op, [()] * len(cases))
     for shapes, params in zip(cases, params_list, strict=False):
         args = [rng.uniform(-1, 1, size=s) for s in shapes]
+        if op in MATRIX_ARGUMENT:  # well conditioned; for cholesky, positive definite
+            args[0] = MATRIX_ARGUMENT[op](args[0])
         f = numpy_target.function(op, params, len(shapes))
         out = f(*args)
         symbols = [sp.Symbol(f"x{i}", real=True) for i in range(len(args))]

@@ -10,13 +10,14 @@ from __future__ import annotations
 import sympy as sp
 from sympy.logic.boolalg import BooleanFunction
 
-from symgrad.ops import ALIASES, BY_SYMPY, SPELLINGS, TensorOp
+from symgrad.ops import ALIASES, BY_SYMPY, SPELLINGS, TENSOR_ALIASES, TensorOp
 
 # name -> (SymPy callable, allowed argument counts)
 FUNCTIONS: dict[str, tuple[object, tuple[int, ...]]] = {
     name: (op.build, op.counts) for name, op in SPELLINGS.items()
 }
 FUNCTIONS.update(ALIASES)
+FUNCTIONS.update(TENSOR_ALIASES)
 FUNCTIONS["Piecewise"] = (sp.Piecewise, tuple(range(1, 17)))
 
 # Functions whose SymPy eval, for an argument that is not a number, only rewrites
@@ -26,10 +27,11 @@ FUNCTIONS["Piecewise"] = (sp.Piecewise, tuple(range(1, 17)))
 # their eval uses what is known (Abs(p) is p for a positive p, max(x, x) is x).
 NORMALIZED_ONLY = frozenset(name for name, op in SPELLINGS.items() if op.lazy)
 
-# Tensor functions: operands, then constant arguments (ops.Static).
+# Tensor functions: operands, then constant arguments (ops.Static); and those
+# written out in others (called as elementwise functions are).
 TENSOR_FUNCTIONS = frozenset(
     name for name, op in SPELLINGS.items() if op.kind == "tensor"
-)
+) | frozenset(TENSOR_ALIASES)
 
 # Named constants a spec may use when no input or step has that name.
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi}

@@ -1179,7 +1179,7 @@ class _Expression:
         reduction = SPELLINGS[name].reduction if name in SPELLINGS else ""
         if reduction and len(node.args) == 1:  # max(x, axis=0) is amax(x, axis=0)
             return self._tensor_call(reduction, node)
-        if name in TENSOR_FUNCTIONS:
+        if name in TENSOR_FUNCTIONS and name in SPELLINGS:
             return self._tensor_call(name, node)
         if node.keywords:
             raise SpecError(f"{name}() takes no keyword arguments")
