@@ -18,7 +18,7 @@ compiled in memory, compared with the same computation written by hand
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import _common as c  # first: pins threads before NumPy is imported
 import numpy as np
@@ -56,8 +56,7 @@ def gaussian_nll_hand(X, mu, A, s):  # noqa: N803
     return nll, (-inverse_d.mean(axis=1), 2 * G @ A, np.diag(G) * np.exp(s))
 
 
-@dataclass
-class Case:
+class Case(NamedTuple):
     name: str
     rows: dict[str, Callable]  # implementation -> call
     pairs: list[tuple[str, str]]  # (symgrad's, the hand-written reference)
