@@ -152,3 +152,41 @@ def test_reshape_with_a_named_dimension():
     expected = np.zeros((4, 6))
     expected[:, ::5] = 2 * F[:, ::5]
     np.testing.assert_array_equal(g.X, expected.reshape(4, 2, 3))
+
+
+def conv1d_pool_hand(x, w, b):
+    """examples/conv1d_pool.yaml by hand: 1-D cross-correlation, ReLU, max pooling."""
+    n = len(x)
+    windows = np.stack([x[:, k : k + 14] for k in range(3)], axis=-1)
+    conv = windows @ w + b
+    act = np.maximum(conv, 0)
+    r = act.reshape(n, 7, 2)
+    pooled = r.max(axis=-1)
+    hit = r == pooled[..., None]
+    dact = (hit / hit.sum(axis=-1, keepdims=True) / pooled.size).reshape(n, 14)
+    dconv = dact * (conv > 0)
+    dx = np.zeros_like(x)
+    for k in range(3):  # each tap of the kernel saw a shifted copy of x
+        dx[:, k : k + 14] += dconv * w[k]
+    grads = {"x": dx, "w": np.einsum("ntk,nt->k", windows, dconv), "b": dconv.sum()}
+    return pooled.mean(), grads
+
+
+def test_conv1d_pool_example_equals_hand_written_backprop():
+    from tests.conftest import ROOT
+
+    module = symgrad.compile(ROOT / "examples/conv1d_pool.yaml")
+    rng = np.random.default_rng(0)
+    point = {"x": rng.normal(size=(5, 16)), "w": rng.normal(size=3), "b": 0.1}
+    loss, grads = module.value_and_grad(**point)
+    want, hand = conv1d_pool_hand(**point)
+    assert loss == pytest.approx(want, rel=1e-12)
+    for name, expected in hand.items():
+        np.testing.assert_allclose(
+            getattr(grads, name), expected, rtol=1e-10, atol=1e-14
+        )
+    # a tie in a pooling window: both elements get half (PyTorch's max of a tensor)
+    tied = {"x": np.ones((1, 16)), "w": np.array([1.0, 0.0, 0.0]), "b": 0.0}
+    _, grads = module.value_and_grad(**tied)
+    np.testing.assert_allclose(grads.w, [1.0, 1.0, 1.0])  # every window is 1s
+    np.testing.assert_allclose(grads.x[0, :14], np.full(14, 1 / 7 / 2))
