@@ -691,17 +691,21 @@ def sample_point(
     positive = (
         {i.name for i in compiled.spec.inputs if i.positive} if compiled else set()
     )
-    shapes = _concrete_shapes(compiled, fixed) if compiled else {}
+    shapes, counts = _concrete_shapes(compiled, fixed) if compiled else ({}, {})
     for _ in range(tries):
         point = {
-            n: fixed[n] if n in fixed else _draw(rng, n in positive, shapes.get(n, ()))
+            n: fixed[n]
+            if n in fixed
+            else rng.integers(0, counts[n], size=shapes.get(n, ()))
+            if n in counts  # indices, as labels: integers below their count
+            else _draw(rng, n in positive, shapes.get(n, ()))
             for n in parameters(module)
         }
         args = {n: as_value(v) for n, v in point.items()}
         try:
             _evaluate(module, args)
             for name in parameters(module):
-                if name not in fixed:
+                if name not in fixed and name not in counts:
                     for sign in (1, -1):
                         _forward_value(
                             module, {**args, name: args[name] * (1 + sign * 1e-4)}
@@ -726,9 +730,12 @@ def _draw(rng: np.random.Generator, positive: bool, shape: tuple[int, ...]):
     return np.round(rng.uniform(low, high, size=shape), 4)
 
 
-def _concrete_shapes(compiled, fixed: dict[str, object]) -> dict[str, tuple[int, ...]]:
+def _concrete_shapes(
+    compiled, fixed: dict[str, object]
+) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
     """Sizes for the declared shapes: named dimensions from fixed values, else small
-    sizes that differ from each other (so a transposed gradient cannot pass)."""
+    sizes that differ from each other (so a transposed gradient cannot pass); and
+    how many values each integer input may take."""
     sizes: dict[str, int] = {}
     for i in compiled.spec.inputs:
         if i.name in fixed:
@@ -741,12 +748,23 @@ def _concrete_shapes(compiled, fixed: dict[str, object]) -> dict[str, tuple[int,
             d if isinstance(d, int) else sizes.setdefault(d, 2 + len(sizes))
             for d in i.shape
         )
-    return shapes
+    counts = {
+        i.name: sizes.setdefault(i.integers, 2 + len(sizes))
+        if isinstance(i.integers, str)
+        else i.integers
+        for i in compiled.spec.inputs
+        if i.integers is not None
+    }
+    return shapes, counts
 
 
 def as_value(v: object) -> object:
-    """A point's value as the generated code takes it: a number, or a float array."""
-    return v if np.ndim(v) == 0 else np.asarray(v, dtype=float)
+    """A point's value as the generated code takes it: a number, or a float array
+    (an integer array stays one: indices)."""
+    if np.ndim(v) == 0:
+        return v
+    array = np.asarray(v)
+    return array if array.dtype.kind in "iu" else array.astype(float)
 
 
 def _evaluate(module: types.ModuleType, args: dict[str, object]):

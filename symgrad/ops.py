@@ -347,11 +347,13 @@ def tensor(op: str, *operands: sp.Expr, params: tuple = ()) -> TensorOp:
     return _TENSOR_CLASSES[op](*operands, Str(repr(tuple(params))))
 
 
-def key_text(key: tuple) -> str:
-    """`[:, 0]` for the key ((None, None, None), 0)."""
+def key_text(key: tuple, arrays: tuple = ()) -> str:
+    """`[:, 0]` for the key ((None, None, None), 0); "#1" is the first of `arrays`."""
     parts = []
     for k in key:
-        if k is None or isinstance(k, int):
+        if isinstance(k, str):
+            parts.append(arrays[int(k[1:]) - 1])
+        elif k is None or isinstance(k, int):
             parts.append(str(k))
         else:
             start, stop, step = ("" if v is None else str(v) for v in k)
@@ -612,6 +614,49 @@ def sum_to(term, shape: S.Shape, target: S.Shape):
 
 def _one(axes: tuple[int, ...]) -> int | tuple[int, ...]:
     return axes[0] if len(axes) == 1 else axes
+
+
+# ---- gather: indexing with integer arrays
+
+
+def _take_shape(shapes, params):
+    return S.take(shapes[0], params[0], list(shapes[1:]))
+
+
+def _take_vjp(g, a, *indices, out, shapes, params):
+    """The adjoint of a[key] with integer arrays: g added back at key (a repeated
+    index accumulates); the indices get none."""
+    return (tensor("scatter_add", g, a, *indices, params=params),) + (None,) * len(
+        indices
+    )
+
+
+def _take_text(a, *rest):
+    *arrays, key = rest
+    return f"{a}{key_text(key, tuple(arrays))}"
+
+
+def _arange_shape(shapes, params):
+    axis, size = params
+    return (size,) if axis is None else (shapes[0][axis],)
+
+
+def _arange_code(holder, axis, size):
+    return (
+        f"np.arange({size})"
+        if axis is None
+        else f"np.arange(np.shape({holder})[{axis}])"
+    )
+
+
+_SCATTER_ADD = """
+def _scatter_add(g, like, key):
+    \"\"\"The adjoint of like[key] for integer-array indices: zeros of like's shape
+    with g added at key (np.add.at: a repeated index accumulates).\"\"\"
+    out = np.zeros(np.shape(like))
+    np.add.at(out, key, g)
+    return out
+"""
 
 
 # ---- shape operations
@@ -1908,6 +1953,21 @@ _REGISTRY: tuple[Op, ...] = (
         latex=lambda a, key: f"{a}{key_text(key)}",
         code={"numpy": Code(lambda a, key: f"{a}{key_text(key)}", 100, (100,))},
     ),
+    # a[key] where key holds integer arrays: logp[arange(n), labels]
+    Op(
+        "take", 1, "tensor", variadic=True,
+        vjp=_take_vjp, jvp=_linear_jvp("take"), shape=_take_shape,
+        text=_take_text, code={"numpy": Code(_take_text, 100, (100,))},
+    ),
+    # arange(n): 0, 1, ..., n-1 for a dimension n of an input (or a size)
+    Op(
+        "arange", 1, "tensor", vjp=lambda g, a, **_: (None,), jvp=_constant_jvp,
+        shape=_arange_shape,
+        text=lambda a, axis, size: (
+            f"arange({size})" if axis is None else f"arange({a}.shape[{axis}])"
+        ),
+        code={"numpy": Code(_arange_code)},
+    ),
     Op(
         "reshape", 1, "tensor", spellings=("reshape",),
         static=(Static("shape", "axis", required=True),),
@@ -2036,6 +2096,18 @@ _REGISTRY: tuple[Op, ...] = (
         shape=lambda shapes, params: shapes[0][:-2],
         text=lambda a: f"trace_last({a})",
         code={"numpy": Code("np.trace({0}, axis1=-2, axis2=-1)")},
+    ),
+    # scatter_add(g, like, *indices; key): zeros like `like`, g added at key
+    Op(
+        "scatter_add", 2, "adjoint", variadic=True, vjp=_no_vjp,
+        jvp=_linear_jvp("scatter_add"), shape=lambda shapes, params: shapes[1],
+        text=lambda g, like, *rest: f"scatter_add({g} into {_take_text(like, *rest)})",
+        code={"numpy": helper(
+            "_scatter_add", _SCATTER_ADD,
+            lambda g, like, *rest: (
+                f"_scatter_add({g}, {like}, np.s_{key_text(rest[-1], rest[:-1])})"
+            ),
+        )},
     ),
     # reshape_like(g, like): g in like's shape (the adjoint of the shape operations)
     Op(

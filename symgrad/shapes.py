@@ -195,3 +195,43 @@ def reshaped(shape: Shape, new: tuple[int, ...]) -> Shape:
         raise ShapeError(f"a value of shape {show(shape)} cannot be reshaped to {new}")
     inferred: Dim = names[0] if names else size // known
     return tuple(inferred if d == -1 else d for d in new)
+
+
+def take(shape: Shape, key: tuple, arrays: list[Shape]) -> Shape:
+    """The shape of x[key] where key holds integer arrays ("#1" is the first of
+    `arrays`) besides ints, slices and None: NumPy's advanced indexing. The
+    arrays (and the ints among them) broadcast together; their shape stands where
+    they stand if they are adjacent in the key, else first."""
+    used = [k for k in key if k is not None]
+    if len(used) > len(shape):
+        raise ShapeError(f"{len(used)} indices for a value of shape {show(shape)}")
+    advanced = [i for i, k in enumerate(key) if isinstance(k, int | str)]
+    try:
+        joint = plain_broadcast(
+            *(arrays[int(key[i][1:]) - 1] for i in advanced if isinstance(key[i], str))
+        )
+    except ShapeError:
+        raise ShapeError(
+            f"the index arrays of shapes {', '.join(map(show, arrays))} do not broadcast"
+        ) from None
+    adjacent = advanced == list(range(advanced[0], advanced[-1] + 1))
+    plain = tuple((None, None, None) if i in advanced else k for i, k in enumerate(key))
+    rest = index(shape, plain)  # the advanced axes kept whole, to be replaced
+    result: list[Dim] = []
+    position = 0
+    for i, k in enumerate(key):
+        if k is None:
+            result.append(1)
+            position += 1
+            continue
+        if i in advanced:
+            dim = rest[position]
+            if isinstance(k, int) and isinstance(dim, int) and not -dim <= k < dim:
+                raise ShapeError(f"index {k} is out of range for dimension {dim}")
+            if adjacent and i == advanced[0]:
+                result.extend(joint)
+        else:
+            result.append(rest[position])
+        position += 1
+    result.extend(rest[position:])
+    return tuple(result) if adjacent else joint + tuple(result)

@@ -248,12 +248,14 @@ def test_printed_forms_declare_their_precedence_and_repeats(op):
         "var": (0, False, 1), "std": (None, True, 0), "norm": (1, False),
         "cumsum": (0,), "flip": (None,), "prod_others": (0,), "reshape": ((2, -1),),
         "expand_dims": (0,), "squeeze": (None,), "concatenate": (0,), "stack": (1,),
-        "roll": (1, 0),
+        "roll": (1, 0), "take": ((0, "#1"),), "scatter_add": (("#1", 0),),
+        "arange": (None, 3),
         "swapaxes": (-1, -2), "einsum": ("ij,jk->ik",), "tensordot": (1,),
         "tril": (1,), "triu": (0,),
     }.get(op, ())  # fmt: skip
     for target, code in OPS[op].code.items():
-        names = tuple(f"operand{i}" for i in range(OPS[op].arity))
+        arity = {"take": 2, "scatter_add": 3}.get(op, OPS[op].arity)  # an index array
+        names = tuple(f"operand{i}" for i in range(arity))
         if op == "heaviside":  # its value at 0 is always a number
             names = ("operand0", "0.5")
         text = Printer(target).expression(op, names, params)
@@ -311,6 +313,9 @@ TENSOR_CASES = {
     "logabsdet": [((3, 3),), ((2, 3, 3),)],
     "cholesky": [((3, 3),), ((2, 4, 4),), ((1, 1),)],
     "trace_last": [((2, 3, 3),)],
+    "take": [((4, 5), (3,), (3,)), ((3, 4, 5), (2, 1), (3,)), ((4, 2, 5), (3,), (3,))],
+    "scatter_add": [((2, 3), (4, 5), (2, 3), (3,))],
+    "arange": [((3, 4),), ((2,),)],
     "index": [((3, 4),), ((3, 4),), ((3, 1, 2),)],
     "softmax": [((3, 4),), ((2, 3, 4),)],
     "logsumexp": [((3, 4),), ((3, 4),), ((2, 3, 4),)],
@@ -346,6 +351,9 @@ TENSOR_PARAMS = {
     "concatenate": [(1,), (0,)],
     "stack": [(-1,), (0,)],
     "roll": [((1, -2), (0, 2)), (2, None), (1, -1)],
+    "take": [(("#1", "#2"),), (((None, None, None), "#1", "#2"),), (("#1", 1, "#2"),)],
+    "scatter_add": [(("#1", "#2"),)],
+    "arange": [(1, None), (None, 2)],
     "index": [((1,),), ((None, (None, None, 2), None),), (((2, None, -1), None, 0),)],
     "softmax": [(-1,), (1,)],
     "logsumexp": [(None, False), (1, False), ((0, 2), True)],
@@ -365,6 +373,8 @@ MATRIX_ARGUMENT = {
     "logabsdet": lambda a: a - 3 * np.eye(a.shape[-1]),  # a negative determinant too
     "cholesky": _spd,
 }
+INTEGER_OPERANDS = {"take": {1, 2}, "scatter_add": {2, 3}, "arange": {0}}
+"""Operands that hold integers: indices (drawn in [0, 3)), and arange's size holder."""
 NO_JVP = {"prod_others": "prod's adjoint: second derivatives of prod are refused"}
 
 
@@ -413,6 +423,10 @@ def test_tensor_vjp_and_jvp_against_finite_differences(op):
         args = [rng.uniform(-1, 1, size=s) for s in shapes]
         if op in MATRIX_ARGUMENT:  # well conditioned; for cholesky, positive definite
             args[0] = MATRIX_ARGUMENT[op](args[0])
+        # integer operands (indices, a size's holder) are constants: never perturbed
+        constant = INTEGER_OPERANDS.get(op, set())
+        for k in constant:
+            args[k] = rng.integers(0, 3, size=shapes[k])
         f = numpy_target.function(op, params, len(shapes))
         out = f(*args)
         symbols = [sp.Symbol(f"x{i}", real=True) for i in range(len(args))]
@@ -420,7 +434,7 @@ def test_tensor_vjp_and_jvp_against_finite_differences(op):
         values["out"] = out
         out_symbol = sp.Symbol("out", real=True)
         # JVP: d/dt f(x + t v) at t = 0, one operand at a time
-        for k in range(len(args)):
+        for k in (k for k in range(len(args)) if k not in constant):
             v = rng.uniform(-1, 1, size=np.shape(args[k]))
             h = 1e-6
             moved = [a + (h * v if i == k else 0) for i, a in enumerate(args)]
@@ -455,6 +469,9 @@ def test_tensor_vjp_and_jvp_against_finite_differences(op):
             params=params,
         )
         for k, term in enumerate(vjps):
+            if k in constant:
+                assert term is None, (op, k)
+                continue
             v = rng.uniform(-1, 1, size=np.shape(args[k]))
             h = 1e-6
             moved = [a + (h * v if i == k else 0) for i, a in enumerate(args)]

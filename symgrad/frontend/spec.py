@@ -65,7 +65,7 @@ TOP_LEVEL_KEYS = (
 DERIVATIVES = ("jvp", "hvp", "hessian", "jacobian")
 """What a module may carry beyond the gradient (the `derivatives` key)."""
 MAX_HESSIAN_INPUTS = 16  # hessian() calls hvp once per differentiated input
-INPUT_KEYS = ("shape", "positive")
+INPUT_KEYS = ("shape", "positive", "integers")
 
 # Names the generated module itself uses, so a spec cannot take them (the python
 # target calls the builtins abs, max and min). Any other function of the spec
@@ -124,9 +124,13 @@ class Input:
     name: str
     shape: tuple[int | str, ...] = ()
     positive: bool = False
+    # integer values in [0, integers) (a size or a dimension name): indices, as labels
+    integers: int | str | None = None
 
     @property
     def symbol(self) -> sp.Symbol:
+        if self.integers is not None:
+            return sp.Symbol(self.name, integer=True)
         return make_symbol(self.name, positive=self.positive)
 
 
@@ -392,7 +396,13 @@ class _Builder:
         source = self.text(data, "source")
         inputs = self.inputs(data.get("inputs"))
         symbols: dict[str, sp.Expr] = {i.name: i.symbol for i in inputs}
-        steps = self.steps(data.get("steps"), symbols)
+        dims = {
+            d: (i.symbol, axis)
+            for i in reversed(inputs)
+            for axis, d in enumerate(i.shape)
+            if isinstance(d, str)
+        }
+        steps = self.steps(data.get("steps"), symbols, dims)
         output, *extra_outputs = self.output(data, steps, inputs)
         wrt = self.wrt(data.get("wrt"), inputs, steps)
         derivatives = self.derivatives(data.get("derivatives"), inputs, steps, wrt)
@@ -634,7 +644,29 @@ class _Builder:
                 raise self.error(
                     f"input {name!r}: 'positive' must be true or false", "inputs", name
                 )
-            inputs.append(Input(name, shape, positive))
+            integers = options.get("integers")
+            ok = isinstance(integers, int) and not isinstance(integers, bool)
+            if integers is not None and not (
+                (ok and integers > 0)
+                or (isinstance(integers, str) and _IDENTIFIER.match(integers))
+            ):
+                raise self.error(
+                    f"input {name!r}: 'integers' is the number of values (a positive "
+                    f"size or a dimension name, as labels: {{integers: k}}), not "
+                    f"{integers!r}",
+                    "inputs",
+                    name,
+                )
+            inputs.append(Input(name, shape, positive, integers))
+        dims = {d for i in inputs for d in i.shape if isinstance(d, str)}
+        for i in inputs:
+            if isinstance(i.integers, str) and i.integers not in dims:
+                raise self.error(
+                    f"input {i.name!r}: 'integers' names {i.integers!r}, which is no "
+                    f"input's dimension",
+                    "inputs",
+                    i.name,
+                )
         return tuple(inputs)
 
     def shape(self, name: str, raw: Any) -> tuple[int | str, ...]:
@@ -656,7 +688,9 @@ class _Builder:
                 )
         return tuple(raw)
 
-    def steps(self, raw: Any, symbols: dict[str, sp.Expr]) -> tuple[Step, ...]:
+    def steps(
+        self, raw: Any, symbols: dict[str, sp.Expr], dims: dict | None = None
+    ) -> tuple[Step, ...]:
         if raw is None:
             raise self.error(
                 "missing key 'steps' (named expressions, in order)", "steps"
@@ -691,7 +725,7 @@ class _Builder:
                 )
             text = str(text)
             try:
-                expr = parse_expression(text, symbols, kinds, later)
+                expr = parse_expression(text, symbols, kinds, later, dims)
             except SpecError as err:
                 raise self.error(err.message, "steps", name, step=name) from None
             line = self.lines.get(("steps", name))
@@ -741,8 +775,9 @@ class _Builder:
         self, raw: Any, inputs: tuple[Input, ...], steps: tuple[Step, ...]
     ) -> tuple[str, ...]:
         names = [i.name for i in inputs]
-        if raw is None:
-            return tuple(names)
+        integers = {i.name for i in inputs if i.integers is not None}
+        if raw is None:  # integer inputs (indices) have no gradient
+            return tuple(n for n in names if n not in integers)
         raw = [raw] if isinstance(raw, str) else raw
         if not isinstance(raw, list) or not raw:
             raise self.error("'wrt' must be a list of input names", "wrt")
@@ -761,6 +796,11 @@ class _Builder:
             if name not in names:
                 raise self.error(
                     f"wrt names {name!r}, which is not an input{_suggest(str(name), names)}",
+                    "wrt",
+                )
+            if name in integers:
+                raise self.error(
+                    f"wrt names {name!r}, which holds integers (indices have no gradient)",
                     "wrt",
                 )
         if len(set(raw)) != len(raw):
@@ -958,6 +998,7 @@ def parse_expression(
     symbols: dict[str, sp.Expr],
     kinds: dict[str, str],
     later: set[str] = frozenset(),
+    dims: dict | None = None,
 ) -> sp.Expr:
     """Build the SymPy expression for `text`, whose names are `symbols`, without evaluating text.
 
@@ -988,7 +1029,7 @@ def parse_expression(
         raise SpecError(f"cannot parse expression: {err}") from None
     _check_depth(tree)
     try:
-        result = _Expression(symbols, kinds, later).build(tree.body)
+        result = _Expression(symbols, kinds, later, dims).build(tree.body)
     except (TypeError, ValueError, ArithmeticError, RecursionError) as err:
         # SymPy refusing to build something (e.g. a relation it cannot decide).
         raise SpecError(f"cannot build {text.strip()!r}: {err}") from None
@@ -1047,11 +1088,16 @@ class _Expression:
     """Builds SymPy from an allow-listed Python AST; anything not listed is an error."""
 
     def __init__(
-        self, symbols: dict[str, sp.Expr], kinds: dict[str, str], later: set[str]
+        self,
+        symbols: dict[str, sp.Expr],
+        kinds: dict[str, str],
+        later: set[str],
+        dims: dict | None = None,
     ) -> None:
         self.symbols = symbols
         self.kinds = kinds
         self.later = later
+        self.dims = dims or {}  # dimension name -> (an input having it, its axis)
         self.constants: dict[sp.Expr, Any] = {}
 
     def build(self, node: ast.AST) -> sp.Basic:
@@ -1260,8 +1306,14 @@ class _Expression:
             call = ast.Call(node.value, [node.slice], [])
             raise SpecError(f"call functions with parentheses: {ast.unparse(call)}")
         parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-        key = []
+        key: list = []
+        arrays: list[sp.Expr] = []  # integer arrays: a gather, logp[arange(n), labels]
         for part in parts:
+            index = self._index_array(part)
+            if index is not None:
+                arrays.append(index)
+                key.append(f"#{len(arrays)}")
+                continue
             if isinstance(part, ast.Slice):
                 key.append(tuple(
                     None if p is None else _constant_int(p, "a slice bound")
@@ -1271,7 +1323,31 @@ class _Expression:
                 key.append(None)  # a new axis of size 1, as x[:, None]
             else:
                 key.append(_constant_int(part, "an index"))
+        if arrays:
+            return tensor(
+                "take", self.number(node.value), *arrays, params=(tuple(key),)
+            )
         return tensor("index", self.number(node.value), params=(tuple(key),))
+
+    def _index_array(self, part: ast.AST) -> sp.Expr | None:
+        """An integer array used as an index: an input declared with `integers`, or
+        arange(n) for a dimension name n (or a size)."""
+        if isinstance(part, ast.Name) and part.id in self.symbols:
+            symbol = self.symbols[part.id]
+            return symbol if symbol.is_integer and symbol.is_Symbol else None
+        call = isinstance(part, ast.Call) and isinstance(part.func, ast.Name)
+        if not (call and part.func.id == "arange" and "arange" not in self.symbols):
+            return None
+        if len(part.args) != 1 or part.keywords:
+            raise SpecError("arange takes one argument: a dimension name or a size")
+        (n,) = part.args
+        if isinstance(n, ast.Name) and n.id in self.dims:
+            holder, axis = self.dims[n.id]
+            return tensor("arange", holder, params=(axis, None))
+        size = _constant_int(n, "arange's size (or a dimension name)")
+        if size <= 0:
+            raise SpecError(f"arange({size}) is empty")
+        return tensor("arange", sp.Integer(size), params=(None, size))
 
     def _List(self, node: ast.List) -> sp.Expr:
         """[a, b, c]: the values stacked along a new first axis (np.array's rows)."""
