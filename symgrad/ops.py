@@ -773,6 +773,57 @@ def _joint_jvp(op: str):
     return jvp
 
 
+def _repeat_shape(shapes, params):
+    (a,) = shapes
+    repeats, axis = params
+    if axis is None and len(a) != 1:
+        raise S.ShapeError(
+            f"repeat of a value of shape {S.show(a)} needs an axis "
+            f"(NumPy's default flattens it)"
+        )
+    (axis,) = S.axes(a, 0 if axis is None else axis)
+    if not isinstance(a[axis], int) and repeats != 1:
+        raise S.ShapeError(f"repeat along the named dimension {a[axis]!r}")
+    return a[:axis] + (a[axis] * repeats,) + a[axis + 1 :]
+
+
+def _repeat_vjp(g, a, *, out, shapes, params):
+    repeats, axis = params
+    (axis,) = S.axes(shapes[0], 0 if axis is None else axis)
+    return (tensor("unrepeat", g, a, params=(repeats, axis)),)
+
+
+def _tile_shape(shapes, params):
+    (a,) = shapes
+    reps = params[0] if isinstance(params[0], tuple) else (params[0],)
+    full = (1,) * (len(reps) - len(a)) + a
+    reps = (1,) * (len(full) - len(reps)) + reps
+    if any(r != 1 and not isinstance(d, int) for d, r in zip(full, reps, strict=True)):
+        raise S.ShapeError(
+            f"tile of {S.show(a)} by {params[0]}: a named dimension repeats"
+        )
+    return tuple(d if r == 1 else d * r for d, r in zip(full, reps, strict=True))
+
+
+_UNREPEAT = """
+def _unrepeat(g, like, repeats, axis):
+    \"\"\"The adjoint of np.repeat(like, repeats, axis): each element's copies summed.\"\"\"
+    shape = np.shape(like)
+    g = np.reshape(g, shape[:axis] + (shape[axis], repeats) + shape[axis + 1 :])
+    return np.sum(g, axis=axis + 1)
+"""
+_UNTILE = """
+def _untile(g, like, reps):
+    \"\"\"The adjoint of np.tile(like, reps): the tiles summed.\"\"\"
+    reps = reps if isinstance(reps, tuple) else (reps,)
+    shape = np.shape(like)
+    full = (1,) * (len(reps) - len(shape)) + shape  # np.tile's leading 1s
+    reps = (1,) * (len(full) - len(reps)) + reps
+    g = np.reshape(g, [d for pair in zip(reps, full) for d in pair])
+    return np.reshape(np.sum(g, axis=tuple(range(0, 2 * len(full), 2))), shape)
+"""
+
+
 def _join_text(name: str):
     return lambda *args: f"{name}([{', '.join(args[:-1])}]{axis_text(args[-1])})"
 
@@ -2007,6 +2058,20 @@ _REGISTRY: tuple[Op, ...] = (
         text=_join_text("stack"), code={"numpy": _join_code("stack")},
     ),
     Op(
+        "repeat", 1, "tensor", spellings=("repeat",),
+        static=(Static("repeats", "int", required=True), Static("axis", "axis")),
+        vjp=_repeat_vjp, jvp=_linear_jvp("repeat"), shape=_repeat_shape,
+        text=lambda a, r, axis: f"repeat({a}, {r}{axis_text(axis)})",
+        code={"numpy": Code(lambda a, r, axis: f"np.repeat({a}, {r}{axis_text(axis)})")},
+    ),
+    Op(
+        "tile", 1, "tensor", spellings=("tile",), static=(Static("reps", "axis", required=True),),
+        vjp=lambda g, a, *, params, **_: (tensor("untile", g, a, params=params),),
+        jvp=_linear_jvp("tile"), shape=_tile_shape,
+        text=lambda a, reps: f"tile({a}, {reps})",
+        code={"numpy": Code(lambda a, reps: f"np.tile({a}, {reps})")},
+    ),
+    Op(
         "roll", 1, "tensor", spellings=("roll",),
         static=(Static("shift", "axis", required=True), Static("axis", "axis")),
         vjp=_roll_vjp, jvp=_linear_jvp("roll"), shape=_roll_shape,
@@ -2107,6 +2172,22 @@ _REGISTRY: tuple[Op, ...] = (
             lambda g, like, *rest: (
                 f"_scatter_add({g}, {like}, np.s_{key_text(rest[-1], rest[:-1])})"
             ),
+        )},
+    ),
+    Op(
+        "unrepeat", 2, "adjoint", vjp=_no_vjp, jvp=_linear_jvp("unrepeat"),
+        shape=lambda shapes, params: shapes[1],
+        text=lambda g, like, r, axis: f"unrepeat({g} to {like}, {r}, axis={axis})",
+        code={"numpy": helper(
+            "_unrepeat", _UNREPEAT, lambda g, like, r, axis: f"_unrepeat({g}, {like}, {r}, {axis})"
+        )},
+    ),
+    Op(
+        "untile", 2, "adjoint", vjp=_no_vjp, jvp=_linear_jvp("untile"),
+        shape=lambda shapes, params: shapes[1],
+        text=lambda g, like, reps: f"untile({g} to {like}, {reps})",
+        code={"numpy": helper(
+            "_untile", _UNTILE, lambda g, like, reps: f"_untile({g}, {like}, {reps})"
         )},
     ),
     # reshape_like(g, like): g in like's shape (the adjoint of the shape operations)

@@ -55,6 +55,20 @@ CASES = {
         lambda w: np.roll(w, (-1, 1), axis=(1, 2)),
     ),
     "roll(x, 5)": (lambda x: np.roll(x, 5), lambda w: np.roll(w, -5)),
+    # each element's copies summed: the copies sit next to each other
+    "repeat(x, 2, axis=1)": (
+        lambda x: np.repeat(x, 2, axis=1),
+        lambda w: w[:, 0::2] + w[:, 1::2],
+    ),
+    # the tiles summed: tile (2, 1, 2) of [2, 3, 4] is [4, 3, 8]
+    "tile(x, (2, 1, 2))": (
+        lambda x: np.tile(x, (2, 1, 2)),
+        lambda w: w[:2, :, :4] + w[2:, :, :4] + w[:2, :, 4:] + w[2:, :, 4:],
+    ),
+    "tile(x, (3, 1, 1, 1))": (
+        lambda x: np.tile(x, (3, 1, 1, 1)),
+        lambda w: w.sum(axis=0),
+    ),
 }
 
 
