@@ -172,7 +172,7 @@ def _recognise_logsumexp(e, known, rank):
         found = _sum_of_exp(e.args[0])
         if found:
             x, axis = found
-            return tensor("logsumexp", x, params=(axis,))
+            return tensor("logsumexp", x, params=(axis, False))
     return None
 
 
@@ -217,7 +217,7 @@ def _log_softmax(e, known, rank):
         if s is not None and _is_tensor(s, "softmax"):
             x = s.operands[0]
             if rank(x) == 1:
-                return x - tensor("logsumexp", x, params=(None,))
+                return x - tensor("logsumexp", x, params=(None, False))
     return None
 
 
