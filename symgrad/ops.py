@@ -1274,6 +1274,47 @@ def _norm_jvp(tangents, a, *, out, params):
     return tensor("sum", tangents[0] * a, params=params) / _nonzero(out)
 
 
+def _cumprod_vjp(g, a, *, out, shapes, params):
+    axis = 0 if params[0] is None else params[0]
+    return (tensor("cumprod_adjoint", g, a, params=(axis,)),)
+
+
+def _cumprod_jvp(tangents, a, *, out, params):
+    axis = 0 if params[0] is None else params[0]
+    return tensor("cumprod_tangent", tangents[0], a, params=(axis,))
+
+
+_CUMPROD = """
+def _cumprod_{kind}(v, x, axis):
+    \"\"\"{what}.
+
+    d[..., i, j] = ∂out_j/∂x_i (along axis, moved last) is the product of x_k for
+    k <= j other than i, 0 for j < i: exact where an element is 0.
+    \"\"\"
+    x = np.moveaxis(x, axis, -1)
+    n = np.shape(x)[-1]
+    before = np.cumprod(np.concatenate([np.ones_like(x[..., :1]), x[..., :-1]], -1), -1)
+    later = np.triu(np.ones((n, n), dtype=bool), 1)  # k > i
+    between = np.cumprod(np.where(later, x[..., None, :], 1.0), -1)  # i < k <= j
+    d = np.where(np.triu(np.ones((n, n), dtype=bool)), before[..., None] * between, 0.0)
+    return np.moveaxis(np.sum(d * np.moveaxis(v, axis, -1){spread}, {over}), -1, axis)
+"""
+_CUMPROD_HELPERS = {
+    "adjoint": _CUMPROD.format(
+        kind="adjoint",
+        what="The adjoint of np.cumprod(x, axis) at v",
+        spread="[..., None, :]",
+        over=-1,
+    ),
+    "tangent": _CUMPROD.format(
+        kind="tangent",
+        what="The tangent of np.cumprod(x, axis) along v",
+        spread="[..., :, None]",
+        over=-2,
+    ),
+}
+
+
 def _cumsum_vjp(g, a, *, out, shapes, params):
     """The adjoint of a running sum is the running sum from the other end."""
     axis = 0 if params[0] is None else params[0]
@@ -1329,8 +1370,10 @@ def _no_vjp(g, *operands, **_):
 
 
 def _second_order_of_prod(tangents, *operands, out, params):
-    """prod's adjoint has no tangent rule: forward over reverse (hvp) is refused."""
-    raise S.ShapeError("second derivatives (hvp, hessian) of prod are not supported")
+    """prod's and cumprod's adjoints have no tangent rule: hvp is refused."""
+    raise S.ShapeError(
+        "second derivatives (hvp, hessian) of prod and cumprod are not supported"
+    )
 
 
 def _constant_jvp(tangents, *operands, out, params):
@@ -1346,11 +1389,11 @@ def _cumsum_shape(shapes, params):
     (a,) = shapes
     if params[0] is None and len(a) != 1:
         raise S.ShapeError(
-            f"cumsum of a value of shape {S.show(a)} needs an axis "
+            f"cumsum and cumprod of a value of shape {S.show(a)} need an axis "
             f"(NumPy's default flattens it)"
         )
     if isinstance(params[0], tuple):
-        raise S.ShapeError(f"cumsum takes one axis, not {params[0]}")
+        raise S.ShapeError(f"cumsum and cumprod take one axis, not {params[0]}")
     S.axes(a, params[0])
     return a
 
@@ -1987,6 +2030,14 @@ _REGISTRY: tuple[Op, ...] = (
         text=lambda a, axis: f"cumsum({a}{axis_text(axis)})",
         code={"numpy": Code(lambda a, axis: f"np.cumsum({a}{axis_text(axis)})")},
     ),
+    # cumprod's derivatives multiply the other elements (no division: exact at 0),
+    # an n x n matrix per slice along the axis
+    Op(
+        "cumprod", 1, "tensor", spellings=("cumprod",), static=(Static("axis", "axis"),),
+        vjp=_cumprod_vjp, jvp=_cumprod_jvp, shape=_cumsum_shape,
+        text=lambda a, axis: f"cumprod({a}{axis_text(axis)})",
+        code={"numpy": Code(lambda a, axis: f"np.cumprod({a}{axis_text(axis)})")},
+    ),
     Op(
         "flip", 1, "tensor", spellings=("flip",), static=(Static("axis", "axis"),),
         vjp=lambda g, a, *, params, **_: (tensor("flip", g, params=params),),
@@ -2189,6 +2240,18 @@ _REGISTRY: tuple[Op, ...] = (
         code={"numpy": helper(
             "_untile", _UNTILE, lambda g, like, reps: f"_untile({g}, {like}, {reps})"
         )},
+    ),
+    *(
+        Op(
+            f"cumprod_{kind}", 2, "adjoint", vjp=_no_vjp, jvp=_second_order_of_prod,
+            shape=lambda shapes, params: shapes[1],
+            text=lambda g, x, axis, kind=kind: f"cumprod_{kind}({g}, {x}, axis={axis})",
+            code={"numpy": helper(
+                f"_cumprod_{kind}", _CUMPROD_HELPERS[kind],
+                lambda g, x, axis, kind=kind: f"_cumprod_{kind}({g}, {x}, {axis})",
+            )},
+        )
+        for kind in ("adjoint", "tangent")
     ),
     # reshape_like(g, like): g in like's shape (the adjoint of the shape operations)
     Op(

@@ -176,7 +176,8 @@ def test_cumsum_and_flip(axis, shape):
         ("sum(x, axis=3)", ["axis 3 is out of range", "[2, 1, 3]"]),
         ("max(x, axis=(0, 5))", ["axis 5 is out of range"]),
         ("var(x, axis=(1, -2))", ["repeats"]),
-        ("cumsum(x)", ["needs an axis", "[2, 1, 3]"]),
+        ("cumsum(x)", ["need an axis", "[2, 1, 3]"]),
+        ("cumprod(x, axis=(0, 1))", ["one axis"]),
         ("norm(x, keepdims=1)", ["True or False"]),
         ("std(x, ddof=x)", ["constant integer"]),
         ("prod(x, axis=0, keepdims=True, extra=1)", ["'extra'"]),
@@ -203,5 +204,35 @@ def test_second_derivatives_of_prod_are_refused_clearly():
         "steps": {"y": "prod(x)"},
         "derivatives": ["hvp"],
     }
-    with pytest.raises(SpecError, match="second derivatives .* of prod"):
+    with pytest.raises(SpecError, match="second derivatives .* of prod and cumprod"):
         symgrad.compile(spec)
+
+
+def test_cumprod_gradient_is_exact_at_zeros():
+    # out = [2, 0, 0, 0]: ∂Σout/∂x_i = Σ_{j>=i} Π_{k<=j, k!=i} x_k
+    y, g = _gradient("sum(cumprod(x))", np.array([2.0, 0.0, 3.0, 4.0]))
+    assert y == 2
+    np.testing.assert_array_equal(g.x, [1, 2 + 2 * 3 + 2 * 3 * 4, 0, 0])
+
+
+@pytest.mark.parametrize("axis, shape", [(None, (5,)), (1, (2, 3, 4)), (-1, (2, 1, 4))])
+def test_cumprod_against_finite_differences(axis, shape):
+    module = symgrad.compile(
+        {
+            "name": "running_product",
+            "inputs": {"x": {"shape": list(shape)}, "w": {"shape": list(shape)}},
+            "wrt": ["x"],
+            "steps": {"y": f"sum(w * cumprod(x, axis={axis}))"},
+            "derivatives": ["jvp"],
+        }
+    )
+    rng = np.random.default_rng(4)
+    x, w = rng.uniform(0.5, 1.5, size=shape), rng.normal(size=shape)
+    a = 0 if axis is None else axis
+    y, g = module.value_and_grad(x=x, w=w)
+    assert y == pytest.approx(np.sum(w * np.cumprod(x, axis=a)), rel=1e-12)
+    # by the quotient rule away from zeros: Σ_{j>=i} w_j out_j / x_i
+    out = np.cumprod(x, axis=a)
+    expected = np.flip(np.cumsum(np.flip(w * out, a), axis=a), a) / x
+    np.testing.assert_allclose(g.x, expected, rtol=1e-12)
+    assert check_gradients(module, {"x": x, "w": w}).ok

@@ -250,7 +250,8 @@ def test_printed_forms_declare_their_precedence_and_repeats(op):
         "expand_dims": (0,), "squeeze": (None,), "concatenate": (0,), "stack": (1,),
         "roll": (1, 0), "take": ((0, "#1"),), "scatter_add": (("#1", 0),),
         "arange": (None, 3), "repeat": (2, 0), "tile": ((2, 1),), "unrepeat": (2, 0),
-        "untile": ((2, 1),),
+        "untile": ((2, 1),), "cumprod": (0,), "cumprod_adjoint": (0,),
+        "cumprod_tangent": (0,),
         "swapaxes": (-1, -2), "einsum": ("ij,jk->ik",), "tensordot": (1,),
         "tril": (1,), "triu": (0,),
     }.get(op, ())  # fmt: skip
@@ -318,6 +319,9 @@ TENSOR_CASES = {
     "scatter_add": [((2, 3), (4, 5), (2, 3), (3,))],
     "arange": [((3, 4),), ((2,),)],
     "repeat": [((2, 3, 4),), ((3,),), ((2, 1),)],
+    "cumprod": [((5,),), ((2, 3, 4),), ((2, 1, 4),)],
+    "cumprod_adjoint": [((2, 3, 4), (2, 3, 4))],
+    "cumprod_tangent": [((5,), (5,))],
     "tile": [((2, 3),), ((3,),), ((2, 1, 3),)],
     "unrepeat": [((2, 6, 4), (2, 3, 4))],
     "untile": [((4, 9), (2, 3))],
@@ -360,6 +364,9 @@ TENSOR_PARAMS = {
     "scatter_add": [(("#1", "#2"),)],
     "arange": [(1, None), (None, 2)],
     "repeat": [(2, 1), (3, None), (2, -1)],
+    "cumprod": [(None,), (1,), (-1,)],
+    "cumprod_adjoint": [(1,)],
+    "cumprod_tangent": [(0,)],
     "tile": [((2, 1),), ((2, 1, 2),), (3,)],
     "unrepeat": [(2, 1)],
     "untile": [((2, 3),)],
@@ -384,7 +391,11 @@ MATRIX_ARGUMENT = {
 }
 INTEGER_OPERANDS = {"take": {1, 2}, "scatter_add": {2, 3}, "arange": {0}}
 """Operands that hold integers: indices (drawn in [0, 3)), and arange's size holder."""
-NO_JVP = {"prod_others": "prod's adjoint: second derivatives of prod are refused"}
+NO_JVP = {
+    "prod_others": "prod's adjoint: second derivatives of prod are refused",
+    "cumprod_adjoint": "cumprod's adjoint: second derivatives of cumprod are refused",
+    "cumprod_tangent": "cumprod's tangent: second derivatives of cumprod are refused",
+}
 
 
 def _evaluate(expr: sp.Basic, values: dict[str, np.ndarray]):
