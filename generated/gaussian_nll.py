@@ -56,23 +56,15 @@ class Tape(NamedTuple):
     A: Any
     s: Any
     t0: Any
-    t1: Any
     t2: Any
-    t3: Any
     Sigma: Any
     L: Any
     t4: Any
-    t5: Any
-    t6: Any
     Z: Any
     t7: Any
     t8: Any
-    t9: Any
-    t10: Any
-    t11: Any
     t12: Any
     t13: Any
-    t14: Any
     nll: Any
 
 
@@ -186,31 +178,7 @@ def forward(X, mu, A, s):
     t13 = np.log(t12)
     t14 = np.sum(t13)
     nll = t11 + t14
-    tape = Tape(
-        X,
-        mu,
-        A,
-        s,
-        t0,
-        t1,
-        t2,
-        t3,
-        Sigma,
-        L,
-        t4,
-        t5,
-        t6,
-        Z,
-        t7,
-        t8,
-        t9,
-        t10,
-        t11,
-        t12,
-        t13,
-        t14,
-        nll,
-    )
+    tape = Tape(X, mu, A, s, t0, t2, Sigma, L, t4, Z, t7, t8, t12, t13, nll)
     return nll, tape
 
 
@@ -229,33 +197,25 @@ def backward(tape, dy=1.0):
     t8 = tape.t8
     t12 = tape.t12
     t13 = tape.t13
-    # ∂nll/∂t13 = ∂nll/∂t14·∂t14/∂t13   (∂t14/∂t13: broadcast(dy to t13))
+    # ∂nll/∂Z = ∂nll/∂nll·∂nll/∂Z
     dnll_dt13 = _broadcast(dy, t13)
-    # ∂nll/∂t12 = ∂nll/∂t13·∂t13/∂t12   (∂t13/∂t12 = 1/t12)
     dnll_dt12 = dnll_dt13 / t12
-    # ∂nll/∂t9 = ∂nll/∂t10·∂t10/∂t9   (∂t10/∂t9 = 1/2)
     dnll_dt9 = np.divide(dy, 2)
-    # ∂nll/∂t8 = ∂nll/∂t9·∂t9/∂t8   (∂t9/∂t8: broadcast((dnll_dt9/size(t8)) to t8))
     t15 = np.size(t8)
     t16 = dnll_dt9 / t15
     dnll_dt8 = _broadcast(t16, t8)
-    # ∂nll/∂t7 = ∂nll/∂t8·∂t8/∂t7   (∂t8/∂t7: broadcast(dnll_dt8, axis=0 to t7))
     dnll_dt7 = _broadcast(dnll_dt8, t7, axis=0)
-    # ∂nll/∂Z = ∂nll/∂t7·∂t7/∂Z   (∂t7/∂Z = 2*Z)
     t17 = 2 * Z
     dnll_dZ = t17 * dnll_dt7
-    # ∂nll/∂t6 = ∂nll/∂Z·∂Z/∂t6   (∂Z/∂t6: solve(t4.T, dnll_dZ))
+    # ∂nll/∂L = ∂nll/∂nll·∂nll/∂L + ∂nll/∂Z·∂Z/∂L
     dnll_dt6 = np.linalg.solve(t4.T, dnll_dZ)
-    # ∂nll/∂t5 = ∂nll/∂t6·∂t6/∂t5   (∂t6/∂t5: dnll_dt6.T)
     dnll_dt5 = dnll_dt6.T
-    # ∂nll/∂t4 = ∂nll/∂Z·∂Z/∂t4   (∂Z/∂t4: -solve(t4.T, dnll_dZ) @ Z.T)
     t20 = dnll_dt6 @ Z.T
     dnll_dt4 = -t20
-    # ∂nll/∂L = ∂nll/∂t12·∂t12/∂L + ∂nll/∂t4·∂t4/∂L   (∂t12/∂L: diag(dnll_dt12), ∂t4/∂L: tril(dnll_dt4))
     t21 = np.diag(dnll_dt12)
     t22 = np.tril(dnll_dt4)
     dnll_dL = t21 + t22
-    # ∂nll/∂Sigma = ∂nll/∂L·∂L/∂Sigma   (∂L/∂Sigma: -eye_like(solve(L.T, solve(L.T, (-eye_like(L.T @ dnll_dL)*L.T @ dnll_dL/2 + tril(L.T @ dnll_dL)).T).T))*solve(L.T, solve(L.T, (-eye_like(L.T @ dnll_dL)*L.T @ dnll_dL/2 + tril(L.T @ dnll_dL)).T).T) + tril((solve(L.T, solve(L.T, (-eye_like(L.T @ dnll_dL)*L.T @ dnll_dL/2 + tril(L.T @ dnll_dL)).T).T) + solve(L.T, solve(L.T, (-eye_like(L.T @ dnll_dL)*L.T @ dnll_dL/2 + tril(L.T @ dnll_dL)).T).T).T)))
+    # ∂nll/∂Sigma = ∂nll/∂L·∂L/∂Sigma
     t23 = L.T
     t24 = t23 @ dnll_dL
     t25 = np.tril(t24)
@@ -270,17 +230,15 @@ def backward(tape, dy=1.0):
     t37 = np.eye(np.shape(t33)[-1])
     t38 = t37 * t33
     dnll_dSigma = t36 - t38
-    # ∂nll/∂t2 = ∂nll/∂t3·∂t3/∂t2   (∂t3/∂t2: A.T @ dnll_dSigma)
+    # ∂nll/∂mu = ∂nll/∂Z·∂Z/∂mu
     dnll_dt2 = t2 @ dnll_dSigma
-    # ∂nll/∂t0 = ∂nll/∂t1·∂t1/∂t0   (∂t1/∂t0: diag(dnll_dSigma))
     dnll_dt0 = np.diag(dnll_dSigma)
-    # ∂nll/∂mu = ∂nll/∂t5·∂t5/∂mu   (∂t5/∂mu = -1)
     t39 = -dnll_dt5
     dnll_dmu = np.sum(t39, axis=0)
-    # ∂nll/∂A = ∂nll/∂t3·∂t3/∂A + ∂nll/∂t2·∂t2/∂A   (∂t3/∂A: dnll_dSigma @ t2.T, ∂t2/∂A: dnll_dt2.T)
+    # ∂nll/∂A = ∂nll/∂Sigma·∂Sigma/∂A
     t41 = dnll_dSigma @ t2.T
     dnll_dA = t41 + dnll_dt2.T
-    # ∂nll/∂s = ∂nll/∂t0·∂t0/∂s   (∂t0/∂s = t0)
+    # ∂nll/∂s = ∂nll/∂Sigma·∂Sigma/∂s
     dnll_ds = dnll_dt0 * t0
     gradients = (dnll_dmu, dnll_dA, dnll_ds)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -305,33 +263,26 @@ def value_and_grad(X, mu, A, s):
     t12 = np.diag(L)
     t13 = np.log(t12)
     nll = np.mean(t8) / 2 + 58.81206612509906 + np.sum(t13)
-    # ∂nll/∂t13 = ∂nll/∂t14·∂t14/∂t13   (∂t14/∂t13: broadcast(1 to t13))
+    # ∂nll/∂Z = ∂nll/∂nll·∂nll/∂Z
     dnll_dt13 = _broadcast(1, t13)
     del t13
-    # ∂nll/∂t12 = ∂nll/∂t13·∂t13/∂t12   (∂t13/∂t12 = 1/t12)
     dnll_dt12 = dnll_dt13 / t12
     del dnll_dt13, t12
-    # ∂nll/∂t8 = ∂nll/∂t9·∂t9/∂t8   (∂t9/∂t8: broadcast((0.5/size(t8)) to t8))
     dnll_dt8 = _broadcast(np.divide(0.5, np.size(t8)), t8)
     del t8
-    # ∂nll/∂t7 = ∂nll/∂t8·∂t8/∂t7   (∂t8/∂t7: broadcast(dnll_dt8, axis=0 to t7))
     dnll_dt7 = _broadcast(dnll_dt8, t7, axis=0)
     del dnll_dt8, t7
-    # ∂nll/∂Z = ∂nll/∂t7·∂t7/∂Z   (∂t7/∂Z = 2*Z)
     dnll_dZ = 2 * Z * dnll_dt7
     del dnll_dt7
-    # ∂nll/∂t6 = ∂nll/∂Z·∂Z/∂t6   (∂Z/∂t6: solve(t4.T, dnll_dZ))
+    # ∂nll/∂L = ∂nll/∂nll·∂nll/∂L + ∂nll/∂Z·∂Z/∂L
     dnll_dt6 = np.linalg.solve(t4.T, dnll_dZ)
     del dnll_dZ, t4
-    # ∂nll/∂t5 = ∂nll/∂t6·∂t6/∂t5   (∂t6/∂t5: dnll_dt6.T)
     dnll_dt5 = dnll_dt6.T
-    # ∂nll/∂t4 = ∂nll/∂Z·∂Z/∂t4   (∂Z/∂t4: -solve(t4.T, dnll_dZ) @ Z.T)
     dnll_dt4 = -(dnll_dt6 @ Z.T)
     del Z, dnll_dt6
-    # ∂nll/∂L = ∂nll/∂t12·∂t12/∂L + ∂nll/∂t4·∂t4/∂L   (∂t12/∂L: diag(dnll_dt12), ∂t4/∂L: tril(dnll_dt4))
     dnll_dL = np.diag(dnll_dt12) + np.tril(dnll_dt4)
     del dnll_dt12, dnll_dt4
-    # ∂nll/∂Sigma = ∂nll/∂L·∂L/∂Sigma   (∂L/∂Sigma: -eye_like(solve(L.T, solve(L.T, (-eye_like(L.T @ dnll_dL)*L.T @ dnll_dL/2 + tril(L.T @ dnll_dL)).T).T))*solve(L.T, solve(L.T, (-eye_like(L.T @ dnll_dL)*L.T @ dnll_dL/2 + tril(L.T @ dnll_dL)).T).T) + tril((solve(L.T, solve(L.T, (-eye_like(L.T @ dnll_dL)*L.T @ dnll_dL/2 + tril(L.T @ dnll_dL)).T).T) + solve(L.T, solve(L.T, (-eye_like(L.T @ dnll_dL)*L.T @ dnll_dL/2 + tril(L.T @ dnll_dL)).T).T).T)))
+    # ∂nll/∂Sigma = ∂nll/∂L·∂L/∂Sigma
     t23 = L.T
     del L
     t24 = t23 @ dnll_dL
@@ -342,17 +293,15 @@ def value_and_grad(X, mu, A, s):
     del t23, t29
     dnll_dSigma = np.tril(t33 + t33.T) - np.eye(np.shape(t33)[-1]) * t33
     del t33
-    # ∂nll/∂t2 = ∂nll/∂t3·∂t3/∂t2   (∂t3/∂t2: A.T @ dnll_dSigma)
+    # ∂nll/∂mu = ∂nll/∂Z·∂Z/∂mu
     dnll_dt2 = t2 @ dnll_dSigma
-    # ∂nll/∂t0 = ∂nll/∂t1·∂t1/∂t0   (∂t1/∂t0: diag(dnll_dSigma))
     dnll_dt0 = np.diag(dnll_dSigma)
-    # ∂nll/∂mu = ∂nll/∂t5·∂t5/∂mu   (∂t5/∂mu = -1)
     dnll_dmu = np.sum(-dnll_dt5, axis=0)
     del dnll_dt5
-    # ∂nll/∂A = ∂nll/∂t3·∂t3/∂A + ∂nll/∂t2·∂t2/∂A   (∂t3/∂A: dnll_dSigma @ t2.T, ∂t2/∂A: dnll_dt2.T)
+    # ∂nll/∂A = ∂nll/∂Sigma·∂Sigma/∂A
     dnll_dA = dnll_dSigma @ t2.T + dnll_dt2.T
     del dnll_dSigma, dnll_dt2, t2
-    # ∂nll/∂s = ∂nll/∂t0·∂t0/∂s   (∂t0/∂s = t0)
+    # ∂nll/∂s = ∂nll/∂Sigma·∂Sigma/∂s
     dnll_ds = dnll_dt0 * t0
     del dnll_dt0, t0
     gradients = (dnll_dmu, dnll_dA, dnll_ds)

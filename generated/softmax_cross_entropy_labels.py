@@ -50,13 +50,11 @@ class Tape(NamedTuple):
     labels: Any
     W: Any
     b: Any
-    t0: Any
     logits: Any
     t1: Any
     logp: Any
     t2: Any
     t3: Any
-    t4: Any
     L: Any
 
 
@@ -173,7 +171,7 @@ def forward(X, labels, W, b):
     t3 = logp[t2, labels]
     t4 = np.mean(t3)
     L = -t4
-    tape = Tape(X, labels, W, b, t0, logits, t1, logp, t2, t3, t4, L)
+    tape = Tape(X, labels, W, b, logits, t1, logp, t2, t3, L)
     return L, tape
 
 
@@ -191,29 +189,26 @@ def backward(tape, dy=1.0):
     logp = tape.logp
     t2 = tape.t2
     t3 = tape.t3
-    # ∂L/∂t4 = ∂L/∂L·∂L/∂t4   (∂L/∂t4 = -1)
+    # ∂L/∂logp = ∂L/∂L·∂L/∂logp
     dL_dt4 = -dy
-    # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3: broadcast((dL_dt4/size(t3)) to t3))
     t5 = np.size(t3)
     t6 = np.divide(dL_dt4, t5)
     dL_dt3 = _broadcast(t6, t3)
-    # ∂L/∂logp = ∂L/∂t3·∂t3/∂logp   (∂t3/∂logp: scatter_add(dL_dt3 into logp[t2, labels]))
     dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
-    # ∂L/∂t1 = ∂L/∂logp·∂logp/∂t1   (∂logp/∂t1 = -1)
+    # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits
     t7 = -dL_dlogp
     dL_dt1 = np.sum(t7, axis=1, keepdims=True)
-    # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits + ∂L/∂t1·∂t1/∂logits   (∂logp/∂logits = 1, ∂t1/∂logits: broadcast(dL_dt1 to logits)*exp(logits - broadcast(t1 to logits)))
     t8 = _broadcast(dL_dt1, logits)
     t9 = _broadcast(t1, logits)
     t10 = logits - t9
     t11 = np.exp(t10)
     t12 = t8 * t11
     dL_dlogits = dL_dlogp + t12
-    # ∂L/∂X = ∂L/∂t0·∂t0/∂X   (∂t0/∂X: dL_dlogits @ W.T)
+    # ∂L/∂X = ∂L/∂logits·∂logits/∂X
     dL_dX = dL_dlogits @ W.T
-    # ∂L/∂W = ∂L/∂t0·∂t0/∂W   (∂t0/∂W: X.T @ dL_dlogits)
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W
     dL_dW = X.T @ dL_dlogits
-    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b
     dL_db = np.sum(dL_dlogits, axis=0)
     gradients = (dL_dX, dL_dW, dL_db)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -231,24 +226,22 @@ def value_and_grad(X, labels, W, b):
     t2 = np.arange(np.shape(X)[0])
     t3 = logp[t2, labels]
     L = -np.mean(t3)
-    # ∂L/∂t3 = ∂L/∂t4·∂t4/∂t3   (∂t4/∂t3: broadcast((-1/size(t3)) to t3))
+    # ∂L/∂logp = ∂L/∂L·∂L/∂logp
     dL_dt3 = _broadcast(-(np.divide(1, np.size(t3))), t3)
     del t3
-    # ∂L/∂logp = ∂L/∂t3·∂t3/∂logp   (∂t3/∂logp: scatter_add(dL_dt3 into logp[t2, labels]))
     dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
     del dL_dt3, logp, t2
-    # ∂L/∂t1 = ∂L/∂logp·∂logp/∂t1   (∂logp/∂t1 = -1)
+    # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits
     dL_dt1 = np.sum(-dL_dlogp, axis=1, keepdims=True)
-    # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits + ∂L/∂t1·∂t1/∂logits   (∂logp/∂logits = 1, ∂t1/∂logits: broadcast(dL_dt1 to logits)*exp(logits - broadcast(t1 to logits)))
     t13 = _broadcast(dL_dt1, logits) * np.exp(logits - _broadcast(t1, logits))
     del dL_dt1, logits, t1
     dL_dlogits = dL_dlogp + t13
     del dL_dlogp, t13
-    # ∂L/∂X = ∂L/∂t0·∂t0/∂X   (∂t0/∂X: dL_dlogits @ W.T)
+    # ∂L/∂X = ∂L/∂logits·∂logits/∂X
     dL_dX = dL_dlogits @ W.T
-    # ∂L/∂W = ∂L/∂t0·∂t0/∂W   (∂t0/∂W: X.T @ dL_dlogits)
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W
     dL_dW = X.T @ dL_dlogits
-    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b
     dL_db = np.sum(dL_dlogits, axis=0)
     del dL_dlogits
     gradients = (dL_dX, dL_dW, dL_db)
