@@ -17,6 +17,7 @@ import sympy as sp
 
 import symgrad
 from symgrad import cli
+from symgrad.check import locals_on_return
 from symgrad.frontend.spec import make_symbol
 from symgrad.ops import OPS
 from symgrad.pipeline import build, load_spec
@@ -108,15 +109,67 @@ def test_adjoints_agree_with_the_generated_module():
     "path", [p for p in EXAMPLES if not _is_scalar(p)], ids=lambda p: p.stem
 )
 def test_tensor_specs_are_explained_without_failing(path):
-    """Tensor steps have no scalar local formula; values come from the module."""
+    """Every row of a tensor spec has its value (computed from the steps as
+    written), equal to the generated module's where it computes that adjoint."""
     e = explain(path)
     assert [r.name for r in e.forward] == [s.name for s in load_spec(path).steps]
     for name, value in e.gradients.items():
         np.testing.assert_allclose(e.adjoint(name), value, rtol=1e-10, atol=1e-12)
-    assert "(tensor rule)" in e.text() and "scalar specs only" in e.text()
+    module = symgrad.compile(path)
+    _, tape = module.forward(**{k: np.asarray(v) for k, v in e.point.items()})
+    emitted = locals_on_return(module.backward, tape)
+    for row in e.backward:
+        assert row.value is not None, row.name
+        assert all(t.value is not None for t in row.terms), row.name
+        if f"d{e.output}_d{row.name}" in emitted:  # the module's own name for it
+            np.testing.assert_allclose(
+                row.value, emitted[f"d{e.output}_d{row.name}"], rtol=1e-10, atol=1e-12
+            )
+    assert "(tensor rule)" not in e.text() and "scalar specs only" in e.text()
     lines = e.text().splitlines()
     assert not any(line.startswith(" [") for line in lines)  # arrays stay on one row
     assert e.latex() and e.html() and e.dot()
+
+
+def test_tensor_steps_are_differentiated_as_written():
+    """The logistic regression's loss no longer reads `a` once compiled (it is
+    rewritten on the logits), yet the table shows ∂L/∂a per example as seed 000
+    writes it, and ∂z/∂w = X; the MLP's mean and products in the course's
+    notation. Values against NumPy written by hand."""
+    e = explain(ROOT / "examples" / "logistic_regression_batch.yaml", swell=False)
+    X, y, w = (np.asarray(e.point[k], dtype=float) for k in ("X", "y", "w"))
+    a = 1 / (1 + np.exp(-(X @ w + e.point["b"])))
+    (term,) = _row(e, "a").terms
+    assert sp.sstr(term.local) == "(1 - y)/(1 - a) - y/a"
+    np.testing.assert_allclose(term.local_value, (1 - y) / (1 - a) - y / a)
+    np.testing.assert_allclose(e.adjoint("a"), (1 - y) / (1 - a) - y / a)
+    (term,) = _row(e, "w").terms
+    assert term.local == make_symbol("X")
+    np.testing.assert_allclose(term.local_value, X)
+    np.testing.assert_allclose(e.adjoint("w"), X.T @ (a - y))
+    assert "∂L/∂a = (1 - y)/(1 - a) - y/a" in e.text()
+
+    e = explain(ROOT / "examples" / "mlp.yaml", swell=False)
+    v = {r.name: np.asarray(r.value) for r in e.forward} | {
+        k: np.asarray(x) for k, x in e.input_values.items()
+    }
+    dout = 2 * (v["out"] - v["Y"]) / v["out"].size
+    np.testing.assert_allclose(e.adjoint("out"), dout)
+    np.testing.assert_allclose(e.adjoint("hidden"), dout @ v["W2"].T)
+    dt = dout @ v["W2"].T * (1 - v["hidden"] ** 2)
+    np.testing.assert_allclose(e.adjoint("W1"), v["X"].T @ dt)
+    text = e.text()
+    for shown in (
+        "∂L/∂out = 2*(out - Y)/size(out)",
+        "∂out/∂hidden = ·W2ᵀ",
+        "∂out/∂W2 = hiddenᵀ·",
+        "∂hidden/∂W1 = Xᵀ·(1 - hidden**2)⊙",
+    ):
+        assert shown in text
+
+
+def _row(e: Explanation, name: str):
+    return next(r for r in e.backward if r.name == name)
 
 
 def _local_formulas_match_sympy_diff(e: Explanation, definitions: dict) -> int:

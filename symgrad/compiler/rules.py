@@ -15,7 +15,7 @@ from functools import cache
 import sympy as sp
 
 from symgrad.ir import Operand
-from symgrad.ops import OPS
+from symgrad.ops import OPS, TensorOp, tensor
 
 
 def operand_symbol(operand: Operand) -> sp.Expr:
@@ -108,3 +108,100 @@ def _generic(
     return tuple(
         None if p is not None else f for p, f in zip(pattern, formulas, strict=True)
     )
+
+
+class _Weighted(sp.Function):
+    """A reduction opened up for `written_local`: `_Weighted(E, w)` differentiates
+    as `w·∂E/∂v` (logsumexp(E)'s weight is softmax(E))."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        return self.args[1] if argindex == 1 else sp.Integer(0)
+
+
+def written_local(
+    expr: sp.Expr, v: sp.Symbol, out: sp.Symbol, shapes: dict
+) -> tuple[str, sp.Expr | None] | None:
+    """∂out/∂v of a tensor step `out = expr` as a person writes it, or None.
+
+    (text, formula): a reduction of elementwise terms has an elementwise local
+    derivative (∂L/∂a = (1 - y)/(1 - a) - y/a for L = sum(...)), the formula;
+    a matrix product's is the matrix (∂z/∂w = X for a vector w) or, where the
+    Jacobian is no matrix, the product the adjoint takes: `Xᵀ·` (∂L/∂W =
+    Xᵀ·∂L/∂z), `·W2ᵀ`, `Xᵀ·(1 - h**2)⊙` (formula None). `shapes`: a name's shape.
+    """
+    weights: dict[sp.Dummy, sp.Expr] = {}
+    opened = _opened(expr, v, shapes, weights)
+    inner = _tensors(opened, v)
+    named = {opened: out, expr: out} if not expr.is_Symbol else {}
+    if not inner:
+        local = sp.diff(opened, v).xreplace(weights)
+        local = local.replace(_Size, lambda x: tensor("size", x))
+        local = sp.factor_terms(local.xreplace(named))
+        return sp.sstr(local, order="none"), local
+    product = inner[0]
+    if product.op != "matmul" or v not in product.operands:
+        return None
+    a, b = product.operands
+    hole = sp.Dummy("product")
+    rest = opened.xreplace({product: hole})
+    if rest.has(v) or a.has(v) == b.has(v):
+        return None
+    scale = sp.diff(rest, hole).xreplace({hole: product}).xreplace(named)
+    if scale.has(sp.Derivative, sp.Subs):
+        return None
+    factor = "" if scale == 1 else f"({sp.sstr(scale)})⊙"
+    if v == b:
+        if scale == 1 and len(shapes.get(v.name, ())) == 1:
+            return sp.sstr(a), a  # the Jacobian of a matrix times a vector
+        return f"{_transposed(a)}·{factor}", None
+    return f"{factor}·{_transposed(b)}", None
+
+
+def _tensors(expr: sp.Expr, v: sp.Symbol) -> list[TensorOp]:
+    """The tensor operations of `expr` that `v` goes through (not weights, sizes)."""
+    if isinstance(expr, TensorOp) and expr.has(v):
+        return [expr]
+    return [t for x in expr.args for t in _tensors(x, v)]
+
+
+class _Size(sp.Function):
+    """The number of entries of a value, a constant to `written_local`."""
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0)
+
+
+def _opened(expr: sp.Expr, v: sp.Symbol, shapes: dict, weights: dict) -> sp.Expr:
+    """`expr` with its sums, means and logsumexps written as elementwise terms
+    whose derivative is the reduction's (the adjoint spread over the axes); the
+    weights of logsumexps stand for themselves in `weights`."""
+    if not expr.args or isinstance(expr, sp.Symbol):
+        return expr
+    if isinstance(expr, TensorOp):
+        operands = [_opened(x, v, shapes, weights) for x in expr.operands]
+        axis = expr.params[0] if expr.params else None
+        if expr.op == "sum":
+            return operands[0]
+        if expr.op == "mean" and axis is None:
+            return operands[0] / _Size(_sized(operands[0], v, shapes))
+        if expr.op == "logsumexp":
+            weight = sp.Dummy("softmax")
+            axis = -1 if axis is None else axis
+            weights[weight] = tensor("softmax", operands[0], params=(axis,))
+            return _Weighted(operands[0], weight)
+        return expr.func(*operands, expr.args[-1])
+    return expr.func(*(_opened(x, v, shapes, weights) for x in expr.args))
+
+
+def _sized(e: sp.Expr, v: sp.Symbol, shapes: dict) -> sp.Expr:
+    """A name with the shape of the elementwise `e` (its size is e's), v first; else e."""
+    symbols = sorted(e.free_symbols, key=lambda s: (s != v, s.name))
+    ranks = {s: shapes.get(s.name) for s in symbols}
+    widest = max((r for r in ranks.values() if r is not None), key=len, default=None)
+    return next((s for s, r in ranks.items() if r == widest), e)
+
+
+def _transposed(a: sp.Expr) -> str:
+    return f"{a}ᵀ" if a.is_Symbol else f"({sp.sstr(a)})ᵀ"

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import textwrap
 import types
+import warnings
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -49,9 +50,16 @@ from symgrad.check import (
 from symgrad.codegen import numpy as numpy_target
 from symgrad.codegen.render import environment
 from symgrad.compiler.rewrite import recognised
-from symgrad.compiler.rules import local_derivatives, operand_symbol
-from symgrad.frontend.spec import Spec, make_symbol, with_derivatives, with_wrt
-from symgrad.ops import BY_SYMPY, OPS
+from symgrad.compiler.rules import local_derivatives, operand_symbol, written_local
+from symgrad.frontend.spec import (
+    Input,
+    Spec,
+    Step,
+    make_symbol,
+    with_derivatives,
+    with_wrt,
+)
+from symgrad.ops import BY_SYMPY, OPS, TensorOp
 from symgrad.pipeline import (
     Compiled,
     build,
@@ -105,6 +113,7 @@ class Term:
     local: sp.Expr | None  # ∂user/∂v over the forward names; None if unavailable
     local_value: Any
     value: Any  # ∂out/∂user · ∂user/∂v at the point
+    text: str = ""  # a tensor step's local derivative as written (`Xᵀ·` if no formula)
 
 
 @dataclass(frozen=True)
@@ -265,6 +274,8 @@ class _Node:
     operands: tuple[str, ...]  # names it uses, in order
     locals: dict[str, sp.Expr | None]  # operand -> ∂name/∂operand
     kind: str = "step"
+    texts: dict[str, str] = field(default_factory=dict)  # as `Term.text`
+    step: Step | None = None  # a spec's step that has tensor operations
 
 
 def explain(
@@ -313,7 +324,7 @@ def explain(
             len(spec.steps) == 1 and len(compiled.backward.forward) > 1
         )
         level = "ops" if one_step_of_several_ops else "steps"
-    nodes = _op_nodes(compiled) if level == "ops" else _step_nodes(spec)
+    nodes = _op_nodes(compiled) if level == "ops" else _step_nodes(spec, values)
     forward = tuple(
         ForwardRow(
             n.name,
@@ -448,8 +459,11 @@ def _point(
         raise ExplainError(str(err)) from None
 
 
-def _step_nodes(spec: Spec) -> list[_Node]:
-    """One node per named step; ∂step/∂v by `sympy.diff`, reusing the step's name."""
+def _step_nodes(spec: Spec, values: dict[str, Any]) -> list[_Node]:
+    """One node per named step; ∂step/∂v by `sympy.diff`, reusing the step's name
+    (a tensor step's as a person writes it: `rules.written_local`)."""
+    names = [i.name for i in spec.inputs] + [s.name for s in spec.steps]
+    shapes = {name: np.shape(values[name]) for name in names if name in values}
     position = {i.name: k for k, i in enumerate(spec.inputs)}
     position.update({s.name: len(position) + k for k, s in enumerate(spec.steps)})
     known = {i.name for i in spec.inputs}
@@ -462,7 +476,15 @@ def _step_nodes(spec: Spec) -> list[_Node]:
         out = make_symbol(step.name)
         expr = recognised(step.expr)  # 1/(1 + exp(-Z)) differentiated as a sigmoid
         locals_: dict[str, sp.Expr | None] = {}
+        texts: dict[str, str] = {}
+        tensor_step = expr.has(TensorOp)
         for name in operands:
+            if tensor_step:
+                written = written_local(expr, by_name[name], out, shapes)
+                locals_[name] = written and written[1]
+                if written:
+                    texts[name] = written[0]
+                continue
             try:
                 local = sp.diff(expr, by_name[name])
                 if not (expr.is_Symbol or expr.is_number):
@@ -474,8 +496,10 @@ def _step_nodes(spec: Spec) -> list[_Node]:
                 locals_[name] = local
             except Exception:  # e.g. a tensor operation SymPy cannot differentiate
                 locals_[name] = None
+        text = " ".join(step.text.split())
+        alone = step if tensor_step else None
         nodes.append(
-            _Node(step.name, step.expr, " ".join(step.text.split()), operands, locals_)
+            _Node(step.name, step.expr, text, operands, locals_, "step", texts, alone)
         )
         known.add(step.name)
     return nodes
@@ -541,18 +565,56 @@ def _backward(
                 continue
             rows.append(_row(node.name, terms, adjoint, formula, size, values))
         g = adjoint[node.name]
-        for v in node.operands:
-            if v not in depends or v not in node.locals:
-                continue
+        differentiated = [v for v in node.operands if v in depends and v in node.locals]
+        products = _step_products(spec, node.step, differentiated, values, g)
+        for v in differentiated:
             local = node.locals[v]
             local_value = _evaluate(local, values) if local is not None else None
-            value = _times(g, local_value, values.get(v))
-            terms.setdefault(v, []).append(Term(node.name, local, local_value, value))
+            if node.step is not None:
+                value = products.get(v)
+            else:
+                value = _times(g, local_value, values.get(v))
+            text = node.texts.get(v, "")
+            terms.setdefault(v, []).append(
+                Term(node.name, local, local_value, value, text)
+            )
             _accumulate(formula, size, v, node.name, local)
     for w in spec.wrt:
         if w in terms and w not in by_name:
             rows.append(_row(w, terms, adjoint, formula, size, values, is_input=True))
     return tuple(rows)
+
+
+def _step_products(
+    spec: Spec, step: Step | None, wrt: list[str], values: dict[str, Any], g: Any
+) -> dict[str, Any]:
+    """∂out/∂step · ∂step/∂v for each v in `wrt`, for a tensor step as written:
+    the step alone compiled (its operands its inputs, at their values' shapes),
+    its `backward` called with dy = g. Empty where that cannot be done."""
+    if step is None or g is None or not wrt:
+        return {}
+    positive = {i.name for i in spec.inputs if i.positive}
+    operands = sorted(
+        {s.name for s in step.expr.free_symbols if isinstance(s, sp.Symbol)}
+    )
+    alone = Spec(
+        name="step",
+        inputs=tuple(Input(n, np.shape(values[n]), n in positive) for n in operands),
+        wrt=tuple(wrt),
+        steps=(step,),
+        output=step.name,
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compiled = build(alone)
+        module = import_source(source(compiled), alone.name, compiled)
+        with np.errstate(all="ignore"):
+            _, tape = module.forward(**{n: values[n] for n in operands})
+            gradients = module.backward(tape, g)
+    except Exception:  # noqa: BLE001 (a step that cannot stand alone keeps n/a)
+        return {}
+    return {v: _evaluate(sp.Symbol(v), gradients._asdict()) for v in wrt}
 
 
 def _row(name, terms, adjoint, formula, size, values, *, is_input=False) -> BackwardRow:
@@ -647,7 +709,14 @@ def _numeric() -> dict[str, Any]:
 
 
 def _evaluate(expr: sp.Expr, values: dict[str, Any]) -> Any:
-    """The value of a formula over forward names."""
+    """The value of a formula over forward names (its tensor operations computed
+    by the code the generated module prints for them)."""
+    if expr.has(TensorOp):
+        values = dict(values)
+        try:
+            expr = _tensors_valued(expr, values)
+        except (TypeError, ValueError):
+            return None
     symbols = sorted(expr.free_symbols, key=lambda s: s.name)
     missing = [s.name for s in symbols if s.name not in values]
     if missing:
@@ -661,6 +730,20 @@ def _evaluate(expr: sp.Expr, values: dict[str, Any]) -> Any:
     if np.ndim(value) == 0:
         return float(value)
     return np.asarray(value, dtype=float)
+
+
+def _tensors_valued(expr: sp.Basic, values: dict[str, Any]) -> sp.Basic:
+    """`expr` with each tensor operation a new name, its value added to `values`."""
+    if isinstance(expr, TensorOp):
+        operands = [_evaluate(x, values) for x in expr.operands]
+        if any(x is None for x in operands):
+            raise ValueError(f"no value for {expr}")
+        name = f"_tensor{len(values)}"
+        values[name] = numpy_target.function(expr.op, expr.params)(*operands)
+        return sp.Symbol(name)
+    if not expr.args or isinstance(expr, sp.Symbol):
+        return expr
+    return expr.func(*(_tensors_valued(x, values) for x in expr.args))
 
 
 @lru_cache(maxsize=4096)
@@ -776,10 +859,13 @@ def _chain(out: str, row: BackwardRow) -> str:
 
 
 def _locals(row: BackwardRow) -> str:
-    return "; ".join(
-        f"{_adj(t.user, row.name)} = {UNAVAILABLE if t.local is None else sp.sstr(t.local)}"
-        for t in row.terms
-    )
+    return "; ".join(f"{_adj(t.user, row.name)} = {_local_text(t)}" for t in row.terms)
+
+
+def _local_text(t: Term) -> str:
+    if t.text:
+        return t.text
+    return UNAVAILABLE if t.local is None else sp.sstr(t.local)
 
 
 def _local_values(row: BackwardRow) -> str:
@@ -897,6 +983,13 @@ def _latex(expr: sp.Expr | None) -> str:
         return sp.sstr(expr)
 
 
+def _text_latex(text: str) -> str:
+    r"""A tensor step's local derivative (`Xᵀ·`) as LaTeX text: `\text{X}^{T} \cdot`."""
+    marks = {"ᵀ": "}^{T}\\text{", "·": "} \\cdot \\text{", "⊙": "} \\odot \\text{"}
+    latex = re.sub("[ᵀ·⊙]", lambda m: marks[m.group()], text)
+    return rf"\text{{{latex}}}".replace(r"\text{}", "")
+
+
 def _name_latex(name: str) -> str:
     return _LatexPrinter().doprint(sp.Symbol(name))
 
@@ -1011,6 +1104,18 @@ def _context(e: Explanation, html: bool = False) -> dict[str, Any]:
 
 def _substituted(out: str, t: Term) -> str:
     """∂out/∂user · ∂user/∂v with the local derivative written out."""
+    if t.local is None and t.text:  # an operator: the adjoint where it goes in
+        text = t.text
+        if text.endswith(("·", "⊙")):
+            before, after = text, ""
+        else:
+            before, _, after = text.rpartition("·")
+            before, after = before, "·" + after
+        return " ".join(
+            part
+            for part in (_text_latex(before), _partial(out, t.user), _text_latex(after))
+            if part
+        )
     if t.user == out:
         return _latex(t.local)
     if t.local == 1:
@@ -1095,7 +1200,7 @@ def graph_dot(e: Explanation) -> str:
             label = f"→ {fmt(value)}"
             term = next((t for u, t in users.get(v, []) if u == user), None)
             if term is not None:
-                local = UNAVAILABLE if term.local is None else sp.sstr(term.local)
+                local = _local_text(term)
                 label += (
                     f"\n← {fmt(term.value)}  ({_adj(out, user)}·{_adj(user, v)}, "
                     f"{_adj(user, v)} = {local})"
