@@ -177,15 +177,15 @@ def backward(tape, dy=1.0):
     y = tape.y
     a = tape.a
     t3 = tape.t3
-    # ∂L/∂z = ∂L/∂L·∂L/∂z
+    # ∂L/∂z = ∂L/∂L·∂L/∂z   (∂L/∂z = -y + sigmoid(z))
     dL_dt3 = _broadcast(dy, t3)
     dL_dt2 = -dL_dt3
     t4 = dL_dt2 * y
     t5 = dL_dt3 * a
     dL_dz = t4 + t5
-    # ∂L/∂w = ∂L/∂z·∂z/∂w
+    # ∂L/∂w = ∂L/∂z·∂z/∂w   (∂z/∂w = X)
     dL_dw = X.T @ dL_dz
-    # ∂L/∂b = ∂L/∂z·∂z/∂b
+    # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
     dL_db = np.sum(dL_dz)
     gradients = (dL_dw, dL_db)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -206,9 +206,9 @@ def value_and_grad(X, y, w, b):
     # ∂L/∂z = a - y   (simplified by sympy.cancel)
     dL_dz = a - y
     del a
-    # ∂L/∂w = ∂L/∂z·∂z/∂w
+    # ∂L/∂w = ∂L/∂z·∂z/∂w   (∂z/∂w = X)
     dL_dw = X.T @ dL_dz
-    # ∂L/∂b = ∂L/∂z·∂z/∂b
+    # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
     dL_db = np.sum(dL_dz)
     del dL_dz
     gradients = (dL_dw, dL_db)

@@ -174,24 +174,24 @@ def backward(tape, dy=1.0):
     hidden = tape.hidden
     t3 = tape.t3
     t4 = tape.t4
-    # ∂L/∂out = ∂L/∂L·∂L/∂out
+    # ∂L/∂out = ∂L/∂L·∂L/∂out   (∂L/∂out = 2*(out - Y)/size(out))
     t5 = np.size(t4)
     t6 = np.divide(dy, t5)
     dL_dt4 = _broadcast(t6, t4)
     t7 = 2 * dL_dt4
     dL_dt3 = t7 * t3
-    # ∂L/∂hidden = ∂L/∂out·∂out/∂hidden
+    # ∂L/∂hidden = ∂L/∂out·∂out/∂hidden   (∂out/∂hidden = ·W2ᵀ)
     dL_dhidden = dL_dt3 @ W2.T
-    # ∂L/∂W1 = ∂L/∂hidden·∂hidden/∂W1
+    # ∂L/∂W1 = ∂L/∂hidden·∂hidden/∂W1   (∂hidden/∂W1 = Xᵀ·(1 - hidden**2)⊙)
     t9 = hidden**2
     t10 = 1 - t9
     dL_dt1 = dL_dhidden * t10
     dL_dW1 = X.T @ dL_dt1
-    # ∂L/∂b1 = ∂L/∂hidden·∂hidden/∂b1
+    # ∂L/∂b1 = ∂L/∂hidden·∂hidden/∂b1   (∂hidden/∂b1 = 1 - hidden**2)
     dL_db1 = np.sum(dL_dt1, axis=0)
-    # ∂L/∂W2 = ∂L/∂out·∂out/∂W2
+    # ∂L/∂W2 = ∂L/∂out·∂out/∂W2   (∂out/∂W2 = hiddenᵀ·)
     dL_dW2 = hidden.T @ dL_dt3
-    # ∂L/∂b2 = ∂L/∂out·∂out/∂b2
+    # ∂L/∂b2 = ∂L/∂out·∂out/∂b2   (∂out/∂b2 = 1)
     dL_db2 = np.sum(dL_dt3, axis=0)
     gradients = (dL_dW1, dL_db1, dL_dW2, dL_db2)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -209,24 +209,24 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
     del out
     t4 = t3**2
     L = np.mean(t4)
-    # ∂L/∂out = ∂L/∂L·∂L/∂out
+    # ∂L/∂out = ∂L/∂L·∂L/∂out   (∂L/∂out = 2*(out - Y)/size(out))
     dL_dt4 = _broadcast(np.divide(1, np.size(t4)), t4)
     del t4
     dL_dt3 = 2 * dL_dt4 * t3
     del dL_dt4, t3
-    # ∂L/∂hidden = ∂L/∂out·∂out/∂hidden
+    # ∂L/∂hidden = ∂L/∂out·∂out/∂hidden   (∂out/∂hidden = ·W2ᵀ)
     dL_dhidden = dL_dt3 @ W2.T
-    # ∂L/∂W1 = ∂L/∂hidden·∂hidden/∂W1
+    # ∂L/∂W1 = ∂L/∂hidden·∂hidden/∂W1   (∂hidden/∂W1 = Xᵀ·(1 - hidden**2)⊙)
     dL_dt1 = dL_dhidden * (1 - hidden**2)
     del dL_dhidden
     dL_dW1 = X.T @ dL_dt1
-    # ∂L/∂b1 = ∂L/∂hidden·∂hidden/∂b1
+    # ∂L/∂b1 = ∂L/∂hidden·∂hidden/∂b1   (∂hidden/∂b1 = 1 - hidden**2)
     dL_db1 = np.sum(dL_dt1, axis=0)
     del dL_dt1
-    # ∂L/∂W2 = ∂L/∂out·∂out/∂W2
+    # ∂L/∂W2 = ∂L/∂out·∂out/∂W2   (∂out/∂W2 = hiddenᵀ·)
     dL_dW2 = hidden.T @ dL_dt3
     del hidden
-    # ∂L/∂b2 = ∂L/∂out·∂out/∂b2
+    # ∂L/∂b2 = ∂L/∂out·∂out/∂b2   (∂out/∂b2 = 1)
     dL_db2 = np.sum(dL_dt3, axis=0)
     del dL_dt3
     gradients = (dL_dW1, dL_db1, dL_dW2, dL_db2)

@@ -191,7 +191,7 @@ def backward(tape, dy=1.0):
     a = tape.a
     t1 = tape.t1
     t7 = tape.t7
-    # ∂L/∂z = ∂L/∂L·∂L/∂z
+    # ∂L/∂z = ∂L/∂L·∂L/∂z   (∂L/∂z = -y + sigmoid(z))
     dL_dt7 = _broadcast(dy, t7)
     dL_dt6 = -dL_dt7
     dL_dt3 = np.divide(dy, 2)
@@ -200,12 +200,12 @@ def backward(tape, dy=1.0):
     t9 = dL_dt6 * y
     t10 = dL_dt7 * a
     dL_dz = t9 + t10
-    # ∂L/∂w = ∂L/∂L·∂L/∂w + ∂L/∂z·∂z/∂w
+    # ∂L/∂w = ∂L/∂L·∂L/∂w + ∂L/∂z·∂z/∂w   (∂L/∂w = lam*w, ∂z/∂w = X)
     t11 = 2 * dL_dt1
     t12 = t11 * w
     t14 = X.T @ dL_dz
     dL_dw = t12 + t14
-    # ∂L/∂b = ∂L/∂z·∂z/∂b
+    # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
     dL_db = np.sum(dL_dz)
     gradients = (dL_dw, dL_db)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -229,10 +229,10 @@ def value_and_grad(X, y, w, b, lam):
     # ∂L/∂z = a - y   (simplified by sympy.cancel)
     dL_dz = a - y
     del a
-    # ∂L/∂w = ∂L/∂L·∂L/∂w + ∂L/∂z·∂z/∂w
+    # ∂L/∂w = ∂L/∂L·∂L/∂w + ∂L/∂z·∂z/∂w   (∂L/∂w = lam*w, ∂z/∂w = X)
     dL_dw = 2 * dL_dt1 * w + X.T @ dL_dz
     del dL_dt1
-    # ∂L/∂b = ∂L/∂z·∂z/∂b
+    # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
     dL_db = np.sum(dL_dz)
     del dL_dz
     gradients = (dL_dw, dL_db)

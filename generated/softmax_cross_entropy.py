@@ -175,11 +175,11 @@ def backward(tape, dy=1.0):
     t1 = tape.t1
     t2 = tape.t2
     loss = tape.loss
-    # ∂L/∂loss = ∂L/∂L·∂L/∂loss
+    # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss = 1/size(loss))
     t4 = np.size(loss)
     t5 = np.divide(dy, t4)
     dL_dloss = _broadcast(t5, loss)
-    # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits
+    # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits   (∂loss/∂logits = -Y + softmax(logits, axis=1))
     dL_dt3 = -dL_dloss
     dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
     t6 = Y * dL_dt2
@@ -189,9 +189,9 @@ def backward(tape, dy=1.0):
     t10 = np.exp(t9)
     t11 = t7 * t10
     dL_dlogits = t6 + t11
-    # ∂L/∂W = ∂L/∂logits·∂logits/∂W
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
     dL_dW = X.T @ dL_dlogits
-    # ∂L/∂b = ∂L/∂logits·∂logits/∂b
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
     dL_db = np.sum(dL_dlogits, axis=0)
     gradients = (dL_dW, dL_db)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -208,10 +208,10 @@ def value_and_grad(X, Y, W, b):
     loss = t1 - np.sum(t2, axis=1)
     # L = mean(loss)
     L = np.mean(loss)
-    # ∂L/∂loss = ∂L/∂L·∂L/∂loss
+    # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss = 1/size(loss))
     dL_dloss = _broadcast(np.divide(1, np.size(loss)), loss)
     del loss
-    # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits
+    # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits   (∂loss/∂logits = -Y + softmax(logits, axis=1))
     dL_dt3 = -dL_dloss
     dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
     del dL_dt3, t2
@@ -221,9 +221,9 @@ def value_and_grad(X, Y, W, b):
     del logits, t1
     dL_dlogits = Y * dL_dt2 + t7 * t10
     del dL_dt2, t10, t7
-    # ∂L/∂W = ∂L/∂logits·∂logits/∂W
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
     dL_dW = X.T @ dL_dlogits
-    # ∂L/∂b = ∂L/∂logits·∂logits/∂b
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
     dL_db = np.sum(dL_dlogits, axis=0)
     del dL_dlogits
     gradients = (dL_dW, dL_db)

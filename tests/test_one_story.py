@@ -130,3 +130,21 @@ def test_an_input_returned_as_a_gradient_is_the_callers_own(batch):
     assert np.allclose(g.w, x)
     if batch:
         assert g.w is not x
+
+
+@pytest.mark.parametrize("name", ["mlp", "logistic_regression_batch"])
+def test_tensor_steps_comments_show_explains_local_derivatives(name):
+    """A tensor step's local derivative in the code's comment is the one
+    `explain`'s table shows (∂hidden/∂W1 = Xᵀ·(1 - hidden**2)⊙, ∂z/∂w = X)."""
+    path = ROOT / "examples" / f"{name}.yaml"
+    code = (ROOT / "generated" / f"{name}.py").read_text()
+    e = symgrad.explain(path, swell=False)
+    shown = 0
+    for row in e.backward:
+        notes = [x for x in code.splitlines() if f"# ∂{e.output}/∂{row.name} = " in x]
+        for t in row.terms:
+            if notes and t.text:
+                assert all(f"∂{t.user}/∂{row.name} = {t.text}" in x for x in notes)
+                shown += 1
+    assert shown >= 2
+    assert "(tensor rule)" not in code

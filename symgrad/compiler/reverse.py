@@ -15,9 +15,14 @@ from dataclasses import replace
 import sympy as sp
 
 from symgrad.compiler.lower import Emitter
-from symgrad.compiler.rules import local_derivatives, operand_symbol, vjp
+from symgrad.compiler.rules import (
+    local_derivatives,
+    operand_symbol,
+    vjp,
+    written_local,
+)
 from symgrad.ir import Assign, Operand, Program, is_temporary
-from symgrad.ops import OPS, sum_to
+from symgrad.ops import OPS, TensorOp, sum_to, tensor
 
 SEED = "dy"
 """The upstream gradient's parameter name in `backward(tape, dy=1.0)`."""
@@ -221,8 +226,9 @@ class Notation:
     A comment names the spec's steps and inputs only, as the notebook and
     `explain` do: `∂y/∂h3 = ∂y/∂f3·∂f3/∂h3   (∂f3/∂h3 = omega3)`, where the
     compiler computed f3 = beta3 + t3 and t3 = h3*omega3. The local derivative
-    is `sympy.diff` of the step written out in those names (shown when the
-    step is elementwise and short). A temporary's adjoint has no comment of its
+    is `sympy.diff` of the step written out in those names, or a tensor step's
+    as `explain` shows it (`rules.written_local`: `∂hidden/∂W1 = Xᵀ·(1 -
+    hidden**2)⊙`), shown when short. A temporary's adjoint has no comment of its
     own: its lines are part of the next named adjoint's.
     """
 
@@ -231,6 +237,7 @@ class Notation:
 
     def __init__(self, program: Program):
         self.assigns = {a.name: a for a in program.forward}
+        self.shapes = program.shapes()
         self.written: dict[str, sp.Expr | None] = {}
         self.locals: dict[tuple[str, str], str | None] = {}
         # temporary -> the named steps that use it (through other temporaries)
@@ -261,6 +268,12 @@ class Notation:
         expr = self.written[step]
         if expr is None:
             return None
+        if expr.has(TensorOp):  # as explain shows it: Xᵀ·, ∂L/∂a = ... per example
+            written = written_local(
+                expr, operand_symbol(v), operand_symbol(step), self.shapes
+            )
+            text = written[0] if written else ""
+            return text if 0 < len(text) <= self.MAX_LOCAL else None
         local = sp.diff(expr, operand_symbol(v))
         if not (expr.is_Symbol or expr.is_number):
             local = local.xreplace({expr: operand_symbol(step)})  # d exp(f1)/d f1 = h2
@@ -268,8 +281,8 @@ class Notation:
         return text if len(text) <= self.MAX_LOCAL else None
 
     def _written(self, step: str) -> sp.Expr | None:
-        """The step's definition with its temporaries written out; None if it is
-        not elementwise or takes more than MAX_SIZE operations (looked at no further)."""
+        """The step's definition with its temporaries written out; None if it
+        takes more than MAX_SIZE operations (looked at no further)."""
         size = 0
 
         def build(name: str, top: bool = False) -> sp.Expr:
@@ -279,11 +292,16 @@ class Notation:
                 return operand_symbol(name)
             size += 1
             op = OPS[a.op]
-            if size > self.MAX_SIZE or not op.elementwise or a.params:
+            if size > self.MAX_SIZE or not (op.elementwise or op.kind == "tensor"):
                 raise _NotShown
-            return op.meaning(
-                *(build(x) if isinstance(x, str) else operand_symbol(x) for x in a.args)
-            )
+            args = [
+                build(x) if isinstance(x, str) else operand_symbol(x) for x in a.args
+            ]
+            if op.kind == "tensor":
+                return tensor(a.op, *args, params=a.params)
+            if a.params:
+                raise _NotShown
+            return op.meaning(*args)
 
         try:
             return build(step, top=True)
