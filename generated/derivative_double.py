@@ -89,18 +89,17 @@ def _one_point(y, dy=1.0):
     )
 
 
-def _summed(gradients, y, *inputs, copied=()):
+def _summed(gradients, y, inputs, copied=()):
     """The Gradients of a batch, each summed back to its input's shape.
 
-    `inputs`: the differentiated inputs, or the tape that holds them; the
+    `inputs`: the call's arguments, or the tape (which starts with them); the
     positions in `copied` hold an input, copied for the caller to own.
     """
-    if len(inputs) == 1 and isinstance(inputs[0], Tape):
-        inputs = [getattr(inputs[0], name) for name in Gradients._fields]
     out = np.shape(y)
+    at = map(Tape._fields.index, Gradients._fields)  # each input's position
     summed = (
-        _sum_to(g, np.shape(x), out, i in copied)
-        for i, (g, x) in enumerate(zip(gradients, inputs, strict=True))
+        _sum_to(g, np.shape(inputs[k]), out, i in copied)
+        for i, (g, k) in enumerate(zip(gradients, at, strict=True))
     )
     return tuple.__new__(Gradients, summed)
 
@@ -130,14 +129,15 @@ def backward(tape, dy=1.0):
 
 def value_and_grad(w):
     """(J, Gradients) in one pass: forward, then backward with dy = 1."""
-    (w,) = _arrays(w)
+    args = _arrays(w)
+    (w,) = args
     # J = 2*w
     J = 2 * w
     gradients = (2.0,)
     if _one_point(J):
         # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
         return J, tuple.__new__(Gradients, gradients)
-    return J, _summed(gradients, J, w)
+    return J, _summed(gradients, J, args)
 
 
 def grad(w):

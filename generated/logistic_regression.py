@@ -105,18 +105,17 @@ def _one_point(y, dy=1.0):
     )
 
 
-def _summed(gradients, y, *inputs, copied=()):
+def _summed(gradients, y, inputs, copied=()):
     """The Gradients of a batch, each summed back to its input's shape.
 
-    `inputs`: the differentiated inputs, or the tape that holds them; the
+    `inputs`: the call's arguments, or the tape (which starts with them); the
     positions in `copied` hold an input, copied for the caller to own.
     """
-    if len(inputs) == 1 and isinstance(inputs[0], Tape):
-        inputs = [getattr(inputs[0], name) for name in Gradients._fields]
     out = np.shape(y)
+    at = map(Tape._fields.index, Gradients._fields)  # each input's position
     summed = (
-        _sum_to(g, np.shape(x), out, i in copied)
-        for i, (g, x) in enumerate(zip(gradients, inputs, strict=True))
+        _sum_to(g, np.shape(inputs[k]), out, i in copied)
+        for i, (g, k) in enumerate(zip(gradients, at, strict=True))
     )
     return tuple.__new__(Gradients, summed)
 
@@ -185,7 +184,8 @@ def backward(tape, dy=1.0):
 
 def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     """(L, Gradients) in one pass: forward, then backward with dy = 1."""
-    w1, w2, w3, b, x1, x2, x3, y = _arrays(w1, w2, w3, b, x1, x2, x3, y)
+    args = _arrays(w1, w2, w3, b, x1, x2, x3, y)
+    w1, w2, w3, b, x1, x2, x3, y = args
     # Z = w1*x1 + w2*x2 + w3*x3 + b
     Z = b + w1 * x1 + w2 * x2 + w3 * x3
     # a = 1/(1 + exp(-Z))
@@ -211,7 +211,7 @@ def value_and_grad(w1, w2, w3, b, x1, x2, x3, y):
     if _one_point(L):
         # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
         return L, tuple.__new__(Gradients, gradients)
-    return L, _summed(gradients, L, w1, w2, w3, b)
+    return L, _summed(gradients, L, args)
 
 
 def grad(w1, w2, w3, b, x1, x2, x3, y):

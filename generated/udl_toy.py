@@ -127,18 +127,17 @@ def _one_point(y, dy=1.0):
     )
 
 
-def _summed(gradients, y, *inputs, copied=()):
+def _summed(gradients, y, inputs, copied=()):
     """The Gradients of a batch, each summed back to its input's shape.
 
-    `inputs`: the differentiated inputs, or the tape that holds them; the
+    `inputs`: the call's arguments, or the tape (which starts with them); the
     positions in `copied` hold an input, copied for the caller to own.
     """
-    if len(inputs) == 1 and isinstance(inputs[0], Tape):
-        inputs = [getattr(inputs[0], name) for name in Gradients._fields]
     out = np.shape(y)
+    at = map(Tape._fields.index, Gradients._fields)  # each input's position
     summed = (
-        _sum_to(g, np.shape(x), out, i in copied)
-        for i, (g, x) in enumerate(zip(gradients, inputs, strict=True))
+        _sum_to(g, np.shape(inputs[k]), out, i in copied)
+        for i, (g, k) in enumerate(zip(gradients, at, strict=True))
     )
     return tuple.__new__(Gradients, summed)
 
@@ -278,11 +277,10 @@ def value_and_grad(
     x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4
 ):
     """(y, Gradients) in one pass: forward, then backward with dy = 1."""
-    x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4 = (
-        _arrays(
-            x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4
-        )
+    args = _arrays(
+        x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4
     )
+    x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4 = args
     # f0 = beta0 + omega0*x
     f0 = beta0 + omega0 * x
     # h1 = sin(f0)
@@ -358,20 +356,7 @@ def value_and_grad(
     if _one_point(y):
         # tuple.__new__ skips the NamedTuple's Python-level __new__: faster for small calls
         return y, tuple.__new__(Gradients, gradients)
-    return y, _summed(
-        gradients,
-        y,
-        beta0,
-        beta1,
-        beta2,
-        beta3,
-        beta4,
-        omega0,
-        omega1,
-        omega2,
-        omega3,
-        omega4,
-    )
+    return y, _summed(gradients, y, args)
 
 
 def grad(x, beta0, beta1, beta2, beta3, beta4, omega0, omega1, omega2, omega3, omega4):

@@ -148,3 +148,13 @@ def test_tensor_steps_comments_show_explains_local_derivatives(name):
                 shown += 1
     assert shown >= 2
     assert "(tensor rule)" not in code
+
+
+def test_a_batchs_gradients_are_summed_in_one_line():
+    """value_and_grad passes its arguments to `_summed` as one tuple (not each
+    differentiated input on a line of its own: 14 lines for udl_toy)."""
+    for path in sorted((ROOT / "generated").glob("*.py")):
+        calls = [x for x in path.read_text().splitlines() if "_summed(" in x]
+        for line in calls:
+            if not line.startswith("def "):
+                assert line.rstrip().endswith(")"), (path.name, line)

@@ -95,6 +95,12 @@ def render(
         "arguments": _rebound(list(backward.inputs), "_arrays")
         if backend.arrays
         else [],
+        # a batch's gradients are summed back to the shapes of the arguments
+        "unit_arguments": _kept(list(backward.inputs), context["arguments_name"])
+        if context["one_point"] and backend.arrays
+        else _rebound(list(backward.inputs), "_arrays")
+        if backend.arrays
+        else [],
         "seen": [f'getattr({n}, "shape", type({n}))' for n in backward.inputs],
         "declared_shapes": [
             (name, _tuple(shape))
@@ -227,8 +233,9 @@ def _lines(
         "unit_gradients": [g.text for g in unit_gradients],
         # a scalar spec: a call at one point skips the reductions of a batch
         "one_point": one_point,
-        "summed": _summed(backward, tape=True),
-        "unit_summed": _summed(unit, tape=False),
+        "summed": _summed(backward, "tape"),
+        "unit_summed": _summed(unit, _arguments_name(backward)),
+        "arguments_name": _arguments_name(backward),
         "unused": batch is not None,
         "gradient_helpers": frozenset().union(
             *(g.helpers for g in backward_gradients + unit_gradients)
@@ -237,24 +244,40 @@ def _lines(
     }
 
 
-def _summed(program: Program, tape: bool) -> list[str]:
-    """`return _summed(gradients, y, ...)`: a batch's gradients summed back to the
-    inputs' shapes, which come from the `tape` or the arguments (`copied`: the
-    gradients that are an input, which the caller must own)."""
+def _summed(program: Program, inputs: str) -> list[str]:
+    """`return _summed(gradients, y, inputs)`: a batch's gradients summed back to
+    the inputs' shapes, which come from the `tape` or the call's arguments
+    (`copied`: the gradients that are an input, which the caller must own)."""
     copied = [
         str(i)
         for i, (_, g) in enumerate(program.gradients)
         if program.copied(g) in program.input_names
     ]
-    args = (
-        ["gradients", f"tape.{program.output}", "tape"]
-        if tape
-        else ["gradients", program.output, *program.wrt]
-    )
+    tape = inputs == "tape"
+    args = ["gradients", f"tape.{program.output}" if tape else program.output, inputs]
     if copied:
         args.append(f"copied={{{', '.join(copied)}}}")
     prefix = "return _summed" if tape else f"return {program.output}, _summed"
     return call(prefix, args, INDENT)
+
+
+def _arguments_name(program: Program) -> str:
+    """`args`, unless the spec has a name `args` (then `args_`, ...)."""
+    taken = set(program.inputs) | {a.name for a in program.forward}
+    name = "args"
+    while name in taken:
+        name += "_"
+    return name
+
+
+def _kept(names: list[str], kept: str) -> list[str]:
+    """`args = _arrays(a, b)` then `a, b = args`, laid out as ruff format would."""
+    targets = ", ".join(names) if len(names) > 1 else f"({names[0]},)"
+    unpack = [f"{INDENT}{targets} = {kept}"]
+    if len(unpack[0]) > LINE_LENGTH:
+        each = [f"{INDENT * 2}{name}," for name in names]
+        unpack = [f"{INDENT}(", *each, f"{INDENT}) = {kept}"]
+    return [*call(f"{kept} = _arrays", names, INDENT), *unpack]
 
 
 def _rebound(names: list[str], function: str) -> list[str]:
