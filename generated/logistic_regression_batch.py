@@ -51,7 +51,6 @@ class Tape(NamedTuple):
     b: Any
     z: Any
     a: Any
-    t3: Any
     L: Any
 
 
@@ -138,16 +137,6 @@ def _softplus(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
-def _broadcast(g, like, axis=None):
-    """The adjoint of a sum over axis: g spread back over like's shape (a view).
-
-    np.asarray(..., like=like) keeps the array type, so Dask stays lazy.
-    """
-    if axis is not None:
-        g = np.expand_dims(g, axis)
-    return np.broadcast_to(np.asarray(g, like=like), np.shape(like))
-
-
 def forward(X, y, w, b):
     """Compute L; return (L, tape)."""
     X, y, w, b = _arrays(X, y, w, b)
@@ -163,7 +152,7 @@ def forward(X, y, w, b):
     t2 = y * z
     t3 = t1 - t2
     L = np.sum(t3)
-    tape = Tape(X, y, w, b, z, a, t3, L)
+    tape = Tape(X, y, w, b, z, a, L)
     return L, tape
 
 
@@ -176,12 +165,10 @@ def backward(tape, dy=1.0):
     X = tape.X
     y = tape.y
     a = tape.a
-    t3 = tape.t3
     # ∂L/∂z = ∂L/∂L·∂L/∂z   (∂L/∂z = -y + sigmoid(z))
-    dL_dt3 = _broadcast(dy, t3)
-    dL_dt2 = -dL_dt3
+    dL_dt2 = -dy
     t4 = dL_dt2 * y
-    t5 = dL_dt3 * a
+    t5 = dy * a
     dL_dz = t4 + t5
     # ∂L/∂w = ∂L/∂z·∂z/∂w   (∂z/∂w = X)
     dL_dw = X.T @ dL_dz

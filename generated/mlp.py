@@ -54,7 +54,6 @@ class Tape(NamedTuple):
     hidden: Any
     out: Any
     t3: Any
-    t4: Any
     L: Any
 
 
@@ -135,16 +134,6 @@ def _owned(g, copy=False):
     return g
 
 
-def _broadcast(g, like, axis=None):
-    """The adjoint of a sum over axis: g spread back over like's shape (a view).
-
-    np.asarray(..., like=like) keeps the array type, so Dask stays lazy.
-    """
-    if axis is not None:
-        g = np.expand_dims(g, axis)
-    return np.broadcast_to(np.asarray(g, like=like), np.shape(like))
-
-
 def forward(X, Y, W1, b1, W2, b2):
     """Compute L; return (L, tape)."""
     X, Y, W1, b1, W2, b2 = _arrays(X, Y, W1, b1, W2, b2)
@@ -159,7 +148,7 @@ def forward(X, Y, W1, b1, W2, b2):
     t3 = out - Y
     t4 = t3**2
     L = np.mean(t4)
-    tape = Tape(X, Y, W1, b1, W2, b2, hidden, out, t3, t4, L)
+    tape = Tape(X, Y, W1, b1, W2, b2, hidden, out, t3, L)
     return L, tape
 
 
@@ -173,12 +162,10 @@ def backward(tape, dy=1.0):
     W2 = tape.W2
     hidden = tape.hidden
     t3 = tape.t3
-    t4 = tape.t4
     # ∂L/∂out = ∂L/∂L·∂L/∂out   (∂L/∂out = 2*(out - Y)/size(out))
-    t5 = np.size(t4)
+    t5 = t3.size
     t6 = np.divide(dy, t5)
-    dL_dt4 = _broadcast(t6, t4)
-    t7 = 2 * dL_dt4
+    t7 = 2 * t6
     dL_dt3 = t7 * t3
     # ∂L/∂hidden = ∂L/∂out·∂out/∂hidden   (∂out/∂hidden = ·W2ᵀ)
     dL_dhidden = dL_dt3 @ W2.T
@@ -207,13 +194,10 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
     # L = mean((out - Y)**2)
     t3 = out - Y
     del out
-    t4 = t3**2
-    L = np.mean(t4)
+    L = np.mean(t3**2)
     # ∂L/∂out = ∂L/∂L·∂L/∂out   (∂L/∂out = 2*(out - Y)/size(out))
-    dL_dt4 = _broadcast(np.divide(1, np.size(t4)), t4)
-    del t4
-    dL_dt3 = 2 * dL_dt4 * t3
-    del dL_dt4, t3
+    dL_dt3 = 2 * np.divide(1, t3.size) * t3
+    del t3
     # ∂L/∂hidden = ∂L/∂out·∂out/∂hidden   (∂out/∂hidden = ·W2ᵀ)
     dL_dhidden = dL_dt3 @ W2.T
     # ∂L/∂W1 = ∂L/∂hidden·∂hidden/∂W1   (∂hidden/∂W1 = Xᵀ·(1 - hidden**2)⊙)

@@ -56,8 +56,6 @@ class Tape(NamedTuple):
     lam: Any
     z: Any
     a: Any
-    t1: Any
-    t7: Any
     L: Any
 
 
@@ -145,16 +143,6 @@ def _softplus(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
-def _broadcast(g, like, axis=None):
-    """The adjoint of a sum over axis: g spread back over like's shape (a view).
-
-    np.asarray(..., like=like) keeps the array type, so Dask stays lazy.
-    """
-    if axis is not None:
-        g = np.expand_dims(g, axis)
-    return np.broadcast_to(np.asarray(g, like=like), np.shape(like))
-
-
 def forward(X, y, w, b, lam):
     """Compute L; return (L, tape)."""
     X, y, w, b, lam = _arrays(X, y, w, b, lam)
@@ -174,7 +162,7 @@ def forward(X, y, w, b, lam):
     t7 = t5 - t6
     t8 = np.sum(t7)
     L = t4 + t8
-    tape = Tape(X, y, w, b, lam, z, a, t1, t7, L)
+    tape = Tape(X, y, w, b, lam, z, a, L)
     return L, tape
 
 
@@ -189,19 +177,15 @@ def backward(tape, dy=1.0):
     w = tape.w
     lam = tape.lam
     a = tape.a
-    t1 = tape.t1
-    t7 = tape.t7
     # ∂L/∂z = ∂L/∂L·∂L/∂z   (∂L/∂z = -y + sigmoid(z))
-    dL_dt7 = _broadcast(dy, t7)
-    dL_dt6 = -dL_dt7
+    dL_dt6 = -dy
     dL_dt3 = np.divide(dy, 2)
     dL_dt2 = dL_dt3 * lam
-    dL_dt1 = _broadcast(dL_dt2, t1)
     t9 = dL_dt6 * y
-    t10 = dL_dt7 * a
+    t10 = dy * a
     dL_dz = t9 + t10
     # ∂L/∂w = ∂L/∂L·∂L/∂w + ∂L/∂z·∂z/∂w   (∂L/∂w = lam*w, ∂z/∂w = X)
-    t11 = 2 * dL_dt1
+    t11 = 2 * dL_dt2
     t12 = t11 * w
     t14 = X.T @ dL_dz
     dL_dw = t12 + t14
@@ -220,18 +204,15 @@ def value_and_grad(X, y, w, b, lam):
     a = _sigmoid(z)
     # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)
     # symgrad computes this as lam*sum(w**2)/2 + sum(-y*z + softplus(z)) (cross-entropy on logits)
-    t1 = w**2
-    L = lam * np.sum(t1) / 2 + np.sum(_softplus(z) - y * z)
+    L = lam * np.sum(w**2) / 2 + np.sum(_softplus(z) - y * z)
     del z
     dL_dt2 = 0.5 * lam
-    dL_dt1 = _broadcast(dL_dt2, t1)
-    del dL_dt2, t1
     # ∂L/∂z = a - y   (simplified by sympy.cancel)
     dL_dz = a - y
     del a
     # ∂L/∂w = ∂L/∂L·∂L/∂w + ∂L/∂z·∂z/∂w   (∂L/∂w = lam*w, ∂z/∂w = X)
-    dL_dw = 2 * dL_dt1 * w + X.T @ dL_dz
-    del dL_dt1
+    dL_dw = 2 * dL_dt2 * w + X.T @ dL_dz
+    del dL_dt2
     # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
     dL_db = np.sum(dL_dz)
     del dL_dz
@@ -265,14 +246,10 @@ def hvp(X, y, w, b, lam, v_w, v_b):
     # dot_a = a*(1 - a)·dot_z
     dot_a = a * dot_z * (1 - a)
     del a, dot_z
-    # L = sum(-y*log(a) - (1 - y)*log(1 - a)) + lam/2*sum(w**2)
-    # symgrad computes this as lam*sum(w**2)/2 + sum(-y*z + softplus(z)) (cross-entropy on logits)
     dL_dt2 = 0.5 * lam
-    dL_dt1 = _broadcast(dL_dt2, w**2)
-    del dL_dt2
     # dot_t12 = t11·v_w
-    dot_t12 = 2 * dL_dt1 * v_w
-    del dL_dt1
+    dot_t12 = 2 * dL_dt2 * v_w
+    del dL_dt2
     # dot_t14 = t13 @ dot_a
     dot_t14 = X.T @ dot_a
     # dot_dL_dw = dot_t12 + dot_t14

@@ -176,7 +176,7 @@ def backward(tape, dy=1.0):
     t2 = tape.t2
     loss = tape.loss
     # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss = 1/size(loss))
-    t4 = np.size(loss)
+    t4 = loss.size
     t5 = np.divide(dy, t4)
     dL_dloss = _broadcast(t5, loss)
     # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits   (∂loss/∂logits = -Y + softmax(logits, axis=1))
@@ -209,7 +209,7 @@ def value_and_grad(X, Y, W, b):
     # L = mean(loss)
     L = np.mean(loss)
     # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss = 1/size(loss))
-    dL_dloss = _broadcast(np.divide(1, np.size(loss)), loss)
+    dL_dloss = _broadcast(np.divide(1, loss.size), loss)
     del loss
     # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits   (∂loss/∂logits = -Y + softmax(logits, axis=1))
     dL_dt3 = -dL_dloss

@@ -1,9 +1,9 @@
 """The compiler in one place: `Spec -> Programs -> source -> module`.
 
 forward = lower(spec)
-backward = dce(reverse(forward, seed="dy"))   # for backward(tape, dy)
-unit = cancel(dce(reverse(forward, seed=1)))  # for value_and_grad: dy = 1 folded in,
-                                              # adjoints simplified (a*(1-a)*... -> a - y)
+backward = spread_scalars(dce(reverse(forward, seed="dy")))  # for backward(tape, dy)
+unit = spread_scalars(cancel(dce(reverse(forward, seed=1))))
+    # for value_and_grad: dy = 1 folded in, adjoints simplified (a*(1-a)*... -> a - y)
 jvp = dce(forward_mode(forward))              # if the spec asks: jvp(inputs, dot_inputs),
                                               # and jacobian (one jvp per input direction)
 hvp = dce(forward_mode(unit))                 # hvp(inputs, v_inputs): forward over reverse
@@ -27,7 +27,7 @@ import sympy as sp
 from symgrad.codegen import TARGETS, render
 from symgrad.compiler.forward import TANGENT, forward_mode, tangent_name
 from symgrad.compiler.lower import lower
-from symgrad.compiler.optimize import cancel, dce
+from symgrad.compiler.optimize import cancel, dce, spread_scalars
 from symgrad.compiler.reverse import SEED, reverse
 from symgrad.frontend import spec as spec_module
 from symgrad.frontend.language import nodes
@@ -80,7 +80,7 @@ def build(spec: Spec) -> Compiled:
     array_output = forward.tensor and forward.shapes()[forward.output] != ()
     unit_seed = SEED if array_output else 1
     memo: dict = {}  # local derivatives, shared by the two backward passes
-    unit = cancel(dce(reverse(forward, unit_seed, memo)))
+    unit = spread_scalars(cancel(dce(reverse(forward, unit_seed, memo))))
     jvp = hvp = None
     if {"jvp", "jacobian"} & set(spec.derivatives):  # jacobian: one jvp per direction
         jvp = dce(forward_mode(forward, _seeds(forward, TANGENT), spec.outputs))
@@ -95,7 +95,8 @@ def build(spec: Spec) -> Compiled:
             hvp = dce(forward_mode(unit, _seeds(unit, "v_")))
         except ShapeError as err:  # an adjoint without a tangent rule (prod's)
             raise SpecError(str(err), path=spec.path) from None
-    return Compiled(spec, dce(reverse(forward, SEED, memo)), unit, jvp, hvp)
+    backward = spread_scalars(dce(reverse(forward, SEED, memo)))
+    return Compiled(spec, backward, unit, jvp, hvp)
 
 
 def _seeds(program: Program, prefix: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import symgrad
+from symgrad.check import check_gradients, sample_point
 from symgrad.compiler import optimize
 from symgrad.pipeline import build, import_source, load_spec, source
 from tests.conftest import ROOT, exact_gradient
@@ -204,3 +205,63 @@ def test_random_cancelling_losses_equal_sympy_diff(terms, point):
         for wrt, expected in exact.items():
             got = float(getattr(grads, wrt))
             assert got == pytest.approx(expected, rel=1e-9, abs=1e-9), (loss, wrt)
+
+
+def test_a_means_adjoint_reads_as_a_person_writes_it():
+    """MLP: the seed over the size multiplies the array directly (no spread
+    array, no `_broadcast`), the size is of a value backward reads anyway
+    (`t3.size`, so the tape does not keep t3**2), and the gradients still
+    match central differences."""
+    path = ROOT / "examples" / "mlp.yaml"
+    code = source(build(load_spec(path)))
+    assert "_broadcast" not in code and "np.size" not in code
+    assert "t5 = t3.size" in code and "t4: Any" not in code
+    assert "dL_dt3 = 2 * np.divide(1, t3.size) * t3" in code
+    module = symgrad.compile(path)
+    point = sample_point(module, np.random.default_rng(0))
+    assert check_gradients(module, point).ok
+
+
+@pytest.mark.parametrize(
+    "step, wrt",
+    [
+        ("sum(X @ w)", "w"),  # the spread seed is read by a matrix product
+        ("sum(w)", "w"),  # the spread seed is the gradient itself
+        ("mean(w) * sum(X @ w)", "w"),
+    ],
+)
+def test_a_spread_scalar_stays_where_a_shape_depends_on_it(step, wrt):
+    """Gradients keep their inputs' shapes and values (against central differences)."""
+    spec = {
+        "name": "spread",
+        "inputs": {"X": {"shape": [3, 2]}, "w": {"shape": [2]}},
+        "wrt": [wrt],
+        "steps": {"L": step},
+        "output": "L",
+    }
+    module = symgrad.compile(spec)
+    point = sample_point(module, np.random.default_rng(1))
+    _, grads = module.value_and_grad(**point)
+    assert np.shape(grads.w) == (2,)
+    _, tape = module.forward(**point)
+    assert np.shape(module.backward(tape).w) == (2,)
+    assert check_gradients(module, point).ok
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's mean of nothing
+def test_an_empty_batchs_mean_is_nan_not_an_error():
+    """The size is a Python int: dividing by a size of 0 stays NumPy's (nan)."""
+    module = symgrad.compile(ROOT / "examples" / "mlp.yaml")
+    args = {
+        "X": np.zeros((0, 3)),
+        "Y": np.zeros((0, 4)),
+        "W1": np.ones((3, 5)),
+        "b1": np.ones(5),
+        "W2": np.ones((5, 4)),
+        "b2": np.ones(4),
+    }
+    with np.errstate(all="ignore"):
+        value, grads = module.value_and_grad(**args)
+        _, tape = module.forward(**args)
+        module.backward(tape)
+    assert np.isnan(value) and grads.W1.shape == (3, 5)

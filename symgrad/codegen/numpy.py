@@ -48,11 +48,13 @@ class NumpyBackend(Backend):
         )
 
     def _gives_number(self, a: Assign, numbers: set[str]) -> bool:
-        """Whether `a` may be a Python number: np.size is a Python int, and Python's
-        operators (`w * x`, `-x`, `x**2`) on Python numbers give one; any other call
-        gives a NumPy scalar or array."""
+        """Whether `a` may be a Python number: a size (`x.size`) is a Python int, and
+        Python's operators (`w * x`, `-x`, `x**2`) on Python numbers give one; any
+        other call gives a NumPy scalar or array."""
+        if a.op == "size":
+            return True
         calls = _calls(self.name, a.op, len(a.args), a.params)
-        return calls == ("np.size(",) or (not calls and all(_operands_in(a, numbers)))
+        return not calls and all(_operands_in(a, numbers))
 
     def gradient(
         self, program: Program, name: str, grad: Operand, one_point: bool = False

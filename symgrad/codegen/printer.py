@@ -118,7 +118,9 @@ class Printer:
             for arg in a.args:
                 if isinstance(arg, str):
                     pending.pop(arg, None)
-            return text, code.prec, frozenset(reads)
+            # a call is an atom, whatever its operation (np.divide for a / b)
+            prec = 100 if _is_call(text) else code.prec
+            return text, prec, frozenset(reads)
 
         for a in assigns:
             note = a.note or note
@@ -137,6 +139,20 @@ def _all_codes(target: str) -> list[Code]:
         for op in OPS.values()
         if target in op.code and op.code[target].helper is not None
     ]
+
+
+def _is_call(text: str) -> bool:
+    """Whether `text` is one call, `f(...)`, its first parenthesis closed at its end."""
+    name, paren, _ = text.partition("(")
+    if not paren or not name.replace(".", "").replace("_", "").isalnum():
+        return False
+    depth = 0
+    for i, ch in enumerate(text[len(name) :], start=len(name)):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0:
+            return i == len(text) - 1
+    return False
 
 
 def _operand(arg: Operand, position: int, code: Code) -> str:

@@ -220,3 +220,88 @@ def _expanded(name: str, forward: dict[str, Assign]) -> sp.Expr:
     if a is None or not is_temporary(name) or _opaque(a.op):
         return operand_symbol(name)
     return OPS[a.op].meaning(*map(operand_symbol, a.args))
+
+
+def spread_scalars(program: Program) -> Program:
+    """A scalar spread over an array only for elementwise arithmetic is the scalar.
+
+    The adjoint of a mean is its seed divided by the size, spread over the
+    array: `t6 = dy / t4.size; dL_dt4 = _broadcast(t6, t4); t7 = 2 * dL_dt4`.
+    Where every value computed from the spread array keeps its shape without
+    it (NumPy broadcasts the scalar where it meets an array) and no tensor
+    operation or gradient reads one whose shape would change, the uses read
+    `t6` itself. The size is then of a value of the same shape that the
+    backward pass reads anyway (`t3.size`, not a `t4` kept on the tape for it).
+    """
+    shapes = program.shapes()
+    if isinstance(program.seed, str):  # dy has the output's shape
+        shapes[program.seed] = shapes[program.output]
+    roots = {g for _, g in program.gradients if isinstance(g, str)}
+    replaced: dict[str, Operand] = {}
+    now = shapes
+    for a in program.backward:
+        if (
+            a.op == "broadcast"
+            and shapes.get(a.args[0], ()) == ()
+            and a.name not in roots
+        ):
+            trial = {**replaced, a.name: a.args[0]}
+            kept = _kept_shapes(program.backward, trial, shapes, roots)
+            if kept is not None:
+                replaced, now = trial, kept
+    if not replaced:
+        return program
+    backward, note = [], ""
+    for a in program.backward:
+        if a.name in replaced:  # gone: its comment goes to the next line
+            note = note or a.note
+            continue
+        if any(x in replaced for x in a.args):
+            args = tuple(replaced.get(x, x) for x in a.args)
+            a = replace(a, args=args, shape=now[a.name])
+        if note and not a.note:
+            a, note = replace(a, note=note), ""
+        backward.append(a)
+    program = dce(replace(program, backward=tuple(backward)))
+    return _sizes_of_read_values(program, now)
+
+
+def _kept_shapes(
+    backward, replaced: dict, shapes: dict, roots: set[str]
+) -> dict | None:
+    """The shapes once each replaced name reads as its replacement; None if a
+    shape that matters changes (a tensor operation's operand, a gradient)."""
+    now = dict(shapes)
+    for a in backward:
+        if a.name in replaced:
+            continue
+        args = [replaced.get(x, x) for x in a.args]
+        changed = any(isinstance(x, str) and now[x] != shapes[x] for x in args)
+        if not (changed or args != list(a.args)):
+            continue
+        if not OPS[a.op].elementwise:
+            return None
+        try:
+            now[a.name] = broadcast(*(now[x] for x in args if isinstance(x, str)))
+        except ShapeError:
+            return None
+        if now[a.name] != shapes[a.name] and a.name in roots:
+            return None
+    return now
+
+
+def _sizes_of_read_values(program: Program, shapes: dict) -> Program:
+    """`size(t4)` as `size(t3)` when t3 has t4's shape and the backward pass reads
+    it anyway (so the tape need not keep t4 for its size)."""
+    forward = set(program.inputs) | {a.name for a in program.forward}
+    read = [
+        x for a in program.backward if a.op != "size" for x in a.args if x in forward
+    ]
+    backward = []
+    for a in program.backward:
+        if a.op == "size" and a.args[0] not in read:
+            same = next((x for x in read if shapes.get(x) == shapes[a.args[0]]), None)
+            if same is not None:
+                a = replace(a, args=(same,))
+        backward.append(a)
+    return replace(program, backward=tuple(backward))
