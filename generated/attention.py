@@ -162,7 +162,7 @@ def backward(tape, dy=1.0):
     V = tape.V
     t0 = tape.t0
     weights = tape.weights
-    # ∂out/∂weights = ∂out/∂out·∂out/∂weights
+    # ∂out/∂weights = ∂out/∂out·∂out/∂weights   (∂out/∂weights = ·Vᵀ)
     t2 = np.swapaxes(V, -1, -2)
     dout_dweights = dy @ t2
     # ∂out/∂scores = ∂out/∂weights·∂weights/∂scores
@@ -170,7 +170,7 @@ def backward(tape, dy=1.0):
     t4 = np.sum(t3, axis=-1, keepdims=True)
     t5 = dout_dweights - t4
     dout_dscores = weights * t5
-    # ∂out/∂Q = ∂out/∂scores·∂scores/∂Q
+    # ∂out/∂Q = ∂out/∂scores·∂scores/∂Q   (∂scores/∂Q = (1/8)⊙·(K.mT)ᵀ)
     dout_dt1 = dout_dscores / 8
     t6 = np.swapaxes(Q, -1, -2)
     dout_dt0 = t6 @ dout_dt1
@@ -178,7 +178,7 @@ def backward(tape, dy=1.0):
     dout_dQ = dout_dt1 @ t7
     # ∂out/∂K = ∂out/∂scores·∂scores/∂K
     dout_dK = np.swapaxes(dout_dt0, -1, -2)
-    # ∂out/∂V = ∂out/∂out·∂out/∂V
+    # ∂out/∂V = ∂out/∂out·∂out/∂V   (∂out/∂V = weightsᵀ·)
     t8 = np.swapaxes(weights, -1, -2)
     dout_dV = t8 @ dy
     gradients = (dout_dQ, dout_dK, dout_dV)
@@ -197,13 +197,13 @@ def value_and_grad(Q, K, V):
     # out = weights @ V
     out = weights @ V
     dy = np.ones(np.shape(out))
-    # ∂out/∂weights = ∂out/∂out·∂out/∂weights
+    # ∂out/∂weights = ∂out/∂out·∂out/∂weights   (∂out/∂weights = ·Vᵀ)
     dout_dweights = dy @ np.swapaxes(V, -1, -2)
     # ∂out/∂scores = ∂out/∂weights·∂weights/∂scores
     t4 = np.sum(dout_dweights * weights, axis=-1, keepdims=True)
     dout_dscores = weights * (dout_dweights - t4)
     del dout_dweights, t4
-    # ∂out/∂Q = ∂out/∂scores·∂scores/∂Q
+    # ∂out/∂Q = ∂out/∂scores·∂scores/∂Q   (∂scores/∂Q = (1/8)⊙·(K.mT)ᵀ)
     dout_dt1 = dout_dscores / 8
     del dout_dscores
     dout_dt0 = np.swapaxes(Q, -1, -2) @ dout_dt1
@@ -212,7 +212,7 @@ def value_and_grad(Q, K, V):
     # ∂out/∂K = ∂out/∂scores·∂scores/∂K
     dout_dK = np.swapaxes(dout_dt0, -1, -2)
     del dout_dt0
-    # ∂out/∂V = ∂out/∂out·∂out/∂V
+    # ∂out/∂V = ∂out/∂out·∂out/∂V   (∂out/∂V = weightsᵀ·)
     dout_dV = np.swapaxes(weights, -1, -2) @ dy
     del dy, weights
     gradients = (dout_dQ, dout_dK, dout_dV)

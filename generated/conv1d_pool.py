@@ -186,8 +186,8 @@ def backward(tape, dy=1.0):
     act = tape.act
     t4 = tape.t4
     pooled = tape.pooled
-    # ∂loss/∂pooled = ∂loss/∂loss·∂loss/∂pooled
-    t5 = np.size(pooled)
+    # ∂loss/∂pooled = ∂loss/∂loss·∂loss/∂pooled   (∂loss/∂pooled = 1/size(pooled))
+    t5 = pooled.size
     t6 = np.divide(dy, t5)
     dloss_dpooled = _broadcast(t6, pooled)
     # ∂loss/∂act = ∂loss/∂pooled·∂pooled/∂act
@@ -215,7 +215,7 @@ def backward(tape, dy=1.0):
     dloss_dx = t16 + t17
     # ∂loss/∂w = ∂loss/∂conv·∂conv/∂w
     dloss_dw = np.einsum("ntk,nt->k", windows, dloss_dconv)
-    # ∂loss/∂b = ∂loss/∂conv·∂conv/∂b
+    # ∂loss/∂b = ∂loss/∂conv·∂conv/∂b   (∂conv/∂b = 1)
     dloss_db = np.sum(dloss_dconv)
     gradients = (dloss_dx, dloss_dw, dloss_db)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -235,8 +235,8 @@ def value_and_grad(x, w, b):
     pooled = np.max(t4, axis=-1)
     # loss = mean(pooled)
     loss = np.mean(pooled)
-    # ∂loss/∂pooled = ∂loss/∂loss·∂loss/∂pooled
-    dloss_dpooled = _broadcast(np.divide(1, np.size(pooled)), pooled)
+    # ∂loss/∂pooled = ∂loss/∂loss·∂loss/∂pooled   (∂loss/∂pooled = 1/size(pooled))
+    dloss_dpooled = _broadcast(np.divide(1, pooled.size), pooled)
     # ∂loss/∂act = ∂loss/∂pooled·∂pooled/∂act
     t9 = np.where(t4 == _broadcast(pooled, t4, axis=-1), 1, 0)
     del pooled
@@ -267,7 +267,7 @@ def value_and_grad(x, w, b):
     # ∂loss/∂w = ∂loss/∂conv·∂conv/∂w
     dloss_dw = np.einsum("ntk,nt->k", windows, dloss_dconv)
     del windows
-    # ∂loss/∂b = ∂loss/∂conv·∂conv/∂b
+    # ∂loss/∂b = ∂loss/∂conv·∂conv/∂b   (∂conv/∂b = 1)
     dloss_db = np.sum(dloss_dconv)
     del dloss_dconv
     gradients = (dloss_dx, dloss_dw, dloss_db)

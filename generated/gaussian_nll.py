@@ -64,7 +64,6 @@ class Tape(NamedTuple):
     t7: Any
     t8: Any
     t12: Any
-    t13: Any
     nll: Any
 
 
@@ -178,7 +177,7 @@ def forward(X, mu, A, s):
     t13 = np.log(t12)
     t14 = np.sum(t13)
     nll = t11 + t14
-    tape = Tape(X, mu, A, s, t0, t2, Sigma, L, t4, Z, t7, t8, t12, t13, nll)
+    tape = Tape(X, mu, A, s, t0, t2, Sigma, L, t4, Z, t7, t8, t12, nll)
     return nll, tape
 
 
@@ -196,12 +195,10 @@ def backward(tape, dy=1.0):
     t7 = tape.t7
     t8 = tape.t8
     t12 = tape.t12
-    t13 = tape.t13
     # ∂nll/∂Z = ∂nll/∂nll·∂nll/∂Z
-    dnll_dt13 = _broadcast(dy, t13)
-    dnll_dt12 = dnll_dt13 / t12
+    dnll_dt12 = dy / t12
     dnll_dt9 = np.divide(dy, 2)
-    t15 = np.size(t8)
+    t15 = t8.size
     t16 = dnll_dt9 / t15
     dnll_dt8 = _broadcast(t16, t8)
     dnll_dt7 = _broadcast(dnll_dt8, t7, axis=0)
@@ -261,14 +258,11 @@ def value_and_grad(X, mu, A, s):
     t7 = Z**2
     t8 = np.sum(t7, axis=0)
     t12 = np.diag(L)
-    t13 = np.log(t12)
-    nll = np.mean(t8) / 2 + 58.81206612509906 + np.sum(t13)
+    nll = np.mean(t8) / 2 + 58.81206612509906 + np.sum(np.log(t12))
     # ∂nll/∂Z = ∂nll/∂nll·∂nll/∂Z
-    dnll_dt13 = _broadcast(1, t13)
-    del t13
-    dnll_dt12 = dnll_dt13 / t12
-    del dnll_dt13, t12
-    dnll_dt8 = _broadcast(np.divide(0.5, np.size(t8)), t8)
+    dnll_dt12 = 1 / t12
+    del t12
+    dnll_dt8 = _broadcast(np.divide(0.5, t8.size), t8)
     del t8
     dnll_dt7 = _broadcast(dnll_dt8, t7, axis=0)
     del dnll_dt8, t7

@@ -191,7 +191,7 @@ def backward(tape, dy=1.0):
     t3 = tape.t3
     # ∂L/∂logp = ∂L/∂L·∂L/∂logp
     dL_dt4 = -dy
-    t5 = np.size(t3)
+    t5 = t3.size
     t6 = np.divide(dL_dt4, t5)
     dL_dt3 = _broadcast(t6, t3)
     dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
@@ -204,11 +204,11 @@ def backward(tape, dy=1.0):
     t11 = np.exp(t10)
     t12 = t8 * t11
     dL_dlogits = dL_dlogp + t12
-    # ∂L/∂X = ∂L/∂logits·∂logits/∂X
+    # ∂L/∂X = ∂L/∂logits·∂logits/∂X   (∂logits/∂X = ·Wᵀ)
     dL_dX = dL_dlogits @ W.T
-    # ∂L/∂W = ∂L/∂logits·∂logits/∂W
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
     dL_dW = X.T @ dL_dlogits
-    # ∂L/∂b = ∂L/∂logits·∂logits/∂b
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
     dL_db = np.sum(dL_dlogits, axis=0)
     gradients = (dL_dX, dL_dW, dL_db)
     return tuple.__new__(Gradients, map(_owned, gradients))
@@ -227,7 +227,7 @@ def value_and_grad(X, labels, W, b):
     t3 = logp[t2, labels]
     L = -np.mean(t3)
     # ∂L/∂logp = ∂L/∂L·∂L/∂logp
-    dL_dt3 = _broadcast(-(np.divide(1, np.size(t3))), t3)
+    dL_dt3 = _broadcast(-np.divide(1, t3.size), t3)
     del t3
     dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
     del dL_dt3, logp, t2
@@ -237,11 +237,11 @@ def value_and_grad(X, labels, W, b):
     del dL_dt1, logits, t1
     dL_dlogits = dL_dlogp + t13
     del dL_dlogp, t13
-    # ∂L/∂X = ∂L/∂logits·∂logits/∂X
+    # ∂L/∂X = ∂L/∂logits·∂logits/∂X   (∂logits/∂X = ·Wᵀ)
     dL_dX = dL_dlogits @ W.T
-    # ∂L/∂W = ∂L/∂logits·∂logits/∂W
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
     dL_dW = X.T @ dL_dlogits
-    # ∂L/∂b = ∂L/∂logits·∂logits/∂b
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
     dL_db = np.sum(dL_dlogits, axis=0)
     del dL_dlogits
     gradients = (dL_dX, dL_dW, dL_db)

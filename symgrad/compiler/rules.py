@@ -16,6 +16,7 @@ import sympy as sp
 
 from symgrad.ir import Operand
 from symgrad.ops import OPS, TensorOp, tensor
+from symgrad.shapes import ShapeError, broadcast
 
 
 def operand_symbol(operand: Operand) -> sp.Expr:
@@ -132,13 +133,32 @@ def written_local(
     Xᵀ·∂L/∂z), `·W2ᵀ`, `Xᵀ·(1 - h**2)⊙` (formula None). `shapes`: a name's shape.
     """
     weights: dict[sp.Dummy, sp.Expr] = {}
-    opened = _opened(expr, v, shapes, weights)
+    marks: dict[sp.Dummy, sp.Expr] = {}  # each reduction that reads v, opened
+    opened = _opened(expr, v, shapes, weights, marks)
+    named = {expr: out} if not expr.is_Symbol else {}
+    reductions = [m for m in marks if opened.has(m)]
+    if reductions:  # ∂out/∂v = Σ coefficient · ∂(reduction's terms)/∂v, per entry
+        coefficients = [sp.diff(opened, m) for m in reductions]
+        if opened.has(v) or not all(
+            _scalar(c, shapes) and not c.has(*reductions) for c in coefficients
+        ):
+            return None  # v also outside a reduction, or a reduction times an array
+        if any(_tensors(marks[m], v) for m in reductions):
+            return None
+        local = sum(
+            (
+                c * sp.diff(marks[m], v)
+                for c, m in zip(coefficients, reductions, strict=True)
+            ),
+            sp.Integer(0),
+        )
+        local = local.xreplace(weights).replace(_Size, lambda x: tensor("size", x))
+        local = sp.factor_terms(local)
+        return sp.sstr(local, order="none"), local
     inner = _tensors(opened, v)
     named = {opened: out, expr: out} if not expr.is_Symbol else {}
     if not inner:
-        local = sp.diff(opened, v).xreplace(weights)
-        local = local.replace(_Size, lambda x: tensor("size", x))
-        local = sp.factor_terms(local.xreplace(named))
+        local = sp.factor_terms(sp.diff(opened, v).xreplace(named))
         return sp.sstr(local, order="none"), local
     product = inner[0]
     if product.op != "matmul" or v not in product.operands:
@@ -173,34 +193,55 @@ class _Size(sp.Function):
         return sp.Integer(0)
 
 
-def _opened(expr: sp.Expr, v: sp.Symbol, shapes: dict, weights: dict) -> sp.Expr:
-    """`expr` with its sums, means and logsumexps written as elementwise terms
-    whose derivative is the reduction's (the adjoint spread over the axes); the
-    weights of logsumexps stand for themselves in `weights`."""
+def _opened(
+    expr: sp.Expr, v: sp.Symbol, shapes: dict, weights: dict, marks: dict
+) -> sp.Expr:
+    """`expr` with each sum, mean and logsumexp that reads v a new symbol in
+    `marks`, standing for its terms written elementwise with the reduction's
+    derivative (the adjoint spread over the axes: a mean's divided by its
+    operand's size, a logsumexp's weighted by softmax, that weight a symbol in
+    `weights`)."""
     if not expr.args or isinstance(expr, sp.Symbol):
         return expr
-    if isinstance(expr, TensorOp):
-        operands = [_opened(x, v, shapes, weights) for x in expr.operands]
-        axis = expr.params[0] if expr.params else None
-        if expr.op == "sum":
-            return operands[0]
-        if expr.op == "mean" and axis is None:
-            return operands[0] / _Size(_sized(operands[0], v, shapes))
-        if expr.op == "logsumexp":
-            weight = sp.Dummy("softmax")
-            axis = -1 if axis is None else axis
-            weights[weight] = tensor("softmax", operands[0], params=(axis,))
-            return _Weighted(operands[0], weight)
+    if not isinstance(expr, TensorOp):
+        return expr.func(*(_opened(x, v, shapes, weights, marks) for x in expr.args))
+    operands = [_opened(x, v, shapes, weights, marks) for x in expr.operands]
+    axis = expr.params[0] if expr.params else None
+    terms = operands[0].xreplace(marks) if operands else None
+    if expr.op == "sum":
+        opened = terms
+    elif expr.op == "mean" and axis is None:
+        opened = terms / _Size(_sized(expr.operands[0], v, shapes))
+    elif expr.op == "logsumexp":
+        weight = sp.Dummy("softmax")
+        weights[weight] = tensor(
+            "softmax", terms, params=(-1 if axis is None else axis,)
+        )
+        opened = _Weighted(terms, weight)
+    else:
         return expr.func(*operands, expr.args[-1])
-    return expr.func(*(_opened(x, v, shapes, weights) for x in expr.args))
+    if not opened.has(v):
+        return expr
+    mark = sp.Dummy(expr.op)
+    marks[mark] = opened
+    return mark
 
 
 def _sized(e: sp.Expr, v: sp.Symbol, shapes: dict) -> sp.Expr:
-    """A name with the shape of the elementwise `e` (its size is e's), v first; else e."""
+    """A name with the shape of `e` (so its size), v first; else `e` itself."""
+    if e.has(TensorOp):
+        return e
     symbols = sorted(e.free_symbols, key=lambda s: (s != v, s.name))
-    ranks = {s: shapes.get(s.name) for s in symbols}
-    widest = max((r for r in ranks.values() if r is not None), key=len, default=None)
-    return next((s for s, r in ranks.items() if r == widest), e)
+    try:
+        full = broadcast(*(shapes[s.name] for s in symbols))
+    except (KeyError, ShapeError):
+        return e
+    return next((s for s in symbols if shapes[s.name] == full), e)
+
+
+def _scalar(e: sp.Expr, shapes: dict) -> bool:
+    """Whether every name in `e` is a scalar."""
+    return all(shapes.get(s.name) == () for s in e.free_symbols)
 
 
 def _transposed(a: sp.Expr) -> str:
