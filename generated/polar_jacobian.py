@@ -12,13 +12,14 @@ Forward pass (the spec's steps):
     x = r*cos(theta)
     y = r*sin(theta)
 
-Backward pass: reverse-mode differentiation of x with respect to r, theta. The
-adjoint dx_dv holds ∂x/∂v; t0, t1, ... are temporaries that hold one operation
-each.
+Backward pass: reverse-mode differentiation of L = dx·x + dy·y with respect to
+r, theta, one upstream gradient per output (value_and_grad and grad: x alone).
+backward's adjoint dL_dv holds ∂L/∂v, value_and_grad's dx_dv holds ∂x/∂v; t0,
+t1, ... are temporaries that hold one operation each.
 
 Arguments may be floats or NumPy arrays (or any array type NumPy dispatches
 to, such as Dask or CuPy; lists and tuples are made arrays); they broadcast
-together. For a batch, the default dy = 1 gives the gradient of the sum of
+together. For a batch, the default dx = 1 gives the gradient of the sum of
 x over the batch, and each gradient is summed back to its input's shape.
 
 Checked: symgrad compared these gradients with central finite differences at 3
@@ -46,7 +47,7 @@ class Tape(NamedTuple):
 
 
 class Gradients(NamedTuple):
-    """∂x/∂v for each differentiated input v."""
+    """∂x/∂v for each differentiated input v (backward: ∂L/∂v)."""
 
     r: Any
     theta: Any
@@ -133,29 +134,34 @@ def forward(r, theta):
     return x, tape
 
 
-def backward(tape, dy=1.0):
-    """The gradients of x from a forward tape.
+def backward(tape, dx=1.0, dy=0.0):
+    """The gradients of L = dx·x + dy·y from a forward tape.
 
-    dy is the upstream gradient ∂L/∂x (a vector-Jacobian product);
-    the default 1 gives the gradients of x itself.
+    dx, dy are the upstream gradients ∂L/∂x, ∂L/∂y, one per output (a
+    vector-Jacobian product); the defaults give the gradients of x,
+    backward(tape, dx=0.0, dy=1.0) those of y.
     """
     r = tape.r
     t0 = tape.t0
     t1 = tape.t1
-    # ∂x/∂r = ∂x/∂x·∂x/∂r   (∂x/∂r = cos(theta))
-    dx_dt0 = dy * r
-    dx_dr = dy * t0
-    # ∂x/∂theta = ∂x/∂x·∂x/∂theta   (∂x/∂theta = -r*sin(theta))
-    t2 = dx_dt0 * t1
-    dx_dtheta = -t2
-    gradients = (dx_dr, dx_dtheta)
-    if _one_point(tape.x, dy):
+    # ∂L/∂r = ∂L/∂y·∂y/∂r + ∂L/∂x·∂x/∂r   (∂y/∂r = sin(theta), ∂x/∂r = cos(theta))
+    dL_dt1 = dy * r
+    dL_dt0 = dx * r
+    t2 = dy * t1
+    t3 = dx * t0
+    dL_dr = t2 + t3
+    # ∂L/∂theta = ∂L/∂y·∂y/∂theta + ∂L/∂x·∂x/∂theta   (∂y/∂theta = r*cos(theta), ∂x/∂theta = -r*sin(theta))
+    t4 = dL_dt1 * t0
+    t5 = dL_dt0 * t1
+    dL_dtheta = t4 - t5
+    gradients = (dL_dr, dL_dtheta)
+    if _one_point(tape.x, dx) and _one_point(dy):
         return tuple.__new__(Gradients, gradients)
     return _summed(gradients, tape.x, tape)
 
 
 def value_and_grad(r, theta):
-    """(x, Gradients) in one pass: forward, then backward with dy = 1."""
+    """(x, Gradients) in one pass: forward, then backward with dx = 1, dy = 0."""
     args = _arrays(r, theta)
     r, theta = args
     # x = r*cos(theta)

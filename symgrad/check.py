@@ -47,14 +47,17 @@ entries are all caught. What sampling cannot see is an error confined to
 entries far smaller than the rest of the gradient (|e| below the bound
 times sqrt(size)) unless one of them is sampled.
 
-A module that carries jvp, hvp, hessian or jacobian gets rows for them too,
-each estimated the same way from what the gradient rows verify
-(`_higher_rows`): the JVP along `HIGHER_DIRECTIONS` random unit directions d
-against `forward` along d (each output's), H·d (entry by entry, sampled as
-the gradient is) against `grad` along d, Hessian column w against `grad`
-along input w, and each Jacobian block ∂o/∂u, weighted by a random w over o
-and along a random unit d over u, against Σ w·o along d. They get no
-high-precision retry.
+A module with several outputs gets a row per output for `backward`, the
+VJP of that output (its upstream gradient 1, or random weights w over an
+array output, and the others' 0) along a random unit direction d over the
+differentiated inputs, against Σ w·o along d. A module that carries jvp,
+hvp, hessian or jacobian gets rows for them too, each estimated the same way
+from what the gradient rows verify (`_higher_rows`): the JVP along
+`HIGHER_DIRECTIONS` random unit directions d against `forward` along d (each
+output's), H·d (entry by entry, sampled as the gradient is) against `grad`
+along d, Hessian column w against `grad` along input w, and each Jacobian
+block ∂o/∂u, weighted by a random w over o and along a random unit d over u,
+against Σ w·o along d. They get no high-precision retry.
 
 Outside its domain (log of a negative number, a division by zero, an
 overflow) a generated module behaves like the library it is written in: the
@@ -154,9 +157,11 @@ class Row:
     digits: int | None = None
     """Digits of the arithmetic the numerical value came from (None: float64)."""
     derivative: str = "gradient"
-    """Which derivative of the module the row checks: "gradient", "jvp", "hvp",
-    "hessian" (then `name` is "w.u", the entry hessian(...).w.u) or "jacobian"
-    (`name` is "o.u", the block jacobian(...).o.u, or "u" for one output)."""
+    """Which derivative of the module the row checks: "gradient", "backward"
+    (`name` is "dx=1", the upstream gradient of the output it is the VJP of, or
+    "dx=w" for random weights), "jvp", "hvp", "hessian" (then `name` is "w.u",
+    the entry hessian(...).w.u) or "jacobian" (`name` is "o.u", the block
+    jacobian(...).o.u, or "u" for one output)."""
     along: int | None = None
     """The number of the random direction d of a jvp or hvp row."""
 
@@ -173,6 +178,8 @@ class Row:
             entry = self.name + (str(list(self.index)) if self.index else "")
         if self.derivative == "gradient":
             return entry
+        if self.derivative == "backward":
+            return f"backward({self.name})"
         if self.derivative == "jvp":  # `name`: the output, where there are several
             return f"jvp(d{self.along})" + (f".{self.name}" if self.name else "")
         if self.derivative == "hvp":
@@ -207,8 +214,8 @@ class Report:
 
     @property
     def derivatives(self) -> list[str]:
-        """The derivatives the rows check, in order: "gradient", then any of "jvp",
-        "hvp", "hessian"."""
+        """The derivatives the rows check, in order: "gradient", then any of
+        "backward", "jvp", "hvp", "hessian", "jacobian"."""
         return list(dict.fromkeys(r.derivative for r in self.rows))
 
     @property
@@ -462,8 +469,11 @@ class _Along(_Derivative):
 
 
 def _higher_rows(module, args: dict, gradients, rng: np.random.Generator) -> list[Row]:
-    """Rows for the jvp, hvp, hessian and jacobian `module` carries, each against
-    finite differences of what the gradient rows verify: the jvp along a random
+    """Rows for backward's VJP of each output (several outputs), and for the jvp,
+    hvp, hessian and jacobian `module` carries, each against finite differences
+    of what the gradient rows verify: each output's VJP (weighted by a random w
+    over an array output) along a random unit direction d against Σ w·o along d;
+    the jvp along a random
     unit direction d against `forward` along d, H·d entry by entry (sampled as
     the gradient is) against the gradient along d, Hessian column w against the
     gradient along input w, Jacobian block ∂o/∂u (weighted by a random w over o)
@@ -492,6 +502,19 @@ def _higher_rows(module, args: dict, gradients, rng: np.random.Generator) -> lis
     def gradient(d: dict, w: str, index, u) -> Callable[[float], float]:
         return lambda t: _entry(_gradients(module, moved(d, t))[w], index, u)
 
+    if len(outputs) > 1:  # backward(tape, dx, dy, ...): one upstream gradient each
+        seeds = list(inspect.signature(module.backward).parameters)[1:]
+        _, tape = module.forward(*inputs)
+        for o, seed in zip(outputs, seeds, strict=True):
+            d = _direction(args, wrt, rng)
+            shape = np.shape(getattr(tape, o))
+            weights = rng.standard_normal(shape) if shape else 1.0
+            vjp = module.backward(
+                tape, **{s: weights if s == seed else 0.0 for s in seeds}
+            )
+            analytical = sum(float(np.sum(getattr(vjp, w) * d[w])) for w in wrt)
+            row("backward", None, f"{seed}={'w' if shape else 1}", (), None,
+                analytical, value(d, o, weights), d)  # fmt: skip
     for along in range(1, HIGHER_DIRECTIONS + 1) if hasattr(module, "jvp") else ():
         d = _direction(args, wrt, rng)
         _, tangents = module.jvp(*inputs, *d.values())

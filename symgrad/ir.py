@@ -44,9 +44,10 @@ class Program:
 
     `forward` computes `output` from `inputs`; `backward` computes the adjoint
     of every name in `wrt` from the forward values and the seed `dy` (a name
-    or the constant 1); `gradients` maps each `wrt` name to the operand that
-    holds its gradient, `adjoints` every value's adjoint (teaching tools read
-    them by these names).
+    or the constant 1), and from `extra_seeds` where several outputs are
+    seeded; `gradients` maps each `wrt` name to the operand that holds its
+    gradient, `adjoints` every value's adjoint (teaching tools read them by
+    these names).
     """
 
     name: str
@@ -59,6 +60,9 @@ class Program:
     backward: tuple[Assign, ...] = ()
     gradients: tuple[tuple[str, Operand], ...] = ()
     seed: Operand = "dy"
+    extra_seeds: tuple[tuple[str, Operand], ...] = ()
+    """(o, the parameter holding ∂L/∂o) for each further output o of a backward
+    pass that differentiates L = Σ ∂L/∂o·o over several outputs (`seeds`)."""
     adjoints: tuple[tuple[str, Operand], ...] = ()
     """(v, the operand holding ∂output/∂v) for every value the backward pass reaches."""
     tangents: tuple[tuple[str, Operand], ...] = ()
@@ -68,6 +72,11 @@ class Program:
     def input_names(self) -> frozenset[str]:
         """The inputs, as a set."""
         return frozenset(self.inputs)
+
+    @property
+    def seeds(self) -> tuple[tuple[str, Operand], ...]:
+        """(output, its seed) for every output the backward pass starts from."""
+        return ((self.output, self.seed), *self.extra_seeds)
 
     @property
     def backward_operations(self) -> int:
@@ -100,7 +109,10 @@ class Program:
         lines = [f"{self.name}({', '.join(self.inputs)}) -> {self.output}"]
         lines += [f"  {a}" for a in self.forward]
         if self.gradients:
-            lines.append(f"  -- backward (seed {self.seed})")
+            seeds = f"seed {self.seed}"
+            if self.extra_seeds:
+                seeds = "seeds " + ", ".join(f"{o}: {s}" for o, s in self.seeds)
+            lines.append(f"  -- backward ({seeds})")
             lines += [f"  {a}" for a in self.backward]
             lines += [f"  grad {w} = {g}" for w, g in self.gradients]
         lines += [f"  tangent {v} = {t}" for v, t in self.tangents]
@@ -116,8 +128,9 @@ class Program:
             if step not in defined:
                 raise ValueError(f"step {step!r} is never defined")
         if self.gradients:
-            if isinstance(self.seed, str):
-                _define(self.seed, defined)
+            for _, seed in self.seeds:
+                if isinstance(seed, str):
+                    _define(seed, defined)
             _check_body(self.backward, defined)
             for wrt, grad in self.gradients:
                 if wrt not in self.inputs:

@@ -1,7 +1,8 @@
 """The compiler in one place: `Spec -> Programs -> source -> module`.
 
 forward = lower(spec)
-backward = spread_scalars(dce(reverse(forward, seed="dy")))  # for backward(tape, dy)
+backward = spread_scalars(dce(reverse(forward, seed="dy")))  # for backward(tape, dy);
+    # several outputs: backward(tape, dx, dy), a seed each
 unit = spread_scalars(cancel(dce(reverse(forward, seed=1))))
     # for value_and_grad: dy = 1 folded in, adjoints simplified (a*(1-a)*... -> a - y)
 jvp = dce(forward_mode(forward))              # if the spec asks: jvp(inputs, dot_inputs),
@@ -28,7 +29,7 @@ from symgrad.codegen import TARGETS, render
 from symgrad.compiler.forward import TANGENT, forward_mode, tangent_name
 from symgrad.compiler.lower import lower
 from symgrad.compiler.optimize import cancel, dce, spread_scalars
-from symgrad.compiler.reverse import SEED, reverse
+from symgrad.compiler.reverse import SEED, reverse, seed_names
 from symgrad.frontend import spec as spec_module
 from symgrad.frontend.language import nodes
 from symgrad.frontend.spec import Spec, SpecError, with_derivatives, with_wrt
@@ -95,7 +96,10 @@ def build(spec: Spec) -> Compiled:
             hvp = dce(forward_mode(unit, _seeds(unit, "v_")))
         except ShapeError as err:  # an adjoint without a tangent rule (prod's)
             raise SpecError(str(err), path=spec.path) from None
-    backward = spread_scalars(dce(reverse(forward, SEED, memo)))
+    # one upstream gradient per output: dy, or dx, dy, ... (the first's first)
+    seed, *extra = seed_names(forward, spec.outputs)
+    extra_seeds = tuple(zip(spec.outputs[1:], extra, strict=True))
+    backward = spread_scalars(dce(reverse(forward, seed, memo, extra_seeds)))
     return Compiled(spec, backward, unit, jvp, hvp)
 
 

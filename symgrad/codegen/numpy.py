@@ -33,8 +33,9 @@ class NumpyBackend(Backend):
             return program  # nothing to look at (a long expression often has no /)
         shapes = program.shapes()
         numbers = {name for name in program.inputs if not shapes[name]}
-        if isinstance(program.seed, str) and not shapes[program.output]:
-            numbers.add(program.seed)  # backward's dy
+        numbers.update(  # backward's dy (dx, dy, ... for several outputs)
+            seed for o, seed in program.seeds if isinstance(seed, str) and not shapes[o]
+        )
         body = []
         for a in program.forward + program.backward:
             if a.op == "div" and all(_operands_in(a, numbers)):

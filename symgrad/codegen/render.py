@@ -29,7 +29,7 @@ from symgrad.codegen.printer import (
     tuple_display,
 )
 from symgrad.compiler.optimize import dce
-from symgrad.compiler.reverse import program_guards
+from symgrad.compiler.reverse import objective, program_guards, weighted
 from symgrad.frontend.spec import Spec, SpecError
 from symgrad.ir import Program, is_temporary
 from symgrad.shapes import show
@@ -85,12 +85,7 @@ def render(
         ],
         "output": backward.output,
         "wrt": list(backward.wrt),
-        "summary": textwrap.fill(
-            f"Backward pass: reverse-mode differentiation of {backward.output} with respect to "
-            f"{', '.join(backward.wrt)}. The adjoint d{backward.output}_dv holds "
-            f"∂{backward.output}/∂v; t0, t1, ... are temporaries that hold one operation each.",
-            width=79,
-        ),
+        "summary": textwrap.fill(_summary(backward), width=79),
         "params": backward.inputs,
         "arguments": _rebound(list(backward.inputs), "_arrays")
         if backend.arrays
@@ -128,7 +123,8 @@ def render(
         "stdlib_imports": stdlib,
         "imports": sorted(printer.imports - set(stdlib)),
         "helpers": printer.helper_sources(),
-        # A non-scalar output of a tensor spec: dy is broadcast to its shape.
+        **_seeds(backward),
+        # A non-scalar output of a tensor spec: value_and_grad's dy = 1 has its shape.
         "seed_dy": backward.tensor and bool(backward.shapes()[backward.output]),
         "call": call,
         "tuple_display": tuple_display,
@@ -241,6 +237,68 @@ def _lines(
             *(g.helpers for g in backward_gradients + unit_gradients)
         ),
         "returned": backend.returned(backward),
+    }
+
+
+def _summary(program: Program) -> str:
+    """The module docstring's paragraph on the backward pass."""
+    out, wrt = program.output, ", ".join(program.wrt)
+    if not program.extra_seeds:
+        return (
+            f"Backward pass: reverse-mode differentiation of {out} with respect to "
+            f"{wrt}. The adjoint d{out}_dv holds ∂{out}/∂v; t0, t1, ... are "
+            "temporaries that hold one operation each."
+        )
+    total = objective(program)
+    return (
+        f"Backward pass: reverse-mode differentiation of {total} = {weighted(program)} "
+        f"with respect to {wrt}, one upstream gradient per output (value_and_grad "
+        f"and grad: {out} alone). backward's adjoint d{total}_dv holds ∂{total}/∂v, "
+        f"value_and_grad's d{out}_dv holds ∂{out}/∂v; t0, t1, ... are temporaries "
+        "that hold one operation each."
+    )
+
+
+def _seeds(program: Program) -> dict:
+    """What the template says of backward's upstream gradients (one per output)."""
+    shapes = program.shapes()
+    several = bool(program.extra_seeds)
+    seeds = [str(seed) for _, seed in program.seeds]
+    total = objective(program)
+    return {
+        # the first output's default 1, the others' 0: the gradients of the first
+        "seed_params": [
+            f"{seed}={0.0 if i else 1.0}" for i, (_, seed) in enumerate(program.seeds)
+        ],
+        "seeds": seeds,
+        # value_and_grad: backward's defaults, folded in
+        "unit_seeds": ", ".join(
+            f"{seed} = {0 if i else 1}" for i, seed in enumerate(seeds)
+        ),
+        # several outputs: L = dx·x + dy·y, its adjoints dL_dv
+        "objective": total if several else None,
+        "weighted": weighted(program),
+        "seeds_doc": textwrap.fill(
+            f"{', '.join(seeds)} are the upstream gradients "
+            f"{', '.join(f'∂{total}/∂{o}' for o, _ in program.seeds)}, one per output "
+            "(a vector-Jacobian product); the defaults give the gradients of "
+            f"{program.output}, backward(tape, {seeds[0]}=0.0, {seeds[1]}=1.0) "
+            f"those of {program.extra_seeds[0][0]}.",
+            width=79,
+            initial_indent=INDENT,
+            subsequent_indent=INDENT,
+            break_on_hyphens=False,
+        )
+        if several
+        else "",
+        # A non-scalar output of a tensor spec: its seed is broadcast to its shape.
+        "broadcast_seeds": [
+            (seed, o) for o, seed in program.seeds if program.tensor and shapes[o]
+        ],
+        "one_point_test": " and ".join(
+            [f"_one_point(tape.{program.output}, {program.seed})"]
+            + [f"_one_point({seed})" for _, seed in program.extra_seeds]
+        ),
     }
 
 

@@ -10,6 +10,8 @@ for are never computed.
 
 from __future__ import annotations
 
+import builtins
+import keyword
 from dataclasses import replace
 
 import sympy as sp
@@ -27,24 +29,35 @@ from symgrad.ops import OPS, TensorOp, sum_to, tensor
 SEED = "dy"
 """The upstream gradient's parameter name in `backward(tape, dy=1.0)`."""
 
+Seeds = tuple[tuple[str, Operand], ...]
+"""(output, the operand holding its upstream gradient) for several outputs."""
+
 
 def reverse(
-    program: Program, seed: Operand = SEED, memo: dict | None = None
+    program: Program,
+    seed: Operand = SEED,
+    memo: dict | None = None,
+    extra_seeds: Seeds = (),
 ) -> Program:
     """`program` with a backward pass seeded by `seed` (the name `dy`, or the constant 1).
 
-    `memo` keeps local derivatives, and their products with each adjoint,
-    between calls on the same program.
+    `extra_seeds` seeds further outputs too (`seed_names`: backward(tape, dx,
+    dy) for outputs x and y): the adjoints are then those of L = dx·x + dy·y,
+    named `dL_dv` (`objective`). `memo` keeps local derivatives, and their
+    products with each adjoint, between calls on the same program.
     """
     memo = {} if memo is None else memo
+    program = replace(program, seed=seed, extra_seeds=extra_seeds)
+    seeds = dict(program.seeds)
     depends = _depending_on(program)
-    guards = branch_guards(program.forward, {program.output})
-    out = program.output
+    guards = branch_guards(program.forward, set(seeds))
+    out = objective(program)
     shapes = program.shapes()
+    names = {s: shapes[o] for o, s in program.seeds if isinstance(s, str)}
     emitter = Emitter(
-        set(program.inputs) | {SEED},
+        set(program.inputs) | {SEED} | set(names),
         program.forward,
-        shapes={**shapes, SEED: shapes[out]},
+        shapes={**shapes, SEED: shapes[program.output], **names},
     )
     # v -> [(u, ∂u/∂v as text, ∂out/∂u · ∂u/∂v)] for every use of v by an assignment u
     terms: dict[str, list[tuple[str, str, sp.Expr]]] = {}
@@ -54,19 +67,23 @@ def reverse(
     unnoted: list[int] = []  # where the lines of temporaries' adjoints start
 
     def adjoint(v: str) -> Operand:
-        """Lower ∂out/∂v from its collected terms; the operand that now holds it."""
-        adjoints[v] = seed if v == out else _lowered(v)
+        """Lower ∂out/∂v from its seed and collected terms; the operand that now holds it."""
+        adjoints[v] = _lowered(v) if v in terms else seeds[v]
         return adjoints[v]
 
     def _lowered(v: str) -> Operand:
         collected = terms.pop(v)
         start = len(emitter.body)
-        note = notation.note(out, v, [u for u, _, _ in collected])
+        # an output another output reads: its own seed, then the terms of its uses
+        seeded = [operand_symbol(seeds[v])] if v in seeds else []
+        note = notation.note(out, v, [u for u, _, _ in collected], seeds.get(v))
         # Each use adds its term (fan-out accumulates), left to right as collected.
         # A differentiated input gets its adjoint under its own name (dy_dbeta0),
         # even where that is a value already computed (dy_df0: ∂f0/∂beta0 = 1).
         name = _adjoint_name(out, v, emitter.taken)
-        result = emitter.lower([term for _, _, term in collected], name=name, note=note)
+        result = emitter.lower(
+            seeded + [term for _, _, term in collected], name=name, note=note
+        )
         if v in program.wrt and isinstance(result, str) and result != name:
             result = emitter.lower(
                 operand_symbol(result), name=name, note=note, alias=False
@@ -82,7 +99,7 @@ def reverse(
         return result
 
     for a in reversed(program.forward):
-        if a.name != out and a.name not in terms:
+        if a.name not in seeds and a.name not in terms:
             continue
         g = adjoint(a.name)
         if g == 0:
@@ -97,9 +114,44 @@ def reverse(
         program,
         backward=tuple(emitter.body),
         gradients=gradients,
-        seed=seed,
         adjoints=tuple(adjoints.items()),
     )
+
+
+def seed_names(program: Program, outputs: tuple[str, ...]) -> tuple[str, ...]:
+    """The upstream gradients' parameters of `backward`, one per output: `dy` for
+    one output whatever its name; `dx, dy` (d<output>) for outputs x and y, made
+    unique (a trailing _) where a name of the program, a Python keyword or a
+    builtin has it."""
+    if len(outputs) == 1:
+        return (SEED,)
+    taken = set(program.inputs) | set(program.shapes())
+    names = []
+    for o in outputs:
+        name = f"d{o}"
+        while name in taken or keyword.iskeyword(name) or hasattr(builtins, name):
+            name += "_"
+        taken.add(name)
+        names.append(name)
+    return tuple(names)
+
+
+def objective(program: Program) -> str:
+    """What the backward pass differentiates, in its adjoints' names and comments:
+    the output, or for several outputs L (J, or L_ where the spec has those
+    names), their sum weighted by the seeds."""
+    if not program.extra_seeds:
+        return program.output
+    taken = set(program.inputs) | set(program.shapes())
+    name = next((n for n in ("L", "J") if n not in taken), "L_")
+    while name in taken:
+        name += "_"
+    return name
+
+
+def weighted(program: Program) -> str:
+    """`dx·x + dy·y`: the sum of the outputs the backward pass differentiates."""
+    return " + ".join(f"{seed}·{o}" for o, seed in program.seeds)
 
 
 def _terms(
@@ -182,7 +234,7 @@ def program_guards(program: Program) -> dict[str, Guard]:
     """The where-branches each value of the forward and backward pass is needed in."""
     body = program.forward + program.backward
     used = {arg for a in body for arg in a.args}
-    roots = {program.output}
+    roots = {o for o, _ in program.seeds}
     roots |= {g for _, g in program.gradients + program.tangents if isinstance(g, str)}
     roots |= {step for step in program.steps if step not in used}
     return branch_guards(body, roots)
@@ -243,18 +295,25 @@ class Notation:
         # temporary -> the named steps that use it (through other temporaries)
         self.reached: dict[str, tuple[str, ...]] = {}
 
-    def note(self, out: str, v: str, users: list[str]) -> str:
-        """The comment above the lines of ∂out/∂v ("" for a temporary's)."""
+    def note(
+        self, out: str, v: str, users: list[str], seed: Operand | None = None
+    ) -> str:
+        """The comment above the lines of ∂out/∂v ("" for a temporary's); `seed`:
+        the upstream gradient of an output v (another output reads), its first term."""
         named = tuple(
             dict.fromkeys(n for u in users for n in self.reached.get(u, (u,)))
         )
         if is_temporary(v):
             self.reached[v] = named
             return ""
-        chain = " + ".join(f"∂{out}/∂{n}·∂{n}/∂{v}" for n in named)
+        chain = [f"∂{out}/∂{n}·∂{n}/∂{v}" for n in named]
+        if seed is not None:
+            chain.insert(0, str(seed))
         known = [(n, self._local(n, v)) for n in named]
         locals_ = ", ".join(f"∂{n}/∂{v} = {d}" for n, d in known if d is not None)
-        return f"∂{out}/∂{v} = {chain}" + (f"   ({locals_})" if locals_ else "")
+        return f"∂{out}/∂{v} = {' + '.join(chain)}" + (
+            f"   ({locals_})" if locals_ else ""
+        )
 
     def _local(self, step: str, v: str) -> str | None:
         """∂step/∂v over the spec's names, if elementwise and short."""

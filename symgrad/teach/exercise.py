@@ -20,6 +20,7 @@ import numpy as np
 
 from symgrad.check import as_value, locals_on_return
 from symgrad.codegen.printer import Printer, fusible
+from symgrad.compiler.reverse import objective, weighted
 from symgrad.ir import is_temporary
 from symgrad.pipeline import Compiled, import_source, source
 
@@ -41,9 +42,15 @@ def exercise(compiled: Compiled, point: dict[str, Any], solution: bool = False) 
     forward = printer.body(program.forward, fusible(program.forward, read))
     answers = [a.name for a in program.backward if not is_temporary(a.name)]
     backward = printer.body(program.backward, fusible(program.backward, set(answers)))
-    out = program.output
-    shape = np.shape(getattr(tape, out))
-    seed = f"np.ones({shape})" if shape else "1.0"
+    # backward's defaults: the first output's upstream gradient 1, the others' 0
+    out = objective(program)  # the output, or L = dx·x + dy·y for several
+    seeds = []
+    for i, (o, name) in enumerate(program.seeds):
+        shape = np.shape(getattr(tape, o))
+        seeds.append((o, name, 0 if i else 1, shape))
+    start = " and ".join(f"∂{out}/∂{o} = {name} = {v}" for o, name, v, _ in seeds)
+    if program.extra_seeds:
+        start += f" ({out} = {weighted(program)}: the gradients of {program.output})"
     setup = ["import numpy as np", ""]
     for source_text in printer.helper_sources():
         setup += [source_text, ""]
@@ -71,15 +78,22 @@ def exercise(compiled: Compiled, point: dict[str, Any], solution: bool = False) 
         _markdown("## Forward pass"),
         _code("\n".join(line.text for line in forward)),
         _markdown(
-            f"## Backward pass\n\nStart from ∂{out}/∂{out} = dy = 1. Each comment "
-            "is the chain-rule product to compute; the local derivative is yours "
-            "to find."
+            f"## Backward pass\n\nStart from {start}. Each comment is the "
+            "chain-rule product to compute; the local derivative is yours to find."
         ),
-        _code("\n".join([f"dy = {seed}", *student])),
+        _code("\n".join([*map(_seed_line, seeds), *student])),
         _markdown("## Check your answers"),
         _code(_checker(expected)),
     ]
     return _notebook(cells)
+
+
+def _seed_line(seed: tuple) -> str:
+    """`dy = 1.0`, or `dy = np.ones((3,))` for an array output (0: np.zeros)."""
+    _, name, value, shape = seed
+    if not shape:
+        return f"{name} = {float(value)}"
+    return f"{name} = {'np.ones' if value else 'np.zeros'}({shape})"
 
 
 def _without_local(comment: str) -> str:
