@@ -163,7 +163,9 @@ def _lines(
 ) -> dict:
     """The printed bodies of forward, backward and value_and_grad, and their gradients."""
     # forward and backward: one line per operation, the full tape (teaching form);
-    # value_and_grad: temporaries used once are printed where they are used.
+    # value_and_grad: temporaries used once are printed where they are used, and
+    # only the steps its output reads (not another output, not a dead step).
+    unit = dce(unit, roots={unit.output})
     guards, unit_guards = program_guards(backward), program_guards(unit)
     # a target that computes only the branch taken tests each condition by name
     conditions = (
@@ -393,7 +395,9 @@ def _higher(
     if jvp is not None:
         tangents = dict(jvp.tangents)
         returned = [backend.tangent(jvp, o, tangents[o]) for o in spec.outputs]
-        body = lines(jvp, {*spec.outputs, *tangents.values()} - {0})
+        kept = {*spec.outputs, *tangents.values()} - {0}
+        # only what the outputs and their tangents read (not a dead step)
+        body = lines(dce(jvp, roots=set(spec.outputs)), kept)
         inputs = tuple(i.name for i in spec.inputs)
         for o, tangent in zip(spec.outputs, returned, strict=True):
             ignored = _ignored(jvp, inputs, o)
