@@ -5,8 +5,9 @@
 Polar to Cartesian coordinates, x = r·cos(θ) and y = r·sin(θ): a function
 with two outputs whose Jacobian [[cos θ, -r·sin θ], [sin θ, r·cos θ]] has
 determinant r (the r in r dr dθ). The module carries jvp and jacobian
-(forward mode, one jvp per input); forward, backward, value_and_grad and
-grad are about x, the first output, and y is on the tape.
+(forward mode, one jvp per input); backward(tape, dx, dy) takes an upstream
+gradient per output (the VJP of x, of y, or of any dx·x + dy·y); forward,
+value_and_grad and grad are about x, the first output, and y is on the tape.
 
 Forward pass (the spec's steps):
     x = r*cos(theta)

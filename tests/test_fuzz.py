@@ -707,7 +707,9 @@ def test_random_dags_jvp_hvp_jacobian_against_differences(
 ):
     """jvp against the gradient·d and against differences of forward along d; hvp
     against differences of the gradient along d; the jacobian of two outputs (the
-    last step and an earlier one) against differences of each along each input."""
+    last step and an earlier one) against differences of each along each input,
+    and backward's VJP of each output (its seed 1, the other's 0) and of a
+    weighted sum against the same differences."""
     values = dag.values(point)
     assume(values is not None)
     assume(all(abs(v) <= 1e4 for v in values))  # differences resolve moderate values
@@ -764,16 +766,35 @@ def test_random_dags_jvp_hvp_jacobian_against_differences(
         scale = max(1.0, *(abs(float(g)) for g in grads))
         for name, want in zip(module.Gradients._fields, gradient, strict=True):
             assert _agrees(float(getattr(product, name)), want, scale), name
-    # jacobian: each output along each input
+    # backward: the VJP of each output (one-hot seeds), and of a weighted sum
+    _, tape = module.forward(*x)
+    weights = [1.0 + 0.5 * d[0], -0.75][: len(outputs)]
+    with _float_errors():
+        vjps = [
+            module.backward(
+                tape, *(1.0 if j == k else 0.0 for j in range(len(outputs)))
+            )
+            for k in range(len(outputs))
+        ]
+        combined = module.backward(tape, *weights)
+    for name in NAMES:  # the weighted sum's VJP: the weighted sum of the VJPs
+        terms = [
+            w * float(getattr(v, name)) for w, v in zip(weights, vjps, strict=True)
+        ]
+        got = float(getattr(combined, name))
+        assert _agrees(got, sum(terms), max(1.0, *map(abs, terms))), ("sum", name)
+    # jacobian and backward: each output along each input
     for i, name in enumerate(NAMES):
         e = [1.0 if j == i else 0.0 for j in range(len(NAMES))]
         column = _along(outputs_at, x, e)
         if column is None:
             event("jacobian: differences disagree (a kink within the step)")
             continue
-        for blocks, want in zip(jacobian, column, strict=True):
+        scale = max(1.0, *map(abs, outputs_at(x)))
+        for blocks, vjp, want in zip(jacobian, vjps, column, strict=True):
             got = float(getattr(blocks, name))
-            assert _agrees(got, want, max(1.0, *map(abs, outputs_at(x)))), name
+            assert _agrees(got, want, scale), name
+            assert _agrees(float(getattr(vjp, name)), want, scale), ("vjp", name)
 
 
 class _float_errors:
