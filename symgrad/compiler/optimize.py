@@ -69,8 +69,9 @@ def cancel(program: Program) -> Program:
     The MAX_CANCEL_* budgets cap the SymPy work per program.
     """
     shapes = program.shapes()
-    if isinstance(program.seed, str):  # dy has the output's shape
-        shapes[program.seed] = shapes[program.output]
+    for output, seed in program.seeds:  # dy has the output's shape (dx, dy: each's)
+        if isinstance(seed, str):
+            shapes[seed] = shapes[output]
     readers = Counter(arg for a in program.backward for arg in a.args)
     readers.update(g for _, g in program.gradients)
     inlined = _inlined(program.backward, readers)
@@ -234,8 +235,9 @@ def spread_scalars(program: Program) -> Program:
     backward pass reads anyway (`t3.size`, not a `t4` kept on the tape for it).
     """
     shapes = program.shapes()
-    if isinstance(program.seed, str):  # dy has the output's shape
-        shapes[program.seed] = shapes[program.output]
+    for output, seed in program.seeds:  # dy has the output's shape (dx, dy: each's)
+        if isinstance(seed, str):
+            shapes[seed] = shapes[output]
     roots = {g for _, g in program.gradients if isinstance(g, str)}
     replaced: dict[str, Operand] = {}
     now = shapes
