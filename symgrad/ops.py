@@ -877,6 +877,19 @@ def _solve_shape(shapes, params):
     return batch + b[-2:]
 
 
+def _solve_specialize(shapes, params):
+    """NumPy 2 reads b as a vector only when it is 1-D; NumPy 1 also where b has one
+    axis fewer than A. There b gets a leading axis, `(1,)` (a stack of matrices on
+    every NumPy; the shape is the same)."""
+    a, b = shapes
+    return "solve", ((1,) if len(b) >= 2 and len(b) == len(a) - 1 else ())
+
+
+def _solve_code(a, b, lead=0):
+    b = f"np.expand_dims({b}, 0)" if lead else b
+    return f"np.linalg.solve({a}, {b})"
+
+
 def _solve_vjp(g, a, b, *, out, shapes, params):
     """X = A⁻¹B: B̄ = A⁻ᵀX̄ (a solve), Ā = -B̄Xᵀ (Giles 2.2.3)."""
     rank = len(shapes[0])
@@ -2132,7 +2145,9 @@ _REGISTRY: tuple[Op, ...] = (
     Op(
         "solve", 2, "tensor", spellings=("solve",),
         vjp=_solve_vjp, jvp=_solve_jvp, shape=_solve_shape,
-        text=lambda a, b: f"solve({a}, {b})", code={"numpy": np_call("linalg.solve")},
+        specialize=_solve_specialize,
+        text=lambda a, b, *lead: f"solve({a}, {b})",
+        code={"numpy": Code(_solve_code)},
     ),
     Op(
         "inv", 1, "tensor", spellings=("inv",),

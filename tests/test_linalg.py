@@ -47,7 +47,7 @@ def test_solve_inv_det_logabsdet_against_giles(batch):
         wrt=["A", "B"],
     )
     y, g = module.value_and_grad(A=A, B=B, W=W, V=V)
-    X = np.linalg.solve(A, B)  # noqa: N806
+    X = np.linalg.solve(A, np.broadcast_to(B, batch + (3, 2)))  # noqa: N806 (NumPy 1 too)
     C = np.linalg.inv(A)  # noqa: N806
     d = np.linalg.det(A)
     value = np.sum(W * X) + np.sum(V * C) + np.sum(d) + np.sum(np.log(np.abs(d)))
