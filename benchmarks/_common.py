@@ -18,12 +18,16 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-for _variable in THREAD_VARIABLES:
-    os.environ[_variable] = "1"
-# XLA (JAX) runs its CPU kernels on one thread too.
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+# BENCH_THREADS=all: every library keeps its own thread count (a run reported
+# separately from the pinned one).
+ALL_THREADS = os.environ.get("BENCH_THREADS") == "all"
+if not ALL_THREADS:
+    for _variable in THREAD_VARIABLES:
+        os.environ[_variable] = "1"
+    # XLA (JAX) runs its CPU kernels on one thread too.
+    os.environ.setdefault(
+        "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 NUMPY_IMPORTED_BEFORE_PINNING = "numpy" in sys.modules
 
@@ -76,13 +80,19 @@ def print_header(title: str, quick: bool) -> None:
     """What ran where: the machine, the versions, the thread pinning."""
     print(f"# {title}")
     print()
-    pinned = ", ".join(f"{v}={os.environ[v]}" for v in THREAD_VARIABLES[:3])
+    pinned = ", ".join(f"{v}={os.environ.get(v)}" for v in THREAD_VARIABLES[:3])
     note = (
         " (NumPy was imported before benchmarks/_common.py: pinning may not apply)"
         if NUMPY_IMPORTED_BEFORE_PINNING
         else ""
     )
-    print(f"- threads: pinned to 1 ({pinned}; JAX/PyTorch told the same){note}")
+    if ALL_THREADS:
+        print(f"- threads: all (BENCH_THREADS=all), {os.cpu_count()} CPUs")
+    else:
+        print(f"- threads: pinned to 1 ({pinned}; JAX/PyTorch told the same){note}")
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        print(f"- CPUs this process may run on: {sorted(affinity(0))}")
     print(f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs")
     print(
         f"- python {platform.python_version()}, numpy {np.__version__}, "
@@ -360,9 +370,12 @@ def _load_jax():
 def _load_torch():
     import torch
 
-    torch.set_num_threads(1)
-    with contextlib.suppress(RuntimeError):  # only settable before any parallel work
-        torch.set_num_interop_threads(1)
+    if not ALL_THREADS:
+        torch.set_num_threads(1)
+        with contextlib.suppress(
+            RuntimeError
+        ):  # only settable before any parallel work
+            torch.set_num_interop_threads(1)
     return torch
 
 
@@ -372,4 +385,15 @@ def _load_autograd():
     return autograd
 
 
-_LOADERS = {"jax": _load_jax, "torch": _load_torch, "autograd": _load_autograd}
+def _load_numba():
+    import numba
+
+    return numba
+
+
+_LOADERS = {
+    "jax": _load_jax,
+    "torch": _load_torch,
+    "autograd": _load_autograd,
+    "numba": _load_numba,
+}

@@ -247,6 +247,43 @@ class Report:
         return "\n".join(lines)
 
 
+class _NumpyResults:
+    """A generated module whose functions return NumPy values: an engine target's
+    arrays (torch tensors, JAX arrays) become NumPy arrays for the checks' arithmetic;
+    Python and NumPy numbers pass unchanged."""
+
+    def __init__(self, module) -> None:
+        self._module = getattr(module, "_module", module)
+
+    def __getattr__(self, name: str):
+        value = getattr(self._module, name)
+        if name.startswith("_") or not callable(value) or isinstance(value, type):
+            return value
+
+        @functools.wraps(value)
+        def converted(*args, **kwargs):
+            return _numpy(value(*args, **kwargs))
+
+        return converted
+
+
+def _numpy(value):
+    if isinstance(value, tuple):  # a NamedTuple (Tape, Gradients) keeps its type
+        parts = [_numpy(v) for v in value]
+        return (
+            tuple.__new__(type(value), parts)
+            if hasattr(value, "_fields")
+            else tuple(parts)
+        )
+    if isinstance(value, float | int | np.ndarray | np.generic) or not hasattr(
+        value, "__array__"
+    ):
+        return value
+    if hasattr(value, "detach"):  # a torch tensor, perhaps on a GPU
+        value = value.detach().cpu()
+    return np.asarray(value)
+
+
 def parameters(module: types.ModuleType) -> list[str]:
     """The generated module's inputs, in order."""
     return list(inspect.signature(module.forward).parameters)
@@ -263,6 +300,7 @@ def check_gradients(
     `FULL_JACOBIAN` entries (default: a fixed seed). Raises OutOfDomain when
     the function or its gradient is not finite there.
     """
+    module = _NumpyResults(module)
     names = parameters(module)
     missing = [n for n in names if n not in point]
     unknown = [n for n in point if n not in names]
@@ -709,6 +747,7 @@ def sample_point(
     tries: int = 500,
 ) -> dict[str, object]:
     """A random point inside the domain and away from kinks; `fixed` values are kept."""
+    module = _NumpyResults(module)
     fixed = dict(fixed or {})
     compiled = getattr(module, "__symgrad__", None)
     positive = (

@@ -36,6 +36,7 @@ def test_every_question_has_a_script():
         "argument_checks",
         "batched_throughput",
         "compile_time",
+        "engine_targets",
         "grad_forward_ratio",
         "higher_order",
         "peak_memory",

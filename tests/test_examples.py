@@ -80,13 +80,26 @@ def test_value_and_grad_keeps_no_intermediate_to_the_end(path):
     assert alive - set(point) - returned == set()
 
 
-@pytest.mark.parametrize("target", ["numpy", "python"])
+@pytest.mark.parametrize("target", ["numpy", "python", "jax", "torch", "numba"])
 def test_generated_code_is_ruff_clean(tmp_path, target):
     ruff = shutil.which("ruff") or shutil.which("ruff", path=str(ROOT / ".venv/bin"))
     if ruff is None:
         pytest.skip("ruff is not installed (pip install '.[test]')")
+    if target in (
+        "jax",
+        "torch",
+        "numba",
+    ):  # compile checks the gradients: it runs them
+        pytest.importorskip(target, reason=f"{target} is not installed")
     out = tmp_path / "generated"  # inside the project's ruff configuration via --config
-    specs = [p for p in EXAMPLES if target == "numpy" or not build(load(p)).unit.tensor]
+    specs = [
+        p
+        for p in EXAMPLES
+        if target in ("numpy", "jax", "torch")
+        or not (
+            build(load(p)).unit.tensor or (target == "numba" and load(p).derivatives)
+        )
+    ]
     assert (
         cli.main(["compile", *map(str, specs), "-o", str(out), "--target", target]) == 0
     )

@@ -4,7 +4,9 @@ Hypothesis builds a random DAG over the inputs a, b, c: every node is one
 operation (every elementwise function of the spec language, arithmetic, powers,
 kinks, selections, constants near domain edges) whose operands are earlier
 nodes, drawn either from the most recent ones (deep chains) or from any
-(shared subexpressions). The DAG is compiled with both targets, either as a
+(shared subexpressions). The DAG is compiled with both targets (and with the
+engine targets that are installed: torch, and in the long profile jax and
+numba), either as a
 spec with one named step per node or as one SymPy expression, and its value
 and gradient are compared at a rational point with `sympy.diff` of the
 expression (learners' functions rewritten into exp/log first), evaluated to
@@ -18,6 +20,7 @@ Profiles: "ci" (the default, a few hundred cases in seconds) and "long"
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import os
@@ -55,6 +58,13 @@ settings.register_profile(
 PROFILE_NAME = os.environ.get("SYMGRAD_FUZZ", "ci")
 PROFILE = settings.get_profile(PROFILE_NAME)
 MAX_NODES = 12 if PROFILE_NAME == "long" else 7
+# The engine targets that are installed: torch in every profile (no JIT: cheap);
+# jax and numba, which compile each case, in the long one.
+ENGINES = tuple(
+    engine
+    for engine in (("torch", "jax", "numba") if PROFILE_NAME == "long" else ("torch",))
+    if importlib.util.find_spec(engine) is not None
+)
 
 NAMES = ("a", "b", "c")
 SYMBOLS = tuple(sp.Symbol(n, real=True) for n in NAMES)
@@ -638,7 +648,9 @@ def test_random_dags_match_sympy_diff(dag, point, as_steps):
         event("Piecewise: compiled from the steps")
         as_steps = True
     steps = {"name": "fuzz", "inputs": {n: {} for n in NAMES}, "steps": dag.texts()}
-    for target in ("numpy", "python") if _python_ok(dag) else ("numpy",):
+    python = _python_ok(dag)
+    targets = ("numpy", "python", *ENGINES) if python else ("numpy", "jax", "torch")
+    for target in (t for t in targets if t in ("numpy", "python") or t in ENGINES):
         if as_steps:
             module = symgrad.compile(steps, target=target)
         else:

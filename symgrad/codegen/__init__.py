@@ -11,10 +11,13 @@ a backend tests a target's name.
 from __future__ import annotations
 
 from symgrad.codegen.backend import Backend
+from symgrad.codegen.jax import JAX
+from symgrad.codegen.numba import NUMBA
 from symgrad.codegen.numpy import NUMPY
 from symgrad.codegen.python import PYTHON
 from symgrad.codegen.render import render
+from symgrad.codegen.torch import TORCH
 
-TARGETS: dict[str, Backend] = {b.name: b for b in (NUMPY, PYTHON)}
+TARGETS: dict[str, Backend] = {b.name: b for b in (NUMPY, PYTHON, JAX, TORCH, NUMBA)}
 
 __all__ = ["TARGETS", "Backend", "render"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from symgrad.codegen.printer import Line, Printer
 from symgrad.compiler.reverse import Guard
 from symgrad.ir import Operand, Program
+from symgrad.ops import Code
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class Backend:
     whether a scalar spec gets a fast path for a call at a single point;
     `arrays` whether `forward` and `value_and_grad` start by passing their
     arguments through the template's `_arrays` (lists made arrays, shapes checked).
+    `codes` are its printed forms (None: the registry's `Op.code[name]`) and
+    `refused` the operations it cannot print, each with the reason; `taken` the
+    names its modules use (its engine's import), which a spec cannot take.
     """
 
     name: str
@@ -37,6 +42,14 @@ class Backend:
     one_point: bool = False
     branches: bool = False
     arrays: bool = False
+    codes: Mapping[str, Code] | None = field(default=None, compare=False, hash=False)
+    refused: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    taken: frozenset[str] = frozenset()
+    higher: bool = True  # prints jvp, hvp and hessian
+
+    def printer(self) -> Printer:
+        """A printer of this target's forms."""
+        return Printer(self.name, self.codes, self.refused)
 
     def prepared(self, program: Program) -> Program:
         """`program` as the target prints it (its operations' parameters set)."""
@@ -70,6 +83,10 @@ class Backend:
     def batch(
         self, program: Program, ignored: list[str], name: str | None = None
     ) -> str | None:
-        """A line giving the output (or the value `name`) the batch's shape where the
-        output ignores inputs, if needed."""
-        return None
+        """`y = y + _batch(x)`: on an array target, a scalar spec called with a batch
+        of x returns a batch even where the output (or the value `name`) does not
+        depend on x (as broadcasting would)."""
+        if not self.tensors or program.tensor or not ignored:
+            return None
+        out = name or program.output
+        return f"{out} = {out} + _batch({', '.join(ignored)})"

@@ -91,16 +91,6 @@ class NumpyBackend(Backend):
             return tangent
         return f"np.zeros(np.shape({name}))"
 
-    def batch(
-        self, program: Program, ignored: list[str], name: str | None = None
-    ) -> str | None:
-        """`y = y + _batch(x)`: a scalar spec called with a batch of x returns a batch
-        even where y does not depend on x (as NumPy broadcasting would)."""
-        if program.tensor or not ignored:
-            return None
-        out = name or program.output
-        return f"{out} = {out} + _batch({', '.join(ignored)})"
-
 
 @cache
 def _calls(target: str, op: str, arity: int, params: tuple) -> tuple[str, ...]:

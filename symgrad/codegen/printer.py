@@ -10,7 +10,8 @@ which names each line reads, so that nothing re-parses the printed text.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from symgrad.ir import Assign, Operand, is_temporary
 from symgrad.ops import OPS, Code
@@ -22,6 +23,54 @@ FUSED_LENGTH = 48  # longer expressions keep a line of their own
 
 class Unprintable(ValueError):
     """The target has no printed form for an operation."""
+
+
+def registry_codes(target: str) -> dict[str, Code]:
+    """The printed forms the registry gives `target` (`Op.code[target]`), by op name."""
+    return {name: op.code[target] for name, op in OPS.items() if target in op.code}
+
+
+def derived_codes(
+    base: str,
+    spelling: Callable[[str], str],
+    overrides: Mapping[str, Code],
+    refused: Mapping[str, str],
+) -> dict[str, Code]:
+    """A target's printed forms made from the registry's forms for `base`.
+
+    Each of `base`'s forms is respelled (its format, and the source of its
+    helper) by `spelling` (`np.exp(x)` -> `jnp.exp(x)`); `overrides` give a
+    form of the target's own, and `refused` names each operation the target
+    cannot print, with the reason. Every operation of the registry must be in
+    exactly one of them: a new op cannot leave a target silently behind.
+    """
+    codes = {
+        name: _respelled(code, spelling)
+        for name, code in registry_codes(base).items()
+        if name not in refused
+    }
+    codes.update(overrides)
+    missing = set(OPS) - set(codes) - set(refused)
+    both = set(codes) & set(refused)
+    if missing or both:
+        raise AssertionError(
+            f"ops neither printed nor refused: {sorted(missing)}; both: {sorted(both)}"
+        )
+    return codes
+
+
+def _respelled(code: Code, spelling: Callable[[str], str]) -> Code:
+    fmt = code.fmt
+    if callable(fmt):
+        fmt = _composed(spelling, fmt)
+    else:
+        fmt = spelling(fmt)
+    helper = None if code.helper is None else (code.helper[0], spelling(code.helper[1]))
+    return replace(code, fmt=fmt, helper=helper)
+
+
+def _composed(spelling: Callable[[str], str], fmt: Callable[..., str]):
+    return lambda *args: spelling(fmt(*args))
 
 
 @dataclass(frozen=True)
@@ -40,14 +89,23 @@ class Printer:
     """Prints single-operation assignments in one target's syntax."""
 
     target: str
+    codes: Mapping[str, Code] | None = None  # None: the registry's (Op.code[target])
+    refused: Mapping[str, str] = field(
+        default_factory=dict
+    )  # op -> why it is not printed
     imports: set[str] = field(default_factory=set)
     helpers: dict[str, str] = field(default_factory=dict)  # name -> source
 
+    def __post_init__(self) -> None:
+        if self.codes is None:
+            self.codes = registry_codes(self.target)
+
     def code(self, op: str) -> Code:
         """The printed form of `op`; records the imports and helper it needs."""
-        code = OPS[op].code.get(self.target)
+        code = self.codes.get(op)
         if code is None:
-            raise Unprintable(f"the {self.target} target cannot print {op}")
+            why = f" ({self.refused[op]})" if op in self.refused else ""
+            raise Unprintable(f"the {self.target} target cannot print {op}{why}")
         self.imports.update(code.imports)
         if code.helper is not None:
             self.helpers.setdefault(*code.helper)
@@ -61,8 +119,9 @@ class Printer:
     def helper_sources(self) -> list[str]:
         """The helpers used, in the registry's order (deterministic output)."""
         order: dict[str, int] = {}
-        for code in _all_codes(self.target):
-            order.setdefault(code.helper[0], len(order))
+        for code in self.codes.values():
+            if code.helper is not None:
+                order.setdefault(code.helper[0], len(order))
         return [self.helpers[name] for name in sorted(self.helpers, key=order.get)]
 
     def body(
@@ -131,14 +190,6 @@ class Printer:
             comment()
             lines.append(Line(f"{a.name} = {text}", reads, a.name, prec))
         return lines
-
-
-def _all_codes(target: str) -> list[Code]:
-    return [
-        op.code[target]
-        for op in OPS.values()
-        if target in op.code and op.code[target].helper is not None
-    ]
 
 
 def _is_call(text: str) -> bool:

@@ -55,10 +55,23 @@ def render(
     if backward.tensor and not backend.tensors:
         raise SpecError(
             f"the {backend.name} target compiles scalar specs only; use --target "
-            "numpy for vectors and matrices",
+            "numpy (or jax, torch) for vectors and matrices",
             path=spec.path,
         )
-    printer = Printer(backend.name)
+    if not backend.higher and (jvp is not None or hvp is not None):
+        raise SpecError(
+            f"the {backend.name} target has no jvp, hvp or hessian; use --target "
+            "numpy (or python, jax, torch) for them",
+            path=spec.path,
+        )
+    taken = sorted(backend.taken.intersection(backward.shapes()))
+    if taken:
+        raise SpecError(
+            f"the {backend.name} target's module uses the name {taken[0]!r}; "
+            "rename that input or step",
+            path=spec.path,
+        )
+    printer = backend.printer()
     backward, unit = backend.prepared(backward), backend.prepared(unit)
     try:
         context = _lines(printer, backward, unit, backend)
@@ -224,6 +237,7 @@ def _lines(
             name for name in order if not is_temporary(name) or name in read
         ],
         "unpack": [f"{name} = tape.{name}" for name in order if name in read],
+        "tape_read": [name for name in order if name in read],
         "backward": _text(backward_lines),
         "gradients": [g.text for g in backward_gradients],
         "unit_backward": _text(unit_lines),
