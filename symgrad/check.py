@@ -914,16 +914,19 @@ def _kinks(
     compiled = getattr(module, "__symgrad__", None)
     if compiled is None:
         return []
+    generated = getattr(module, "_module", module)  # its own forward: its locals
     with np.errstate(all="ignore"):  # a where's branch not taken may overflow
-        values = locals_on_return(module.forward, **args)
+        values = locals_on_return(generated.forward, **args)
+        # a compiled forward (jax.jit) runs no Python lines: its tape, as NumPy
+        values = {**module.forward(**args)[1]._asdict(), **values}
 
     def get(arg):
-        return values[arg] if isinstance(arg, str) else arg
+        return _numpy(values[arg]) if isinstance(arg, str) else arg
 
     found = []
     for a in compiled.backward.forward:
         kink = OPS[a.op].kink
-        if kink is None:
+        if kink is None or not all(x in values for x in a.args if isinstance(x, str)):
             continue
         distance = kink(*(np.asarray(get(arg), dtype=float) for arg in a.args))
         if np.any(distance <= margin):

@@ -243,28 +243,33 @@ def _precedence(node: ast.expr) -> int:
     return _PRECEDENCE[type(node)]
 
 
+PRINT_PARAMS = {
+    "sum": (None, False), "mean": (None, False), "index": ((0,),), "softmax": (-1,),
+    "logsumexp": (None, True), "broadcast": (None,), "scatter": ((0,),),
+    "amax": (0, True), "amin": (None, False), "prod": ((0, 1), False),
+    "var": (0, False, 1), "std": (None, True, 0), "norm": (1, False),
+    "cumsum": (0,), "flip": (None,), "prod_others": (0,), "reshape": ((2, -1),),
+    "expand_dims": (0,), "squeeze": (None,), "concatenate": (0,), "stack": (1,),
+    "roll": (1, 0), "take": ((0, "#1"),), "scatter_add": (("#1", 0),),
+    "arange": (None, 3), "repeat": (2, 0), "tile": ((2, 1),), "unrepeat": (2, 0),
+    "untile": ((2, 1),), "cumprod": (0,), "cumprod_adjoint": (0,),
+    "cumprod_tangent": (0,),
+    "swapaxes": (-1, -2), "einsum": ("ij,jk->ik",), "tensordot": (1,),
+    "tril": (1,), "triu": (0,),
+}  # fmt: skip
+"""Static parameters each op is printed with in the printing tests."""
+PRINT_ARITY = {"take": 2, "scatter_add": 3}  # an index array
+
+
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_printed_forms_declare_their_precedence_and_repeats(op):
     """Each target's printed form says how it binds (so an inlined line gets the
     parentheses it needs) and whether it names an operand twice (never inlined into)."""
     from symgrad.codegen.printer import Printer
 
-    params = {
-        "sum": (None, False), "mean": (None, False), "index": ((0,),), "softmax": (-1,),
-        "logsumexp": (None, True), "broadcast": (None,), "scatter": ((0,),),
-        "amax": (0, True), "amin": (None, False), "prod": ((0, 1), False),
-        "var": (0, False, 1), "std": (None, True, 0), "norm": (1, False),
-        "cumsum": (0,), "flip": (None,), "prod_others": (0,), "reshape": ((2, -1),),
-        "expand_dims": (0,), "squeeze": (None,), "concatenate": (0,), "stack": (1,),
-        "roll": (1, 0), "take": ((0, "#1"),), "scatter_add": (("#1", 0),),
-        "arange": (None, 3), "repeat": (2, 0), "tile": ((2, 1),), "unrepeat": (2, 0),
-        "untile": ((2, 1),), "cumprod": (0,), "cumprod_adjoint": (0,),
-        "cumprod_tangent": (0,),
-        "swapaxes": (-1, -2), "einsum": ("ij,jk->ik",), "tensordot": (1,),
-        "tril": (1,), "triu": (0,),
-    }.get(op, ())  # fmt: skip
+    params = PRINT_PARAMS.get(op, ())
     for target, code in OPS[op].code.items():
-        arity = {"take": 2, "scatter_add": 3}.get(op, OPS[op].arity)  # an index array
+        arity = PRINT_ARITY.get(op, OPS[op].arity)
         names = tuple(f"operand{i}" for i in range(arity))
         if op == "heaviside":  # its value at 0 is always a number
             names = ("operand0", "0.5")
@@ -345,8 +350,13 @@ TENSOR_PARAMS = {
     "matmul": [()] * 11,
     "swapaxes": [(-1, -2), (0, 2)],
     "einsum": [
-        ("ij,jk->ik",), ("bij,jk->bik",), ("ij->j",), ("i,j,k->ijk",),
-        ("bij,bjk->bik",), ("i,->i",), ("ij,ij->",),
+        ("ij,jk->ik",),
+        ("bij,jk->bik",),
+        ("ij->j",),
+        ("i,j,k->ijk",),
+        ("bij,bjk->bik",),
+        ("i,->i",),
+        ("ij,ij->",),
     ],
     "tensordot": [(2,), (1,), (((0,), (1,)),), (((1, 0), (0, 1)),)],
     "tril": [(0,), (-1,)],

@@ -13,8 +13,23 @@ from dataclasses import dataclass
 
 from symgrad.codegen.backend import Backend, Gradient
 from symgrad.ir import Operand, Program
+from symgrad.ops import OPS
 
 _NUMPY = re.compile(r"\bnp\.")
+
+
+PRINTED_TENSOR_OPS = frozenset(
+    {"matmul", "transpose", "sum", "mean", "index", "softmax", "logsumexp"}
+    | {"broadcast", "scatter", "outer", "size"}
+)
+"""The tensor operations the engine targets print (checked against the numpy target)."""
+
+UNPRINTED = {
+    name: "a tensor operation the engine targets do not print yet"
+    for name, op in OPS.items()
+    if op.kind in ("tensor", "adjoint") and name not in PRINTED_TENSOR_OPS
+}
+"""The others, refused at compile time with this reason."""
 
 
 def respelled(namespace: str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from symgrad.codegen.engine import EngineBackend, respelled
+from symgrad.codegen.engine import UNPRINTED, EngineBackend, respelled
 from symgrad.codegen.printer import derived_codes
 from symgrad.ir import Program
 from symgrad.ops import Code, axis_text, key_text
@@ -54,7 +54,10 @@ CODES = derived_codes(
         # XLA's logistic: one exp, exact in both tails
         "sigmoid": Code("jax.nn.sigmoid({0})"),
         "logsumexp": Code(
-            lambda a, axis: f"jax.scipy.special.logsumexp({a}{axis_text(axis)})",
+            lambda a, axis, keepdims=False: (
+                f"jax.scipy.special.logsumexp({a}"
+                f"{axis_text(axis)}{', keepdims=True' if keepdims else ''})"
+            ),
             imports=_SPECIAL,
         ),
         "gelu": Code(
@@ -72,7 +75,7 @@ CODES = derived_codes(
             lambda g, like, key: f"jnp.zeros_like({like}).at{key_text(key)}.set({g})"
         ),
     },
-    refused={},
+    refused=UNPRINTED,
 )
 
 
@@ -106,6 +109,7 @@ JAX = JaxBackend(
     value_type="Any",
     tensors=True,
     codes=CODES,
+    refused=UNPRINTED,
     taken=frozenset({"jax", "jnp", "function"}),
     namespace="jnp",
 )

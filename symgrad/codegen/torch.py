@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from symgrad.codegen.engine import EngineBackend, respelled
+from symgrad.codegen.engine import UNPRINTED, EngineBackend, respelled
 from symgrad.codegen.printer import derived_codes
 from symgrad.ops import Code, axis_text
 
@@ -28,8 +28,19 @@ def _spelling(text: str) -> str:
     return _TORCH(text)
 
 
-def _dim(axis) -> str:
-    return "" if axis is None else f", dim={axis}"
+def _reduction(function: str):
+    """torch.function(a, dim=axis, keepdim=...): NumPy's axis=None is every dim."""
+
+    def fmt(a, axis, keepdims=False, ddof=0):
+        if ddof:
+            raise ValueError(f"{function} with ddof is not printed for torch")
+        dim = "tuple(range(" + a + ".dim()))" if axis is None else axis
+        keep = ", keepdim=True" if keepdims else ""
+        if axis is None and not keepdims and function != "logsumexp":
+            return f"torch.{function}({a})"
+        return f"torch.{function}({a}, dim={dim}{keep})"
+
+    return fmt
 
 
 _NUMBER = re.compile(r"\(?-?[\d.]+(e-?\d+)?\)?\Z")
@@ -111,22 +122,10 @@ CODES = derived_codes(
         "min": Code(_extremum("minimum")),
         "heaviside": Code("torch.heaviside({0}, torch.full_like({0}, {1}))"),
         "size": Code("torch.numel({0})"),
-        "sum": Code(
-            lambda a, axis, keepdims=False: (
-                f"torch.sum({a}{_dim(axis)}"
-                + (", keepdim=True" if keepdims else "")
-                + ")"
-            )
-        ),
-        "mean": Code(lambda a, axis: f"torch.mean({a}{_dim(axis)})"),
+        "sum": Code(_reduction("sum")),
+        "mean": Code(_reduction("mean")),
         "softmax": Code(lambda a, axis: f"torch.softmax({a}, dim={axis})"),
-        "logsumexp": Code(
-            lambda a, axis: (
-                f"torch.logsumexp({a}.reshape(-1), 0)"
-                if axis is None
-                else f"torch.logsumexp({a}, dim={axis})"
-            )
-        ),
+        "logsumexp": Code(_reduction("logsumexp"), repeats=True),
         "broadcast": Code(
             lambda g, like, axis: f"_broadcast({g}, {like}{axis_text(axis)})",
             helper=("_broadcast", _BROADCAST.strip()),
@@ -136,7 +135,7 @@ CODES = derived_codes(
             helper=("_scatter", _SCATTER.strip()),
         ),
     },
-    refused={},
+    refused=UNPRINTED,
 )
 
 TORCH = EngineBackend(
@@ -146,6 +145,7 @@ TORCH = EngineBackend(
     frees_arrays=True,
     arrays=True,
     codes=CODES,
+    refused=UNPRINTED,
     taken=frozenset({"torch", "Function", "function", "ctx", "value"}),
     namespace="torch",
 )
