@@ -47,6 +47,8 @@ def _supported(target: str, path) -> bool:
     compiled = build(spec)
     if target == "numba" and (spec.derivatives or compiled.unit.tensor):
         return False
+    if len(spec.outputs) > 1:  # the engine targets compile one output
+        return False
     codes = TARGETS[target].printer().codes
     ops = {
         a.op for p in (compiled.backward, compiled.unit) for a in p.forward + p.backward
@@ -95,7 +97,7 @@ def _same_as_numpy(module, reference, point: dict) -> None:
 def test_every_example_equals_the_numpy_target(target, path):
     _engine(target)
     if not _supported(target, path):
-        with pytest.raises(SpecError, match=f"the {target} target"):
+        with pytest.raises(SpecError, match=f"the {target} target"):  # with the reason
             symgrad.compile(path, target=target)
         return
     module = symgrad.compile(path, target=target)

@@ -87,8 +87,10 @@ def _prints(target: str, path) -> bool:
     spec = load(path)
     compiled = build(spec)
     backend = TARGETS[target]
-    if (compiled.unit.tensor and not backend.tensors) or (
-        spec.derivatives and not backend.higher
+    if (
+        (compiled.unit.tensor and not backend.tensors)
+        or (spec.derivatives and not backend.higher)
+        or (len(spec.outputs) > 1 and not backend.several_outputs)
     ):
         return False
     codes = backend.printer().codes

@@ -46,6 +46,7 @@ class Backend:
     refused: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     taken: frozenset[str] = frozenset()
     higher: bool = True  # prints jvp, hvp and hessian
+    several_outputs: bool = True  # a spec with `outputs: [x, y]`
 
     def printer(self) -> Printer:
         """A printer of this target's forms."""

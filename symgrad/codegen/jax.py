@@ -109,6 +109,7 @@ JAX = JaxBackend(
     value_type="Any",
     tensors=True,
     codes=CODES,
+    several_outputs=False,
     refused=UNPRINTED,
     taken=frozenset({"jax", "jnp", "function"}),
     namespace="jnp",

@@ -42,6 +42,7 @@ NUMBA = NumbaBackend(
     tensors=False,
     branches=True,
     codes=CODES,
+    several_outputs=False,
     refused=REFUSED,
     taken=frozenset({"numba", "CACHE", "PARALLEL"}),
     higher=False,

@@ -58,6 +58,12 @@ def render(
             "numpy (or jax, torch) for vectors and matrices",
             path=spec.path,
         )
+    if not backend.several_outputs and len(spec.outputs) > 1:
+        raise SpecError(
+            f"the {backend.name} target compiles specs with one output; use --target "
+            "numpy (or python) for several",
+            path=spec.path,
+        )
     if not backend.higher and (jvp is not None or hvp is not None):
         raise SpecError(
             f"the {backend.name} target has no jvp, hvp or hessian; use --target "

@@ -145,6 +145,7 @@ TORCH = EngineBackend(
     frees_arrays=True,
     arrays=True,
     codes=CODES,
+    several_outputs=False,
     refused=UNPRINTED,
     taken=frozenset({"torch", "Function", "function", "ctx", "value"}),
     namespace="torch",
