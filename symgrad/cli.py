@@ -32,6 +32,7 @@ from symgrad.compiler.lower import LoweringError
 from symgrad.frontend.spec import DERIVATIVES, SpecError, load, with_derivatives
 from symgrad.pipeline import (
     Compiled,
+    MissingModule,
     build,
     dependence_warnings,
     import_source,
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (SpecError, LoweringError, UsageError) as err:
+    except (SpecError, LoweringError, UsageError, MissingModule) as err:
         if args.debug:
             traceback.print_exc()
         print(

@@ -242,9 +242,20 @@ def import_source(
     # dont_inherit: this file's `from __future__ import annotations` is not the
     # module's (it made every Tape field's annotation a ForwardRef to compile).
     code = compile(text, filename, "exec", dont_inherit=True)
-    exec(code, module.__dict__)  # noqa: S102 (our own generated code)
+    try:
+        exec(code, module.__dict__)  # noqa: S102 (our own generated code)
+    except ModuleNotFoundError as err:  # an engine target's engine, scipy.special
+        raise MissingModule(
+            f"the module {name} imports {err.name}, which is not installed here: "
+            f"install it (pip install {err.name.partition('.')[0]}) or choose "
+            f"another target"
+        ) from None
     module.__symgrad__ = compiled
     return module
+
+
+class MissingModule(ImportError):
+    """A generated module imports a package that is not installed (its engine)."""
 
 
 @_gc_paused

@@ -323,3 +323,21 @@ def test_the_numpy_target_imports_no_engine():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("target", sorted(ENGINES))
+def test_a_missing_engine_is_a_clear_error(target, capsys):
+    """Without its engine installed, a target's module cannot be imported or checked:
+    `symgrad compile --target` says which package is missing (exit 2), no traceback."""
+    if importlib.util.find_spec(ENGINES[target]) is not None:
+        pytest.skip(f"{ENGINES[target]} is installed")
+    from symgrad.cli import main
+    from symgrad.pipeline import MissingModule
+
+    spec = str(ROOT / "examples" / "softplus.yaml")
+    assert main(["compile", spec, "--target", target, "-o", "-"]) == 2
+    err = capsys.readouterr().err
+    assert f"imports {ENGINES[target]}, which is not installed" in err
+    assert "Traceback" not in err
+    with pytest.raises(MissingModule, match=ENGINES[target]):
+        symgrad.compile(spec, target=target)
