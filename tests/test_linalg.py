@@ -7,6 +7,8 @@ textbook gradient of the Gaussian log-likelihood."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import yaml
@@ -177,3 +179,27 @@ def test_shape_errors(expression, words):
     assert "step 'r'" in str(err.value)
     for word in words:
         assert word in str(err.value), (word, str(err.value))
+
+
+def test_slogdet_indexed_as_numpys_pair():
+    """slogdet(A)[1] is log|det A| (logabsdet), slogdet(A)[0] its sign (derivative 0);
+    against NumPy's slogdet and Giles's Ā = A⁻ᵀ for log|det A| (2.2.2)."""
+    rng = np.random.default_rng(3)
+    A = _well_conditioned(rng, (2, 3, 3)) * np.array([1.0, -1.0])[:, None, None]  # noqa: N806
+    module = _compile(
+        {"y": "sum(slogdet(A)[1]) + sum(slogdet(A)[0])"}, {"A": (2, 3, 3)}
+    )
+    sign, logdet = np.linalg.slogdet(A)
+    y, g = module.value_and_grad(A=A)
+    assert y == pytest.approx(np.sum(logdet) + np.sum(sign), rel=1e-12)
+    np.testing.assert_allclose(g.A, mT(np.linalg.inv(A)), rtol=1e-10, atol=1e-12)
+    assert check_gradients(module, {"A": A}).ok
+
+
+@pytest.mark.parametrize(
+    "expression, words",
+    [("sum(slogdet(A))", "slogdet(A)[1]"), ("sum(slogdet(A)[2])", "[0] (the sign)")],
+)
+def test_slogdet_whole_or_out_of_range_is_an_error(expression, words):
+    with pytest.raises(SpecError, match=re.escape(words)):
+        _compile({"y": expression}, {"A": (3, 3)})

@@ -1220,6 +1220,11 @@ class _Expression:
             raise SpecError(
                 f"{name!r} is a value here ({self.kinds[name]}), not a function"
             )
+        if name == "slogdet":  # NumPy's pair (sign, log|det|): one of them is indexed
+            raise SpecError(
+                "slogdet(A) is NumPy's pair (sign, log|det A|): write slogdet(A)[1] "
+                "(or logabsdet(A)) for the logarithm, slogdet(A)[0] for the sign"
+            )
         if name not in FUNCTIONS:
             raise SpecError(f"unknown function {name!r}{_function_hint(name)}")
         reduction = SPELLINGS[name].reduction if name in SPELLINGS else ""
@@ -1301,6 +1306,14 @@ class _Expression:
         return tensor("transpose", self.number(node.value))
 
     def _Subscript(self, node: ast.Subscript) -> sp.Expr:
+        pair = _slogdet_part(node, self.symbols)
+        if pair is not None:  # slogdet(A)[1] is logabsdet(A); [0] the sign of det(A)
+            part, call = pair
+            logabsdet = ast.Call(ast.Name("logabsdet"), call.args, call.keywords)
+            if part == 1:
+                return self._Call(logabsdet)
+            det = ast.Call(ast.Name("det"), call.args, call.keywords)
+            return self._Call(ast.Call(ast.Name("sign"), [det], []))
         name = node.value.id if isinstance(node.value, ast.Name) else None
         if name in FUNCTIONS and name not in self.symbols:  # sin[x], as in some books
             call = ast.Call(node.value, [node.slice], [])
@@ -1398,6 +1411,24 @@ def _unqualified(node: ast.AST, names) -> str | None:
         return None
     name = _SPELLINGS.get(node.attr, (node.attr,))[0]
     return name if name in names else None
+
+
+def _slogdet_part(node: ast.Subscript, symbols) -> tuple[int, ast.Call] | None:
+    """(0 or 1, the call) for `slogdet(A)[0]` / `slogdet(A)[1]`, else None."""
+    call = node.value
+    if not (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "slogdet"
+        and "slogdet" not in symbols
+    ):
+        return None
+    part = node.slice
+    if not (isinstance(part, ast.Constant) and part.value in (0, 1, -1, -2)):
+        raise SpecError(
+            "index slogdet(A) with [0] (the sign) or [1] (log|det A|), as NumPy's pair"
+        )
+    return int(part.value) % 2, call
 
 
 def _constant_int(node: ast.AST, what: str) -> int:
