@@ -276,5 +276,51 @@ def value_and_grad(x, w, b):
 
 
 def grad(x, w, b):
-    """The gradients of loss (see `value_and_grad`)."""
-    return value_and_grad(x, w, b)[1]
+    """The gradients of loss alone: value_and_grad's lines that they read."""
+    x, w, b = _arrays(x, w, b)
+    # windows = stack([x[:, 0:14], x[:, 1:15], x[:, 2:16]], axis=-1)
+    windows = np.stack([x[:, 0:14], x[:, 1:15], x[:, 2:16]], axis=-1)
+    # conv = einsum('ntk,k->nt', windows, w) + b
+    conv = b + np.einsum("ntk,k->nt", windows, w)
+    # act = relu(conv)
+    act = np.maximum(conv, 0)
+    # pooled = max(reshape(act, (-1, 7, 2)), axis=-1)
+    t4 = np.reshape(act, (-1, 7, 2))
+    pooled = np.max(t4, axis=-1)
+    # ∂loss/∂pooled = ∂loss/∂loss·∂loss/∂pooled   (∂loss/∂pooled = 1/size(pooled))
+    dloss_dpooled = _broadcast(np.divide(1, pooled.size), pooled)
+    # ∂loss/∂act = ∂loss/∂pooled·∂pooled/∂act
+    t9 = np.where(t4 == _broadcast(pooled, t4, axis=-1), 1, 0)
+    del pooled
+    t12 = t9 * _broadcast(dloss_dpooled, t4, axis=-1)
+    del dloss_dpooled, t4
+    t11 = np.sum(t9, axis=-1, keepdims=True)
+    del t9
+    dloss_dt4 = t12 / t11
+    del t11, t12
+    dloss_dact = np.reshape(dloss_dt4, np.shape(act))
+    del act, dloss_dt4
+    # ∂loss/∂conv = ∂loss/∂act·∂act/∂conv   (∂act/∂conv = Heaviside(conv, 0))
+    dloss_dconv = dloss_dact * np.heaviside(conv, 0)
+    del conv, dloss_dact
+    # ∂loss/∂windows = ∂loss/∂conv·∂conv/∂windows
+    dloss_dwindows = np.einsum("k,nt->ntk", w, dloss_dconv)
+    # ∂loss/∂x = ∂loss/∂windows·∂windows/∂x
+    dloss_dt2 = dloss_dwindows[:, :, 2]
+    dloss_dt1 = dloss_dwindows[:, :, 1]
+    dloss_dt0 = dloss_dwindows[:, :, 0]
+    del dloss_dwindows
+    t14 = _scatter(dloss_dt2, x, np.s_[:, 2:16])
+    del dloss_dt2
+    t15 = _scatter(dloss_dt1, x, np.s_[:, 1:15])
+    del dloss_dt1
+    dloss_dx = t14 + t15 + _scatter(dloss_dt0, x, np.s_[:, 0:14])
+    del dloss_dt0, t14, t15
+    # ∂loss/∂w = ∂loss/∂conv·∂conv/∂w
+    dloss_dw = np.einsum("ntk,nt->k", windows, dloss_dconv)
+    del windows
+    # ∂loss/∂b = ∂loss/∂conv·∂conv/∂b   (∂conv/∂b = 1)
+    dloss_db = np.sum(dloss_dconv)
+    del dloss_dconv
+    gradients = (dloss_dx, dloss_dw, dloss_db)
+    return tuple.__new__(Gradients, map(_owned, gradients))

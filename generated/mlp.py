@@ -219,5 +219,32 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
 
 
 def grad(X, Y, W1, b1, W2, b2):
-    """The gradients of L (see `value_and_grad`)."""
-    return value_and_grad(X, Y, W1, b1, W2, b2)[1]
+    """The gradients of L alone: value_and_grad's lines that they read."""
+    X, Y, W1, b1, W2, b2 = _arrays(X, Y, W1, b1, W2, b2)
+    # hidden = tanh(X @ W1 + b1)
+    hidden = np.tanh(b1 + X @ W1)
+    # out = hidden @ W2 + b2
+    out = b2 + hidden @ W2
+    # L = mean((out - Y)**2)
+    t3 = out - Y
+    del out
+    # ∂L/∂out = ∂L/∂L·∂L/∂out   (∂L/∂out = 2*(out - Y)/size(out))
+    dL_dt3 = 2 * np.divide(1, t3.size) * t3
+    del t3
+    # ∂L/∂hidden = ∂L/∂out·∂out/∂hidden   (∂out/∂hidden = ·W2ᵀ)
+    dL_dhidden = dL_dt3 @ W2.T
+    # ∂L/∂W1 = ∂L/∂hidden·∂hidden/∂W1   (∂hidden/∂W1 = Xᵀ·(1 - hidden**2)⊙)
+    dL_dt1 = dL_dhidden * (1 - hidden**2)
+    del dL_dhidden
+    dL_dW1 = X.T @ dL_dt1
+    # ∂L/∂b1 = ∂L/∂hidden·∂hidden/∂b1   (∂hidden/∂b1 = 1 - hidden**2)
+    dL_db1 = np.sum(dL_dt1, axis=0)
+    del dL_dt1
+    # ∂L/∂W2 = ∂L/∂out·∂out/∂W2   (∂out/∂W2 = hiddenᵀ·)
+    dL_dW2 = hidden.T @ dL_dt3
+    del hidden
+    # ∂L/∂b2 = ∂L/∂out·∂out/∂b2   (∂out/∂b2 = 1)
+    dL_db2 = np.sum(dL_dt3, axis=0)
+    del dL_dt3
+    gradients = (dL_dW1, dL_db1, dL_dW2, dL_db2)
+    return tuple.__new__(Gradients, map(_owned, gradients))

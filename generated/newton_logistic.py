@@ -222,8 +222,25 @@ def value_and_grad(X, y, w, b, lam):
 
 
 def grad(X, y, w, b, lam):
-    """The gradients of L (see `value_and_grad`)."""
-    return value_and_grad(X, y, w, b, lam)[1]
+    """The gradients of L alone: value_and_grad's lines that they read."""
+    X, y, w, b, lam = _arrays(X, y, w, b, lam)
+    # z = X @ w + b
+    z = b + X @ w
+    # a = sigmoid(z)
+    a = _sigmoid(z)
+    del z
+    dL_dt2 = 0.5 * lam
+    # ∂L/∂z = a - y   (simplified by sympy.cancel)
+    dL_dz = a - y
+    del a
+    # ∂L/∂w = ∂L/∂L·∂L/∂w + ∂L/∂z·∂z/∂w   (∂L/∂w = lam*w, ∂z/∂w = X)
+    dL_dw = 2 * dL_dt2 * w + X.T @ dL_dz
+    del dL_dt2
+    # ∂L/∂b = ∂L/∂z·∂z/∂b   (∂z/∂b = 1)
+    dL_db = np.sum(dL_dz)
+    del dL_dz
+    gradients = (dL_dw, dL_db)
+    return tuple.__new__(Gradients, map(_owned, gradients))
 
 
 def hvp(X, y, w, b, lam, v_w, v_b):

@@ -232,5 +232,31 @@ def value_and_grad(X, Y, W, b):
 
 
 def grad(X, Y, W, b):
-    """The gradients of L (see `value_and_grad`)."""
-    return value_and_grad(X, Y, W, b)[1]
+    """The gradients of L alone: value_and_grad's lines that they read."""
+    X, Y, W, b = _arrays(X, Y, W, b)
+    # logits = X @ W + b
+    logits = b + X @ W
+    # loss = logsumexp(logits, axis=1) - sum(Y*logits, axis=1)
+    t1 = _logsumexp(logits, axis=1)
+    t2 = Y * logits
+    loss = t1 - np.sum(t2, axis=1)
+    # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss = 1/size(loss))
+    dL_dloss = _broadcast(np.divide(1, loss.size), loss)
+    del loss
+    # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits   (∂loss/∂logits = -Y + softmax(logits, axis=1))
+    dL_dt3 = -dL_dloss
+    dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
+    del dL_dt3, t2
+    t7 = _broadcast(dL_dloss, logits, axis=1)
+    del dL_dloss
+    t10 = np.exp(logits - _broadcast(t1, logits, axis=1))
+    del logits, t1
+    dL_dlogits = Y * dL_dt2 + t7 * t10
+    del dL_dt2, t10, t7
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
+    dL_dW = X.T @ dL_dlogits
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
+    dL_db = np.sum(dL_dlogits, axis=0)
+    del dL_dlogits
+    gradients = (dL_dW, dL_db)
+    return tuple.__new__(Gradients, map(_owned, gradients))

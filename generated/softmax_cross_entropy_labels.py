@@ -250,5 +250,33 @@ def value_and_grad(X, labels, W, b):
 
 
 def grad(X, labels, W, b):
-    """The gradients of L (see `value_and_grad`)."""
-    return value_and_grad(X, labels, W, b)[1]
+    """The gradients of L alone: value_and_grad's lines that they read."""
+    X, labels, W, b = _arrays(X, labels, W, b)
+    # logits = X @ W + b
+    logits = b + X @ W
+    # logp = logits - logsumexp(logits, axis=1, keepdims=True)
+    t1 = _logsumexp(logits, axis=1, keepdims=True)
+    logp = logits - t1
+    # L = -mean(logp[arange(n), labels])
+    t2 = np.arange(np.shape(X)[0])
+    t3 = logp[t2, labels]
+    # ∂L/∂logp = ∂L/∂L·∂L/∂logp
+    dL_dt3 = _broadcast(-np.divide(1, t3.size), t3)
+    del t3
+    dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
+    del dL_dt3, logp, t2
+    # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits
+    dL_dt1 = np.sum(-dL_dlogp, axis=1, keepdims=True)
+    t13 = _broadcast(dL_dt1, logits) * np.exp(logits - _broadcast(t1, logits))
+    del dL_dt1, logits, t1
+    dL_dlogits = dL_dlogp + t13
+    del dL_dlogp, t13
+    # ∂L/∂X = ∂L/∂logits·∂logits/∂X   (∂logits/∂X = ·Wᵀ)
+    dL_dX = dL_dlogits @ W.T
+    # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
+    dL_dW = X.T @ dL_dlogits
+    # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
+    dL_db = np.sum(dL_dlogits, axis=0)
+    del dL_dlogits
+    gradients = (dL_dX, dL_dW, dL_db)
+    return tuple.__new__(Gradients, map(_owned, gradients))

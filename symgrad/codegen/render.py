@@ -10,13 +10,14 @@ from __future__ import annotations
 import sys
 import textwrap
 from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
 
 from symgrad._data import shipped
 from symgrad._version import __version__
-from symgrad.codegen.backend import Backend
+from symgrad.codegen.backend import Backend, Gradient
 from symgrad.codegen.printer import (
     INDENT,
     LINE_LENGTH,
@@ -182,56 +183,40 @@ def _lines(
 ) -> dict:
     """The printed bodies of forward, backward and value_and_grad, and their gradients."""
     # forward and backward: one line per operation, the full tape (teaching form);
-    # value_and_grad: temporaries used once are printed where they are used, and
-    # only the steps its output reads (not another output, not a dead step).
-    unit = dce(unit, roots={unit.output})
-    guards, unit_guards = program_guards(backward), program_guards(unit)
-    # a target that computes only the branch taken tests each condition by name
-    conditions = (
-        {c for g in (*guards.values(), *unit_guards.values()) for c, _ in g}
-        if backend.branches
-        else set()
-    )
+    # value_and_grad and grad: `_fused`, only the lines their results read.
+    guards = program_guards(backward)
     forward = printer.body(backward.forward)
     graded = {g for _, g in backward.gradients if isinstance(g, str)}
     transposes = fusible(backward.backward, graded, only={"transpose"})
     backward_lines = printer.body(backward.backward, transposes)
-    unit_graded = {g for _, g in unit.gradients if isinstance(g, str)}
-    read_by_backward = {arg for a in unit.backward for arg in a.args} | unit_graded
-    fused_forward = printer.body(
-        unit.forward,
-        fusible(unit.forward, read_by_backward | {unit.output} | conditions),
-    )
-    unit_lines = printer.body(
-        unit.backward, fusible(unit.backward, unit_graded | conditions)
-    )
     forward = backend.arrange(forward, guards, printer)
     backward_lines = backend.arrange(backward_lines, guards, printer)
-    arranged = backend.arrange(fused_forward + unit_lines, unit_guards, printer)
-    fused_forward, unit_lines = (
-        arranged[: len(fused_forward)],
-        arranged[len(fused_forward) :],
-    )
     one_point = backend.one_point and not backward.tensor
     batch = backend.batch(backward, _ignored(backward))
     if batch is not None:
-        line = Line(batch, frozenset(backward.inputs) | {backward.output})
-        forward.append(line)
-        fused_forward.append(line)
+        forward.append(Line(batch, frozenset(backward.inputs) | {backward.output}))
 
     def gradients(program: Program):
         if one_point:  # as at one point; a batch's are summed by `_summed`
             return [Backend.gradient(backend, program, *g) for g in program.gradients]
         return [backend.gradient(program, *g) for g in program.gradients]
 
-    unit_gradients = gradients(unit)
-    if backend.frees_arrays:  # free each array after its last use, as by hand
-        returned = {unit.output}.union(*(g.reads for g in unit_gradients))
-        # the seed dy = np.ones(...) of an array output is freed like the others
-        seed = [Line("", defines=unit.seed)] if isinstance(unit.seed, str) else []
-        _, fused_forward, unit_lines = deleting(
-            seed, fused_forward, unit_lines, keep=returned
-        )
+    fused_forward, unit_lines, unit_gradients = _fused(
+        printer, dce(unit, roots={unit.output}), backend, gradients, batch
+    )
+    # grad: a body of its own where the gradients need less than the output
+    # (logistic regression's gradients skip the loss); a batch of a scalar spec
+    # is told by its output's shape, so that grad calls value_and_grad
+    reads = set().union(*(g.reads for g in gradients(unit)))
+    only_gradients = dce(unit, roots=reads)
+    own_grad = (
+        not one_point
+        and not (backward.tensor and bool(backward.shapes()[backward.output]))
+        and len(only_gradients.forward) < len(dce(unit, roots={unit.output}).forward)
+    )
+    grad_lines = (
+        _fused(printer, only_gradients, backend, gradients, None) if own_grad else None
+    )
     backward_gradients = gradients(backward)
     read = {arg for a in backward.backward for arg in a.args if isinstance(arg, str)}
     read = read.union(*(g.reads for g in backward_gradients))
@@ -249,6 +234,11 @@ def _lines(
         "unit_backward": _text(unit_lines),
         "fused_forward": _text(fused_forward),
         "unit_gradients": [g.text for g in unit_gradients],
+        # grad's own body (forward lines, backward lines, gradients), or None
+        "grad_body": grad_lines and (
+            _text(grad_lines[0]) + _text(grad_lines[1]),
+            [g.text for g in grad_lines[2]],
+        ),
         # a scalar spec: a call at one point skips the reductions of a batch
         "one_point": one_point,
         "summed": _summed(backward, "tape"),
@@ -260,6 +250,41 @@ def _lines(
         ),
         "returned": backend.returned(backward),
     }
+
+
+def _fused(
+    printer: Printer,
+    unit: Program,
+    backend: Backend,
+    gradients: Callable[[Program], list[Gradient]],
+    batch: str | None,
+) -> tuple[list[Line], list[Line], list[Gradient]]:
+    """The forward and backward lines of value_and_grad (or grad: `unit` without
+    the output's own steps) and its gradients: temporaries used once printed
+    where they are used, each array freed after its last use."""
+    guards = program_guards(unit)
+    # a target that computes only the branch taken tests each condition by name
+    conditions = (
+        {c for g in guards.values() for c, _ in g} if backend.branches else set()
+    )
+    graded = {g for _, g in unit.gradients if isinstance(g, str)}
+    read_by_backward = {arg for a in unit.backward for arg in a.args} | graded
+    forward = printer.body(
+        unit.forward,
+        fusible(unit.forward, read_by_backward | {unit.output} | conditions),
+    )
+    backward = printer.body(unit.backward, fusible(unit.backward, graded | conditions))
+    arranged = backend.arrange(forward + backward, guards, printer)
+    forward, backward = arranged[: len(forward)], arranged[len(forward) :]
+    if batch is not None:
+        forward.append(Line(batch, frozenset(unit.inputs) | {unit.output}))
+    unit_gradients = gradients(unit)
+    if backend.frees_arrays:  # free each array after its last use, as by hand
+        returned = {unit.output}.union(*(g.reads for g in unit_gradients))
+        # the seed dy = np.ones(...) of an array output is freed like the others
+        seed = [Line("", defines=unit.seed)] if isinstance(unit.seed, str) else []
+        _, forward, backward = deleting(seed, forward, backward, keep=returned)
+    return forward, backward, unit_gradients
 
 
 def _summary(program: Program) -> str:
