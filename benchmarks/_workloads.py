@@ -52,6 +52,9 @@ class Impl:
         return value, list(grads)
 
 
+HAND_GRAD = "hand-written NumPy, gradients alone"
+
+
 @dataclass
 class Workload:
     name: str
@@ -62,6 +65,8 @@ class Workload:
     hand: Impl
     lambdify: Callable[[bool, str | None], Impl] | None = None
     target: str = "numpy"
+    # the hand-written gradients alone (no value), for symgrad's `grad`
+    hand_grad: Callable[..., Any] | None = None
 
     @property
     def args(self) -> tuple:
@@ -80,6 +85,23 @@ class Workload:
             forward=lambda: module.forward(*args),
             backward=lambda: module.backward(tape),
         )
+
+    def grads_alone(self) -> list[Impl]:
+        """symgrad's `grad` and the hand-written gradients without the value (an
+        empty list where the workload has no such hand code)."""
+        if self.hand_grad is None:
+            return []
+        module, why = compile_or_skip(self.spec, target=self.target)
+        args, alone = self.args, lambda grads: (0.0, grads)
+        hand = Impl(HAND_GRAD, lambda: self.hand_grad(*args), normalize=alone)
+        if module is None:
+            return [Impl(f"symgrad ({self.target} target) grad", None, why), hand]
+        ours = Impl(
+            f"symgrad ({self.target} target) grad",
+            lambda: module.grad(*args),
+            normalize=alone,
+        )
+        return [ours, hand]
 
     def references(self, *, scalar: bool = False, traced: bool = False) -> list[Impl]:
         """lambdify (where the workload has one), JAX, PyTorch, HIPS autograd.
@@ -326,6 +348,12 @@ def logreg_numpy(X, y, w, b):
     return L, (X.T @ dz, np.sum(dz))
 
 
+def logreg_numpy_grad(X, y, w, b):
+    """The hand-written gradients alone: no loss."""
+    dz = 1 / (1 + np.exp(-(X @ w + b))) - y
+    return X.T @ dz, np.sum(dz)
+
+
 def logreg_numpy_forward(X, y, w, b):
     return logreg_expression(np, X, y, w, b)
 
@@ -353,6 +381,7 @@ def logistic_regression(n: int, d: int) -> Workload:
         logreg_expression,
         hand,
         lambdify=lambda cse, modules: _logreg_lambdify(inputs, cse),
+        hand_grad=logreg_numpy_grad,
     )
 
 
@@ -410,6 +439,15 @@ def mlp_numpy(X, Y, W1, b1, W2, b2):
     )
 
 
+def mlp_numpy_grad(X, Y, W1, b1, W2, b2):
+    """The hand-written gradients alone: no mean of the squared error."""
+    hidden = np.tanh(X @ W1 + b1)
+    error = hidden @ W2 + b2 - Y
+    d_out = (2 / error.size) * error
+    d_pre = (d_out @ W2.T) * (1 - hidden**2)
+    return X.T @ d_pre, np.sum(d_pre, axis=0), hidden.T @ d_out, np.sum(d_out, axis=0)
+
+
 def mlp_numpy_forward(X, Y, W1, b1, W2, b2):
     return mlp_expression(np, X, Y, W1, b1, W2, b2)
 
@@ -438,6 +476,7 @@ def mlp(n: int, d_in: int, d_hidden: int, d_out: int) -> Workload:
         ("W1", "b1", "W2", "b2"),
         mlp_expression,
         hand,
+        hand_grad=mlp_numpy_grad,
     )
 
 

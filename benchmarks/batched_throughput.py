@@ -3,7 +3,9 @@
 Workloads of issue 5: the toy model on a batch of 1e6 (parameters scalar, the
 gradient of the summed output), logistic regression 1e6 x 10 and a 2-layer
 MLP 4096x64 -> 128 -> 10. Target: symgrad's numpy target at most 1.1x the
-hand-written NumPy backprop on every workload. A workload whose spec symgrad
+hand-written NumPy backprop on every workload. A second table per workload
+times `grad` alone against the hand-written gradients without the value
+(issue 15: grad computes only what the gradients read). A workload whose spec symgrad
 cannot compile yet (tensors) is reported as skipped; its references still run.
 
     python benchmarks/batched_throughput.py [--quick]
@@ -30,6 +32,14 @@ def main(argv=None) -> int:
             c.ratio(table[ours.name].value, table["hand-written NumPy"].value),
             1.1,
         )
+        alone = workload.grads_alone()
+        if alone:
+            w.verify(alone, alone[1])
+            c.ratio_table(
+                f"{workload.name}, grad alone",
+                w.timed_rows(alone, args.quick),
+                [w.HAND_GRAD],
+            )
     targets.print()
     return 0
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from functools import lru_cache
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import jinja2
@@ -235,7 +235,8 @@ def _lines(
         "fused_forward": _text(fused_forward),
         "unit_gradients": [g.text for g in unit_gradients],
         # grad's own body (forward lines, backward lines, gradients), or None
-        "grad_body": grad_lines and (
+        "grad_body": grad_lines
+        and (
             _text(grad_lines[0]) + _text(grad_lines[1]),
             [g.text for g in grad_lines[2]],
         ),
