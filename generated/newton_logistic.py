@@ -134,13 +134,14 @@ def _owned(g, copy=False):
 
 
 def _sigmoid(x):
-    """1 / (1 + exp(-x)), exact in both tails: exp never sees a positive argument."""
-    return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
+    """1 / (1 + exp(-x)), exact in both tails: exp never sees a positive argument
+    (float constants: a NumPy call with a Python int costs more on small arrays)."""
+    return np.exp(np.minimum(x, 0.0)) / (1.0 + np.exp(-np.abs(x)))
 
 
 def _softplus(x):
     """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
 
 
 def forward(X, y, w, b, lam):
