@@ -141,3 +141,37 @@ def test_golden_modules_import_from_a_fresh_interpreter():
     )
     assert out.returncode == 0, out.stderr
     assert round(float(out.stdout), 3) == -0.646
+
+
+@pytest.mark.parametrize("target", ["numpy", "python"])
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_grad_gives_value_and_grads_gradients(path, target):
+    """grad, with a body of its own or not, returns value_and_grad's gradients, bit
+    for bit (the same lines, less those that only the output reads)."""
+    compiled = build(load(path))
+    if compiled.unit.tensor and target == "python":
+        pytest.skip("the python target compiles scalar specs only")
+    module = import_source(source(compiled, target), compiled.spec.name, compiled)
+    point = sample_point(module, np.random.default_rng(11))
+    got, want = module.grad(**point), module.value_and_grad(**point)[1]
+    assert got._fields == want._fields
+    for name, g, w in zip(got._fields, got, want, strict=True):
+        np.testing.assert_array_equal(g, w, err_msg=name)
+
+
+def test_logistic_regressions_grad_skips_the_loss(monkeypatch):
+    """grad computes only what the gradients read: logistic regression's loss (the
+    softplus of every logit, and its sum) is left to value_and_grad."""
+    compiled = build(load(ROOT / "examples" / "logistic_regression_batch.yaml"))
+    module = import_source(source(compiled), compiled.spec.name, compiled)
+    point = sample_point(module, np.random.default_rng(5))
+    want = module.value_and_grad(**point)[1]
+
+    def loss_computed(x):
+        raise AssertionError("the loss's softplus was computed")
+
+    monkeypatch.setattr(module, "_softplus", loss_computed)
+    got = module.grad(**point)
+    np.testing.assert_array_equal(got.w, want.w)
+    with pytest.raises(AssertionError, match="softplus"):  # value_and_grad needs it
+        module.value_and_grad(**point)
