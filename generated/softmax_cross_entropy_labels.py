@@ -51,7 +51,6 @@ class Tape(NamedTuple):
     W: Any
     b: Any
     logits: Any
-    t1: Any
     logp: Any
     t2: Any
     t3: Any
@@ -171,7 +170,7 @@ def forward(X, labels, W, b):
     t3 = logp[t2, labels]
     t4 = np.mean(t3)
     L = -t4
-    tape = Tape(X, labels, W, b, logits, t1, logp, t2, t3, L)
+    tape = Tape(X, labels, W, b, logits, logp, t2, t3, L)
     return L, tape
 
 
@@ -184,8 +183,6 @@ def backward(tape, dy=1.0):
     X = tape.X
     labels = tape.labels
     W = tape.W
-    logits = tape.logits
-    t1 = tape.t1
     logp = tape.logp
     t2 = tape.t2
     t3 = tape.t3
@@ -198,12 +195,9 @@ def backward(tape, dy=1.0):
     # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits
     t7 = -dL_dlogp
     dL_dt1 = np.sum(t7, axis=1, keepdims=True)
-    t8 = _broadcast(dL_dt1, logits)
-    t9 = _broadcast(t1, logits)
-    t10 = logits - t9
-    t11 = np.exp(t10)
-    t12 = t8 * t11
-    dL_dlogits = dL_dlogp + t12
+    t8 = np.exp(logp)
+    t9 = dL_dt1 * t8
+    dL_dlogits = dL_dlogp + t9
     # ∂L/∂X = ∂L/∂logits·∂logits/∂X   (∂logits/∂X = ·Wᵀ)
     dL_dX = dL_dlogits @ W.T
     # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
@@ -220,8 +214,8 @@ def value_and_grad(X, labels, W, b):
     # logits = X @ W + b
     logits = b + X @ W
     # logp = logits - logsumexp(logits, axis=1, keepdims=True)
-    t1 = _logsumexp(logits, axis=1, keepdims=True)
-    logp = logits - t1
+    logp = logits - _logsumexp(logits, axis=1, keepdims=True)
+    del logits
     # L = -mean(logp[arange(n), labels])
     t2 = np.arange(np.shape(X)[0])
     t3 = logp[t2, labels]
@@ -230,13 +224,11 @@ def value_and_grad(X, labels, W, b):
     dL_dt3 = _broadcast(-np.divide(1, t3.size), t3)
     del t3
     dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
-    del dL_dt3, logp, t2
+    del dL_dt3, t2
     # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits
     dL_dt1 = np.sum(-dL_dlogp, axis=1, keepdims=True)
-    t13 = _broadcast(dL_dt1, logits) * np.exp(logits - _broadcast(t1, logits))
-    del dL_dt1, logits, t1
-    dL_dlogits = dL_dlogp + t13
-    del dL_dlogp, t13
+    dL_dlogits = dL_dlogp + dL_dt1 * np.exp(logp)
+    del dL_dlogp, dL_dt1, logp
     # ∂L/∂X = ∂L/∂logits·∂logits/∂X   (∂logits/∂X = ·Wᵀ)
     dL_dX = dL_dlogits @ W.T
     # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
@@ -255,8 +247,8 @@ def grad(X, labels, W, b):
     # logits = X @ W + b
     logits = b + X @ W
     # logp = logits - logsumexp(logits, axis=1, keepdims=True)
-    t1 = _logsumexp(logits, axis=1, keepdims=True)
-    logp = logits - t1
+    logp = logits - _logsumexp(logits, axis=1, keepdims=True)
+    del logits
     # L = -mean(logp[arange(n), labels])
     t2 = np.arange(np.shape(X)[0])
     t3 = logp[t2, labels]
@@ -264,13 +256,11 @@ def grad(X, labels, W, b):
     dL_dt3 = _broadcast(-np.divide(1, t3.size), t3)
     del t3
     dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
-    del dL_dt3, logp, t2
+    del dL_dt3, t2
     # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits
     dL_dt1 = np.sum(-dL_dlogp, axis=1, keepdims=True)
-    t13 = _broadcast(dL_dt1, logits) * np.exp(logits - _broadcast(t1, logits))
-    del dL_dt1, logits, t1
-    dL_dlogits = dL_dlogp + t13
-    del dL_dlogp, t13
+    dL_dlogits = dL_dlogp + dL_dt1 * np.exp(logp)
+    del dL_dlogp, dL_dt1, logp
     # ∂L/∂X = ∂L/∂logits·∂logits/∂X   (∂logits/∂X = ·Wᵀ)
     dL_dX = dL_dlogits @ W.T
     # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)

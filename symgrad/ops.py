@@ -1167,10 +1167,16 @@ def _k_text(k) -> str:
 def _spread(g, a, axis, keepdims, times=None):
     """The adjoint of a reduction over `axis`: g expanded there, over a's shape
     (`times` that, which has a's shape: a number g needs no spreading then)."""
-    if times is not None and sp.sympify(g).is_number:
-        return g * times
+    if times is not None and (keepdims or sp.sympify(g).is_number):
+        return g * times  # a kept axis of size 1 broadcasts in the product
     spread = tensor("broadcast", g, a, params=(None if keepdims else axis,))
     return spread if times is None else spread * times
+
+
+def _beside(out, a, axis, keepdims):
+    """A reduction's output beside its operand in elementwise arithmetic: as it is
+    where the axis was kept (it broadcasts), else spread back over a's shape."""
+    return out if keepdims else _spread(out, a, axis, keepdims)
 
 
 def _sum_vjp(g, a, *, out, shapes, params):
@@ -1200,12 +1206,12 @@ def _softmax_vjp(g, a, *, out, shapes, params):
 
 def _logsumexp_vjp(g, a, *, out, shapes, params):
     axis, keepdims = params
-    return (_spread(g, a, axis, keepdims, sp.exp(a - _spread(out, a, axis, keepdims))),)
+    return (_spread(g, a, axis, keepdims, sp.exp(a - _beside(out, a, axis, keepdims))),)
 
 
 def _hits(a, out, axis, keepdims):
     """1 where an element of a holds its slice's max (or min), else 0."""
-    return sp.Piecewise((1, sp.Eq(a, _spread(out, a, axis, keepdims))), (0, True))
+    return sp.Piecewise((1, sp.Eq(a, _beside(out, a, axis, keepdims))), (0, True))
 
 
 def _extremum_vjp(g, a, *, out, shapes, params):
@@ -1279,7 +1285,7 @@ def _norm_vjp(g, a, *, out, shapes, params):
     subgradient, test_norm_subgradient)."""
     axis, keepdims = params
     return (
-        _spread(g, a, axis, keepdims, a / _nonzero(_spread(out, a, axis, keepdims))),
+        _spread(g, a, axis, keepdims, a / _nonzero(_beside(out, a, axis, keepdims))),
     )
 
 
@@ -1373,7 +1379,7 @@ def _softmax_jvp(tangents, a, *, out, params):
 
 def _logsumexp_jvp(tangents, a, *, out, params):
     axis, keepdims = params
-    weights = sp.exp(a - _spread(out, a, axis, keepdims))
+    weights = sp.exp(a - _beside(out, a, axis, keepdims))
     return tensor("sum", tangents[0] * weights, params=params)
 
 
