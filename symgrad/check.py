@@ -57,7 +57,12 @@ from what the gradient rows verify (`_higher_rows`): the JVP along
 output's), H·d (entry by entry, sampled as the gradient is) against `grad`
 along d, Hessian column w against `grad` along input w, and each Jacobian
 block ∂o/∂u, weighted by a random w over o and along a random unit d over u,
-against Σ w·o along d. They get no high-precision retry.
+against Σ w·o along d. A gradient being differenced rounds like the terms
+it is computed from (about |f| / max(1, |x|), not its own value: s * (1 - s)
+of a saturated sigmoid), so that is the rounding their bound allows for, and
+their `NEGLIGIBLE` slack is of it. What float64 does not verify, a scalar
+spec retries at `DIGITS` digits as a gradient row does: Σ w·o from the
+spec's steps, a gradient entry as mpmath's derivative of them.
 
 Outside its domain (log of a negative number, a division by zero, an
 overflow) a generated module behaves like the library it is written in: the
@@ -321,7 +326,7 @@ def check_gradients(
                 Row(name, index, probe.analytical, estimate.value, estimate.bound,
                     verdict, reason, direction, estimate.digits)
             )  # fmt: skip
-    rows += _higher_rows(module, args, gradients, rng)
+    rows += _higher_rows(module, args, value, gradients, rng)
     return Report(dict(point), value, rows, _kinks(module, args))
 
 
@@ -357,14 +362,51 @@ class _Derivative:
         """(estimate, verdict, reason) for the derivative: float64 first; unless it
         settles the derivative to `SETTLED`, `retried` has the last word."""
         eps = np.finfo(float).eps
-        estimate = _differentiate(self.moved, self.scale, eps, STEPS, self.settles)
+        estimate = _differentiate(
+            self.moved, self.scale, eps, STEPS, self.settles, self.magnitude
+        )
         if self.settles(estimate):
             return estimate, "ok", ""
         return self.retried(estimate, self.judge(estimate, TOLERANCE))
 
+    magnitude = 0.0
+    """The size of the terms g is computed from (|f| / scale for a gradient): g's
+    rounding is about eps times the larger of it and |g|."""
+
+    def precise(self) -> Callable | str:
+        """`moved` at `DIGITS` digits, or the reason there is none."""
+        raise NotImplementedError
+
     def retried(self, estimate: Estimate, in_float64: str) -> tuple[Estimate, str, str]:
-        """No retry at higher precision: the float64 verdict stands."""
-        return estimate, in_float64, self.why(in_float64, estimate, "")
+        """A scalar spec estimates the derivative again at `DIGITS` digits. That
+        estimate decides where it verifies the derivative, or finds a mismatch
+        float64 finds too; a gap only it sees leaves the derivative unverified
+        (float64 rounding in the gradient itself, 1 - tanh(x)**2 near 1 say, may
+        be all there is to it).
+        """
+        precise = self.precise()
+        if isinstance(precise, str):
+            return estimate, in_float64, self.why(in_float64, estimate, f" ({precise})")
+        with mpmath.workdps(DIGITS):
+            found = _differentiate(
+                precise, mpmath.mpf(self.scale), mpmath.eps, DIGITS_STEPS,
+                self.settles, mpmath.mpf(self.magnitude),
+            )  # fmt: skip
+        exact = Estimate(float(found.value), float(found.bound), DIGITS)
+        verdict = self.judge(exact, TOLERANCE)
+        if verdict == "ok" or verdict == in_float64 == "mismatch":
+            return exact, verdict, ""
+        if verdict == "mismatch":
+            gap = abs(self.analytical - exact.value)
+            scale = max(1.0, abs(self.analytical), abs(exact.value))
+            return exact, "unverified", (
+                f"it differs by {gap / scale:.0e} from the derivative at {DIGITS} "
+                f"digits, more than float64 finite differences can resolve: float64 "
+                f"may not compute this derivative any closer here"
+            )  # fmt: skip
+        if in_float64 == "ok":
+            return estimate, "ok", ""
+        return exact, verdict, self.why(verdict, exact, f", even at {DIGITS} digits")
 
     def why(self, verdict: str, estimate: Estimate, more: str) -> str:
         """Why an unverified derivative could not be verified ("" for other verdicts)."""
@@ -419,36 +461,6 @@ class _Probe(_Derivative):
         """Steps are relative to max(1, |x|) over the entries that move."""
         self.negligible = NEGLIGIBLE * abs(value) / self.scale
 
-    def retried(self, estimate: Estimate, in_float64: str) -> tuple[Estimate, str, str]:
-        """A scalar spec estimates the derivative again at `DIGITS` digits. That
-        estimate decides where it verifies the gradient, or finds a mismatch
-        float64 finds too; a gap only it sees leaves the gradient unverified
-        (float64 rounding in the gradient itself, 1 - tanh(x)**2 near 1 say, may
-        be all there is to it).
-        """
-        precise = self.precise()
-        if isinstance(precise, str):
-            return estimate, in_float64, self.why(in_float64, estimate, f" ({precise})")
-        with mpmath.workdps(DIGITS):
-            found = _differentiate(
-                precise, mpmath.mpf(self.scale), mpmath.eps, DIGITS_STEPS, self.settles
-            )
-        exact = Estimate(float(found.value), float(found.bound), DIGITS)
-        verdict = self.judge(exact, TOLERANCE)
-        if verdict == "ok" or verdict == in_float64 == "mismatch":
-            return exact, verdict, ""
-        if verdict == "mismatch":
-            gap = abs(self.analytical - exact.value)
-            scale = max(1.0, abs(self.analytical), abs(exact.value))
-            return exact, "unverified", (
-                f"it differs by {gap / scale:.0e} from the derivative at {DIGITS} "
-                f"digits, more than float64 finite differences can resolve: float64 "
-                f"may not compute this gradient any closer here"
-            )  # fmt: skip
-        if in_float64 == "ok":
-            return estimate, "ok", ""
-        return exact, verdict, self.why(verdict, exact, f", even at {DIGITS} digits")
-
     def moved(self, t: float) -> tuple[float, float]:
         """sum(output) with the input moved by t, and the step actually taken."""
         x = self.args[self.name]
@@ -466,47 +478,73 @@ class _Probe(_Derivative):
     def value_at(self, shifted) -> float:
         return _forward_value(self.module, {**self.args, self.name: shifted})
 
-    def precise(self):
-        """`moved` at `DIGITS` digits, by the spec's own steps (scalar inputs
-        only); or the reason there is none."""
-        compiled = getattr(self.module, "__symgrad__", None)
-        if compiled is None:
-            return f"no {DIGITS}-digit retry: the module has no spec"
-        if any(np.ndim(v) for v in self.args.values()):
-            return (
-                f"the {DIGITS}-digit retry takes scalar inputs only: mpmath cannot "
-                f"evaluate symgrad's tensor operations"
-            )
-        function = _high_precision(compiled.spec)
+    def precise(self) -> Callable | str:
+        """`moved` at `DIGITS` digits, by the spec's own steps (`_precise`)."""
+        function = _precise(self.module, self.args)
+        if isinstance(function, str):
+            return function
         values = {n: mpmath.mpf(float(v)) for n, v in self.args.items()}
+        return lambda t: (function({**values, self.name: values[self.name] + t}), t)
 
-        def moved(t):
-            try:
-                value = function(**{**values, self.name: values[self.name] + t})
-            except _DOMAIN_ERRORS as err:
-                raise OutOfDomain(f"{_reason(err)} near there ({err})") from None
-            if not isinstance(value, mpmath.mpf) or not mpmath.isfinite(value):
-                raise OutOfDomain(f"the function is {value} near there")
-            return value, t
 
-        return moved
+def _precise(module, args: dict, output: str | None = None) -> Callable | str:
+    """The spec's `output` (default: its first) as an mpmath function of a dict of
+    input values, by its own steps at the current precision (OutOfDomain where
+    not finite); or why there is none (no spec, or tensor inputs)."""
+    compiled = getattr(module, "__symgrad__", None)
+    if compiled is None:
+        return f"no {DIGITS}-digit retry: the module has no spec"
+    if any(np.ndim(v) for v in args.values()):
+        return (
+            f"the {DIGITS}-digit retry takes scalar inputs only: mpmath cannot "
+            f"evaluate symgrad's tensor operations"
+        )
+    function = _high_precision(compiled.spec, output)
+
+    def evaluate(values: dict):
+        try:
+            value = function(**values)
+        except _DOMAIN_ERRORS as err:
+            raise OutOfDomain(f"{_reason(err)} near there ({err})") from None
+        if not isinstance(value, mpmath.mpf) or not mpmath.isfinite(value):
+            raise OutOfDomain(f"the function is {value} near there")
+        return value
+
+    return evaluate
 
 
 class _Along(_Derivative):
     """d/dt g(t) at t = 0 for a `g` that moves several inputs at once (the point
     plus t times a direction): a jvp against `forward`, an hvp or a Hessian
-    column against the gradient. float64 only: the spec's own steps give no
-    gradient to evaluate at more digits."""
+    column against the gradient. `precise` is g at `DIGITS` digits (or why there
+    is none); `magnitude` is |f| / scale where g is a gradient, whose float64
+    rounding follows the size of its terms, not its value (s * (1 - s) of a
+    saturated sigmoid)."""
 
-    def __init__(self, analytical: float, g: Callable[[float], float], scale: float):
+    def __init__(self, analytical: float, g: Callable[[float], float], scale: float,
+                 precise: Callable | str, magnitude: float = 0.0):  # fmt: skip
         self.analytical, self.g, self.scale = analytical, g, scale
-        self.negligible = NEGLIGIBLE * abs(g(0.0)) / scale
+        self.precise_g, self.magnitude = precise, magnitude
+        self.negligible = NEGLIGIBLE * max(abs(g(0.0)), magnitude) / scale
 
     def moved(self, t: float) -> tuple[float, float]:
         return self.g(t), t  # x + t * d rounds every entry: noise the bound sees
 
+    def precise(self) -> Callable | str:
+        g = self.precise_g
+        return g if isinstance(g, str) else lambda t: (g(t), t)
 
-def _higher_rows(module, args: dict, gradients, rng: np.random.Generator) -> list[Row]:
+    def retried(self, estimate: Estimate, in_float64: str) -> tuple[Estimate, str, str]:
+        """Only what float64 does not verify is retried (a row each for every
+        direction and every Hessian entry: the retry is costly)."""
+        if in_float64 == "ok":
+            return estimate, "ok", ""
+        return super().retried(estimate, in_float64)
+
+
+def _higher_rows(
+    module, args: dict, f: float, gradients, rng: np.random.Generator
+) -> list[Row]:
     """Rows for backward's VJP of each output (several outputs), and for the jvp,
     hvp, hessian and jacobian `module` carries, each against finite differences
     of what the gradient rows verify: each output's VJP (weighted by a random w
@@ -515,7 +553,9 @@ def _higher_rows(module, args: dict, gradients, rng: np.random.Generator) -> lis
     unit direction d against `forward` along d, H·d entry by entry (sampled as
     the gradient is) against the gradient along d, Hessian column w against the
     gradient along input w, Jacobian block ∂o/∂u (weighted by a random w over o)
-    along a random unit d over u against Σ w·o along d."""
+    along a random unit d over u against Σ w·o along d. A scalar spec retries
+    them at `DIGITS` digits: Σ w·o from its own steps, a gradient entry as
+    mpmath's derivative of them."""
     wrt = gradients._fields
     inputs = list(args.values())
     outputs = getattr(module, "Outputs", None)
@@ -524,21 +564,51 @@ def _higher_rows(module, args: dict, gradients, rng: np.random.Generator) -> lis
 
     def row(derivative, along, name, index, direction, analytical, g, d):
         moves = max(float(np.max(np.abs(args[w]))) for w, v in d.items() if np.any(v))
-        probe = _Along(analytical, g, max(1.0, moves))
+        scale = max(1.0, moves)
+        precise, magnitude = g.precise, getattr(g, "magnitude", 0.0) / scale
+        probe = _Along(analytical, g, scale, precise, magnitude)
         estimate, verdict, reason = probe.compare()
         rows.append(
             Row(name, index, analytical, estimate.value, estimate.bound, verdict,
-                reason, direction, None, derivative, along)
+                reason, direction, estimate.digits, derivative, along)
         )  # fmt: skip
 
     def moved(d: dict, t: float) -> dict:
         return {n: x + t * d[n] if n in d else x for n, x in args.items()}
 
     def value(d: dict, output=None, weights=1.0) -> Callable[[float], float]:
-        return lambda t: _forward_value(module, moved(d, t), output, weights)
+        def g(t):
+            return _forward_value(module, moved(d, t), output, weights)
+
+        function = _precise(module, args, output)
+        if isinstance(function, str) or np.ndim(weights):
+            g.precise = function if isinstance(function, str) else "weighted outputs"
+        else:
+            w = mpmath.mpf(float(weights))
+            g.precise = lambda t: w * function(precisely(d, t))
+        return g
 
     def gradient(d: dict, w: str, index, u) -> Callable[[float], float]:
-        return lambda t: _entry(_gradients(module, moved(d, t))[w], index, u)
+        def g(t):
+            return _entry(_gradients(module, moved(d, t))[w], index, u)
+
+        g.magnitude = abs(f)  # divided by the scale in `row`
+        function = _precise(module, args)
+        if isinstance(function, str):
+            g.precise = function
+        else:  # mpmath.diff raises the precision to make its differences exact
+            g.precise = lambda t: (
+                mpmath.diff(lambda s: function({**precisely(d, t), w: s}),
+                            precisely(d, t)[w])
+            )  # fmt: skip
+        return g
+
+    def precisely(d: dict, t) -> dict:
+        """The point moved by t along d, in mpmath numbers (scalar inputs)."""
+        return {
+            n: mpmath.mpf(float(x)) + t * mpmath.mpf(float(d.get(n, 0.0)))
+            for n, x in args.items()
+        }
 
     if len(outputs) > 1:  # backward(tape, dx, dy, ...): one upstream gradient each
         seeds = list(inspect.signature(module.backward).parameters)[1:]
@@ -622,7 +692,9 @@ def _gradients(module: types.ModuleType, args: dict) -> dict:
     return gradients._asdict()
 
 
-def _differentiate(moved, scale, eps, steps: int, settles: Callable) -> Estimate:
+def _differentiate(
+    moved, scale, eps, steps: int, settles: Callable, magnitude=0.0
+) -> Estimate:
     """d/dt moved(t)[0] at t = 0, numdifftools' way (generic over float and mpmath.mpf).
 
     Central differences D(h) at steps h = scale / 2**FIRST_STEP, half that,
@@ -634,7 +706,8 @@ def _differentiate(moved, scale, eps, steps: int, settles: Callable) -> Estimate
     the step, rounding noise, a float64 plateau) give no estimate. The
     bound of the extrapolation at h is SAFETY times the largest of its last
     correction and its distance to the extrapolations at 2h and h/2, plus the
-    function's rounding over h. The estimate with the smallest bound wins;
+    function's rounding over h (ROUNDING * eps times the larger of its value
+    and `magnitude`, the size of the terms it is computed from). The estimate with the smallest bound wins;
     the search stops early once `settles(estimate)`. When no step moves the
     function beyond rounding, the estimate is 0 within that rounding over the
     largest step. Steps that leave the domain before the first one inside it
@@ -657,7 +730,7 @@ def _differentiate(moved, scale, eps, steps: int, settles: Callable) -> Estimate
             continue
         row = [(up - down) / (h_up - h_down)]
         differences.append(row[0])
-        rounding = ROUNDING * eps * max(abs(up), abs(down))
+        rounding = ROUNDING * eps * max(abs(up), abs(down), magnitude)
         if flat is not None and abs(up - down) <= rounding:
             flat = max(flat, rounding)
         else:
@@ -693,8 +766,9 @@ def _differentiate(moved, scale, eps, steps: int, settles: Callable) -> Estimate
 
 
 @functools.lru_cache(maxsize=8)
-def _high_precision(spec: Spec) -> Callable[..., object]:
-    """The spec's output as an mpmath function of its inputs (by name).
+def _high_precision(spec: Spec, output: str | None = None) -> Callable[..., object]:
+    """The spec's `output` (default: its first) as an mpmath function of its
+    inputs (by name), at mpmath's current precision.
 
     One assignment per step, in order (a deep chain is never expanded into one
     tree); every name is a Dummy, so no user's name meets one of mpmath's.
@@ -707,7 +781,7 @@ def _high_precision(spec: Spec) -> Callable[..., object]:
         symbol = make_symbol(step.name)
         assignments.append((_dummy(symbol), step.expr.xreplace(names)))
         names[symbol] = assignments[-1][0]
-        if step.name == spec.output:
+        if step.name == (output or spec.output):
             break
     namespace = {
         f.func.__name__: functools.partial(_by_evalf, f.func)
@@ -737,7 +811,10 @@ def _dummy(symbol: sp.Symbol) -> sp.Dummy:
 
 
 def _by_evalf(function, *args):
-    return mpmath.mpf(function(*(sp.Float(a, DIGITS) for a in args)).evalf(DIGITS))
+    if any(isinstance(a, mpmath.mpc) for a in args):  # sqrt(-1) is mpmath's 1j
+        raise ValueError(f"{function.__name__} of a complex number")
+    digits = mpmath.mp.dps  # mpmath.diff raises it for its differences
+    return mpmath.mpf(function(*(sp.Float(a, digits) for a in args)).evalf(digits))
 
 
 def sample_point(

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy
 
 import symgrad
 from symgrad import cli
-from symgrad.check import check_gradients, sample_point
+from symgrad.check import DIGITS, check_gradients, sample_point
 from symgrad.teach.explain import ExplainError, explain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,3 +255,54 @@ def test_tensor_jacobian_is_checked():
     assert [r.label for r in report.rows if r.derivative == "jacobian"] == [
         f"jacobian.{o}.{u}" for o in ("s", "a") for u in ("x", "W", "b")
     ]
+
+
+SATURATED = {
+    "name": "saturated",
+    "inputs": {"a": {}, "c": {}},
+    "steps": {"y": "sigmoid((rsqrt(c) + a)**2)"},
+}
+"""At a = 0, c = 1/32 the sigmoid's argument is 32: its gradient is computed from
+1 - sigmoid(32) ≈ 1.3e-14, which float64 rounds to about 1e-16 absolute, far
+more than the Hessian (~1e-8 at most) moves it over a finite-difference step."""
+
+
+def _exact_hessian(point):
+    a, c = sympy.symbols("a c")
+    y = 1 / (1 + sympy.exp(-((1 / sympy.sqrt(c) + a) ** 2)))
+    at = {a: sympy.Rational(point["a"]), c: sympy.Rational(point["c"])}
+    return {
+        f"{u}.{v}": float(sympy.diff(y, u, v).subs(at).evalf(50))
+        for u in (a, c)
+        for v in (a, c)
+    }
+
+
+def test_second_derivatives_near_cancellation_are_not_a_false_alarm():
+    # every hvp and hessian row was a "mismatch" with a bound of ~1e-22: the
+    # gradient's rounding was taken to be eps times its own (tiny) value
+    module = symgrad.compile(SATURATED, derivatives=HIGHER)
+    point = {"a": 0.0, "c": 1 / 32}
+    report = check_gradients(module, point)
+    assert {r.verdict for r in report.rows} == {"ok"}, report
+    exact = _exact_hessian(point)
+    retried = [r for r in report.rows if r.digits == DIGITS]
+    assert any(r.derivative == "hessian" for r in retried), report
+    for r in report.rows:
+        if r.derivative == "hessian":
+            # symgrad's own values are right up to float64 cancellation
+            assert r.analytical == pytest.approx(exact[r.name], rel=1e-3)
+        if r in retried and r.derivative == "hessian":
+            assert r.numerical == pytest.approx(exact[r.name], rel=1e-12)
+
+
+@pytest.mark.parametrize("factor", [1.1, -1.0])
+def test_a_wrong_second_derivative_near_cancellation_is_a_mismatch(factor):
+    module = symgrad.compile(SATURATED, derivatives=HIGHER)
+    module.hvp = _scaled(module.hvp, factor)  # hessian calls it too
+    report = check_gradients(module, {"a": 0.0, "c": 1 / 32})
+    assert report.verdict == "mismatch"
+    mismatches = {r.label for r in report.rows if r.verdict == "mismatch"}
+    assert "hessian.c.c" in mismatches, report
+    assert {"hvp(d1).c", "hvp(d2).c"} <= mismatches, report
+    assert {r.verdict for r in report.rows if r.derivative == "gradient"} == {"ok"}
