@@ -363,14 +363,14 @@ class _Derivative:
         settles the derivative to `SETTLED`, `retried` has the last word."""
         eps = np.finfo(float).eps
         estimate = _differentiate(
-            self.moved, self.scale, eps, STEPS, self.settles, self.magnitude
+            self.moved, self.scale, eps, STEPS, self.settles, self.terms
         )
         if self.settles(estimate):
             return estimate, "ok", ""
         return self.retried(estimate, self.judge(estimate, TOLERANCE))
 
-    magnitude = 0.0
-    """The size of the terms g is computed from (|f| / scale for a gradient): g's
+    terms = 0.0
+    """The size of the terms g is computed from (|f| / |x| for a gradient): g's
     rounding is about eps times the larger of it and |g|."""
 
     def precise(self) -> Callable | str:
@@ -390,7 +390,7 @@ class _Derivative:
         with mpmath.workdps(DIGITS):
             found = _differentiate(
                 precise, mpmath.mpf(self.scale), mpmath.eps, DIGITS_STEPS,
-                self.settles, mpmath.mpf(self.magnitude),
+                self.settles, mpmath.mpf(self.terms),
             )  # fmt: skip
         exact = Estimate(float(found.value), float(found.bound), DIGITS)
         verdict = self.judge(exact, TOLERANCE)
@@ -517,15 +517,18 @@ class _Along(_Derivative):
     """d/dt g(t) at t = 0 for a `g` that moves several inputs at once (the point
     plus t times a direction): a jvp against `forward`, an hvp or a Hessian
     column against the gradient. `precise` is g at `DIGITS` digits (or why there
-    is none); `magnitude` is |f| / scale where g is a gradient, whose float64
-    rounding follows the size of its terms, not its value (s * (1 - s) of a
-    saturated sigmoid)."""
+    is none). Where g is a gradient entry ∂f/∂x, its float64 rounding follows
+    the size of the terms it is computed from, not its value (s * (1 - s) of a
+    saturated sigmoid): `terms` is |f| / min(scale, |x|) (∂ x**p / ∂x = p *
+    x**p / x), and its `NEGLIGIBLE` slack is that of the gradient rows, of |f| /
+    scale, over the scale."""
 
     def __init__(self, analytical: float, g: Callable[[float], float], scale: float,
-                 precise: Callable | str, magnitude: float = 0.0):  # fmt: skip
+                 precise: Callable | str, f: float = 0.0, x: float = 0.0):  # fmt: skip
         self.analytical, self.g, self.scale = analytical, g, scale
-        self.precise_g, self.magnitude = precise, magnitude
-        self.negligible = NEGLIGIBLE * max(abs(g(0.0)), magnitude) / scale
+        self.precise_g = precise
+        self.terms = f / min(scale, x) if x else f / scale
+        self.negligible = NEGLIGIBLE * max(abs(g(0.0)), f / scale) / scale
 
     def moved(self, t: float) -> tuple[float, float]:
         return self.g(t), t  # x + t * d rounds every entry: noise the bound sees
@@ -565,8 +568,7 @@ def _higher_rows(
     def row(derivative, along, name, index, direction, analytical, g, d):
         moves = max(float(np.max(np.abs(args[w]))) for w, v in d.items() if np.any(v))
         scale = max(1.0, moves)
-        precise, magnitude = g.precise, getattr(g, "magnitude", 0.0) / scale
-        probe = _Along(analytical, g, scale, precise, magnitude)
+        probe = _Along(analytical, g, scale, g.precise, *getattr(g, "terms", ()))
         estimate, verdict, reason = probe.compare()
         rows.append(
             Row(name, index, analytical, estimate.value, estimate.bound, verdict,
@@ -592,7 +594,8 @@ def _higher_rows(
         def g(t):
             return _entry(_gradients(module, moved(d, t))[w], index, u)
 
-        g.magnitude = abs(f)  # divided by the scale in `row`
+        x = np.abs(np.asarray(args[w], dtype=float))
+        g.terms = abs(f), float(x[index] if u is None else np.max(x))  # see _Along
         function = _precise(module, args)
         if isinstance(function, str):
             g.precise = function
@@ -693,7 +696,7 @@ def _gradients(module: types.ModuleType, args: dict) -> dict:
 
 
 def _differentiate(
-    moved, scale, eps, steps: int, settles: Callable, magnitude=0.0
+    moved, scale, eps, steps: int, settles: Callable, terms=0.0
 ) -> Estimate:
     """d/dt moved(t)[0] at t = 0, numdifftools' way (generic over float and mpmath.mpf).
 
@@ -707,7 +710,8 @@ def _differentiate(
     bound of the extrapolation at h is SAFETY times the largest of its last
     correction and its distance to the extrapolations at 2h and h/2, plus the
     function's rounding over h (ROUNDING * eps times the larger of its value
-    and `magnitude`, the size of the terms it is computed from). The estimate with the smallest bound wins;
+    and `terms`, the size of the terms it is computed from). The estimate with
+    the smallest bound wins;
     the search stops early once `settles(estimate)`. When no step moves the
     function beyond rounding, the estimate is 0 within that rounding over the
     largest step. Steps that leave the domain before the first one inside it
@@ -730,7 +734,7 @@ def _differentiate(
             continue
         row = [(up - down) / (h_up - h_down)]
         differences.append(row[0])
-        rounding = ROUNDING * eps * max(abs(up), abs(down), magnitude)
+        rounding = ROUNDING * eps * max(abs(up), abs(down), terms)
         if flat is not None and abs(up - down) <= rounding:
             flat = max(flat, rounding)
         else:
