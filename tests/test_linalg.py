@@ -44,7 +44,9 @@ def test_solve_inv_det_logabsdet_against_giles(batch):
     W = rng.normal(size=batch + (3, 2))  # noqa: N806
     V = rng.normal(size=shape)  # noqa: N806
     module = _compile(
-        {"y": "sum(W * solve(A, B)) + sum(V * inv(A)) + sum(det(A)) + sum(logabsdet(A))"},
+        {
+            "y": "sum(W * solve(A, B)) + sum(V * inv(A)) + sum(det(A)) + sum(logabsdet(A))"
+        },
         {"A": shape, "B": (3, 2), "W": W.shape, "V": shape},
         wrt=["A", "B"],
     )
@@ -156,7 +158,9 @@ def test_backward_passes_solve_and_never_invert():
     text = (ROOT / "generated/gaussian_nll.py").read_text()
     assert "np.linalg.solve(" in text
     assert "np.linalg.inv(" not in text
-    assert "for " not in text[text.index("def backward") :].split("def value_and_grad")[0]
+    assert (
+        "for " not in text[text.index("def backward") :].split("def value_and_grad")[0]
+    )
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,9 @@ def test_seed_004s_generated_backward_is_quoted_as_compiled():
     section = _side_by_side()
     compiled = build(load_spec(ROOT / "examples" / "udl_toy.yaml"))
     code = source(compiled)
-    backward = code[code.index("def backward(") : code.index("\n\n\ndef value_and_grad")]
+    backward = code[
+        code.index("def backward(") : code.index("\n\n\ndef value_and_grad")
+    ]
     blocks = [m.group(2) for m in FENCE.finditer(section) if m.group(1) == "python"]
     assert backward + "\n" in blocks
     module = import_source(code, "udl_toy", compiled)
