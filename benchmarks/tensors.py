@@ -9,8 +9,8 @@ compiled in memory, compared with the same computation written by hand
   an array output, so symgrad's forward + backward(tape, dy) (a vector-Jacobian
   product) against the hand-written one, and value_and_grad (dy = 1) too;
 * gaussian_nll: the Gaussian negative log-likelihood of 512 samples of
-  dimension 64 through a Cholesky factor; value_and_grad against the
-  textbook gradient (solves with Sigma).
+  dimension 64 through a Cholesky factor; value_and_grad, and forward +
+  backward(tape), against the textbook gradient (solves with Sigma).
 
     python benchmarks/tensors.py [--quick]
 """
@@ -90,11 +90,19 @@ def gaussian_nll(quick: bool) -> Case:
     inputs = {"X": rng.normal(size=(n, d)), "mu": rng.normal(size=d) / 4,
               "A": rng.normal(size=(d, d)) / np.sqrt(d), "s": rng.normal(size=d) / 4}  # fmt: skip
     module = c.symgrad.compile(c.EXAMPLES / "gaussian_nll.yaml")
+
+    def vjp():
+        value, tape = module.forward(**inputs)
+        return value, module.backward(tape)
+
     rows = {
         "symgrad value_and_grad": lambda: module.value_and_grad(**inputs),
         "hand-written NumPy": lambda: gaussian_nll_hand(**inputs),
+        "symgrad forward + backward": vjp,
     }
-    return Case(f"gaussian_nll [{n}, {d}]", rows, [list(rows)])
+    names = list(rows)
+    pairs = [names[:2], [names[2], names[1]]]
+    return Case(f"gaussian_nll [{n}, {d}]", rows, pairs)
 
 
 def main(argv=None) -> int:
@@ -106,7 +114,7 @@ def main(argv=None) -> int:
             got, want = case.rows[ours](), case.rows[theirs]()
             c.assert_agrees(case.name, got, want, rtol=1e-10, atol=1e-12)
         times = c.median_times(case.rows, args.quick)
-        references = [theirs for _, theirs in case.pairs]
+        references = list(dict.fromkeys(theirs for _, theirs in case.pairs))
         c.ratio_table(case.name, [c.Row(k, v) for k, v in times.items()], references)
         for ours, theirs in case.pairs:
             ratio = times[ours] / times[theirs]
