@@ -124,7 +124,7 @@ def _owned(g, copy=False):
         if copy or not g.flags.writeable:
             return g.astype(float)
         return g.astype(float, copy=False)
-    if isinstance(g, (int, np.integer, np.bool_)):  # a tuple: faster than a union
+    if isinstance(g, (int, np.integer, np.bool_)):  # noqa: UP038 (a tuple: faster than a union)
         return float(g)
     return g
 
