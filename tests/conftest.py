@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import sympy as sp
@@ -60,19 +59,3 @@ def _real(number: sp.Expr) -> float:
     real, imag = number.as_real_imag()
     assert abs(imag) <= 1e-25 * max(1, abs(real)), number
     return float(real)
-
-
-def captured_locals(func, *args, **kwargs) -> dict:
-    """Call `func` and return its local variables at return (to read intermediate adjoints)."""
-    captured = {}
-
-    def profiler(frame, event, arg):
-        if event == "return" and frame.f_code is func.__code__:
-            captured.update(frame.f_locals)
-
-    sys.setprofile(profiler)
-    try:
-        func(*args, **kwargs)
-    finally:
-        sys.setprofile(None)
-    return captured

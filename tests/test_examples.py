@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from symgrad import cli
-from symgrad.check import check_gradients, sample_point
+from symgrad.check import check_gradients, locals_on_return, sample_point
 from symgrad.codegen import TARGETS
 from symgrad.frontend.spec import load
 from symgrad.pipeline import build, import_source, source
-from tests.conftest import EXAMPLES, ROOT, captured_locals, exact_gradient
+from tests.conftest import EXAMPLES, ROOT, exact_gradient
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_value_and_grad_keeps_no_intermediate_to_the_end(path):
     compiled = build(load(path))
     module = import_source(source(compiled), compiled.spec.name, compiled)
     point = sample_point(module, np.random.default_rng(3))
-    alive = set(captured_locals(module.value_and_grad, **point))
+    alive = set(locals_on_return(module.value_and_grad, **point))
     returned = {compiled.unit.output, "gradients"}
     returned.add("args")  # the arguments themselves, for a batch's `_summed`
     returned |= {g for _, g in compiled.unit.gradients if isinstance(g, str)}

@@ -9,8 +9,9 @@ import pytest
 import sympy as sp
 
 import symgrad
+from symgrad.check import locals_on_return
 from symgrad.frontend import spec as spec_module
-from tests.conftest import ROOT, captured_locals, exact_gradient
+from tests.conftest import ROOT, exact_gradient
 
 # Source: udlbook, CM20315_Gradients_I.ipynb (seed 004), the point of its cells.
 TOY_POINT = dict(x=2.3, beta0=1.0, beta1=2.0, beta2=-3.0, beta3=0.4, beta4=-0.3,
@@ -46,7 +47,7 @@ def test_toy_forward_pass_matches_notebook(toy):
 def test_toy_backward_adjoints_match_notebook(toy):
     # backward(tape) keeps every adjoint (value_and_grad deletes what it no longer needs)
     _, tape = toy.forward(**TOY_POINT)
-    adjoints = captured_locals(toy.backward, tape)
+    adjoints = locals_on_return(toy.backward, tape)
     for name, printed in TOY_ADJOINTS.items():
         assert round(float(adjoints[name]), 3) == printed, name
 
