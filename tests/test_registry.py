@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 
 import mpmath
 import numpy as np
@@ -416,6 +417,16 @@ NO_JVP = {
 }
 
 
+def _printed(op: str, params: tuple, shapes) -> Callable:
+    """The numpy target's function of `op`, with the parameters lowering gives it
+    at these operand shapes (solve's form that every NumPy reads alike)."""
+    special = OPS[op].specialize
+    if special is not None:
+        renamed, specialized = special(list(shapes), params)
+        params = specialized if renamed == op else params
+    return numpy_target.function(op, params, len(shapes))
+
+
 def _evaluate(expr: sp.Basic, values: dict[str, np.ndarray]):
     """A SymPy expression over tensor-op nodes, evaluated with the numpy target's ops."""
     from symgrad.ops import TensorOp
@@ -434,11 +445,7 @@ def _evaluate(expr: sp.Basic, values: dict[str, np.ndarray]):
     if isinstance(expr, sp.Eq):
         return np.equal(*args)
     if isinstance(expr, TensorOp):
-        params, special = expr.params, OPS[expr.op].specialize
-        if special is not None:  # as lowering does (solve's NumPy 1 form)
-            op, specialized = special([np.shape(a) for a in args], params)
-            params = specialized if op == expr.op else params
-        return numpy_target.function(expr.op, params, len(args))(*args)
+        return _printed(expr.op, expr.params, [np.shape(a) for a in args])(*args)
     if isinstance(expr, sp.Add):
         return sum(args[1:], args[0])
     if isinstance(expr, sp.Mul):
@@ -469,9 +476,7 @@ def test_tensor_vjp_and_jvp_against_finite_differences(op):
         constant = INTEGER_OPERANDS.get(op, set())
         for k in constant:
             args[k] = rng.integers(0, 3, size=shapes[k])
-        if definition.specialize is not None:  # as lowering does (solve's NumPy 1 form)
-            _, params = definition.specialize(list(shapes), params)
-        f = numpy_target.function(op, params, len(shapes))
+        f = _printed(op, params, shapes)
         out = f(*args)
         symbols = [sp.Symbol(f"x{i}", real=True) for i in range(len(args))]
         values = {f"x{i}": a for i, a in enumerate(args)}
