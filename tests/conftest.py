@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sympy as sp
 
+import symgrad
+from symgrad.frontend.spec import SpecError
 from symgrad.ops import Defined
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +62,15 @@ def _real(number: sp.Expr) -> float:
     real, imag = number.as_real_imag()
     assert abs(imag) <= 1e-25 * max(1, abs(real)), number
     return float(real)
+
+
+def assert_step_error(inputs: dict, expression: str, words: list[str]) -> None:
+    """Compiling a spec whose step `r` is `expression` (then `y = sum(r)`) is an
+    error that names the step and says each of `words`."""
+    spec = {"name": "bad", "inputs": inputs, "steps": {"r": expression, "y": "sum(r)"}}
+    with pytest.raises(SpecError) as err:
+        symgrad.compile(spec)
+    message = str(err.value)
+    assert "step 'r'" in message
+    for word in words:
+        assert word in message, (word, message)

@@ -16,7 +16,7 @@ import yaml
 import symgrad
 from symgrad.check import check_gradients
 from symgrad.frontend.spec import SpecError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_step_error
 
 
 def mT(x):  # noqa: N802 (NumPy's name)
@@ -173,16 +173,11 @@ def test_backward_passes_solve_and_never_invert():
     ],
 )
 def test_shape_errors(expression, words):
-    spec = {
-        "name": "bad",
-        "inputs": {"A": {"shape": [3, 3]}, "B": {"shape": [3, 2]}, "v": {"shape": [3]}},
-        "steps": {"r": expression, "y": "sum(r)"},
-    }
-    with pytest.raises(SpecError) as err:
-        symgrad.compile(spec)
-    assert "step 'r'" in str(err.value)
-    for word in words:
-        assert word in str(err.value), (word, str(err.value))
+    assert_step_error(
+        {"A": {"shape": [3, 3]}, "B": {"shape": [3, 2]}, "v": {"shape": [3]}},
+        expression,
+        words,
+    )
 
 
 def test_slogdet_indexed_as_numpys_pair():

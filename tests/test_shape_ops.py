@@ -10,7 +10,7 @@ import pytest
 
 import symgrad
 from symgrad.check import check_gradients
-from symgrad.frontend.spec import SpecError
+from tests.conftest import assert_step_error
 
 X = (2, 3, 4)
 
@@ -138,17 +138,7 @@ def test_list_literals_of_scalars_and_of_arrays():
     ],
 )
 def test_shape_errors_name_the_step(expression, words):
-    spec = {
-        "name": "bad",
-        "inputs": {"x": {"shape": list(X)}},
-        "steps": {"r": expression, "y": "sum(r)"},
-    }
-    with pytest.raises(SpecError) as err:
-        symgrad.compile(spec)
-    message = str(err.value)
-    assert "step 'r'" in message
-    for word in words:
-        assert word in message, (word, message)
+    assert_step_error({"x": {"shape": list(X)}}, expression, words)
 
 
 def test_reshape_with_a_named_dimension():
