@@ -759,27 +759,21 @@ def swell_count(compiled: Compiled) -> Swell:
     spec = compiled.spec
     ours = compiled.unit.backward_operations
     forward = len(compiled.unit.forward)
+
+    def uncounted(reason: str) -> Swell:
+        return Swell(len(spec.wrt), ours, forward, None, reason)
+
     if any(getattr(i, "shape", ()) for i in spec.inputs):
-        return Swell(
-            len(spec.wrt),
-            ours,
-            forward,
-            None,
-            "the expanded sympy.diff count is made for scalar specs only",
-        )
+        return uncounted("the expanded sympy.diff count is made for scalar specs only")
     try:
         expanded = spec.expanded()
     except Exception as err:
-        return Swell(len(spec.wrt), ours, forward, None, f"not expanded ({err})")
+        return uncounted(f"not expanded ({err})")
     nodes = _tree_size(expanded)
     if nodes > SWELL_EXPANDED_LIMIT:
-        return Swell(
-            len(spec.wrt),
-            ours,
-            forward,
-            None,
+        return uncounted(
             f"{spec.output} written out in the inputs is already a tree of {nodes} "
-            "nodes, so sympy.diff of it was not attempted",
+            "nodes, so sympy.diff of it was not attempted"
         )
     symbols = {s.name: s for s in expanded.free_symbols if isinstance(s, sp.Symbol)}
     total = 0
@@ -789,17 +783,11 @@ def swell_count(compiled: Compiled) -> Swell:
         try:
             derivative = sp.diff(expanded, symbols[w])
         except (TypeError, ValueError, NotImplementedError) as err:
-            return Swell(
-                len(spec.wrt), ours, forward, None, f"sympy.diff failed ({err})"
-            )
+            return uncounted(f"sympy.diff failed ({err})")
         size = _tree_size(derivative)
         if size > SWELL_DERIVATIVE_LIMIT:
-            return Swell(
-                len(spec.wrt),
-                ours,
-                forward,
-                None,
-                f"the sympy.diff derivative for {w} alone is a tree of {size} nodes",
+            return uncounted(
+                f"the sympy.diff derivative for {w} alone is a tree of {size} nodes"
             )
         total += int(sp.count_ops(derivative))
     return Swell(len(spec.wrt), ours, forward, total)
