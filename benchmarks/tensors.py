@@ -6,11 +6,14 @@ compiled in memory, compared with the same computation written by hand
 (to 1e-10) before both are timed:
 
 * attention: softmax(Q K^T / 8) V over [batch 32, heads 8, tokens 128, d 64];
-  an array output, so symgrad's forward + backward(tape, dy) (a vector-Jacobian
-  product) against the hand-written one, and value_and_grad (dy = 1) too;
+  an array output, so the vector-Jacobian product with an upstream gradient
+  dy: symgrad's value_and_grad(Q, K, V, dy) against the hand-written one, and
+  with dy = 1 too. forward + backward(tape, dy) is shown beside them: the
+  teaching form (one operation per line, every adjoint kept for explain and
+  the exercises), with no target of its own;
 * gaussian_nll: the Gaussian negative log-likelihood of 512 samples of
-  dimension 64 through a Cholesky factor; value_and_grad, and forward +
-  backward(tape), against the textbook gradient (solves with Sigma).
+  dimension 64 through a Cholesky factor; value_and_grad against the textbook
+  gradient (solves with Sigma), forward + backward(tape) shown beside it.
 
     python benchmarks/tensors.py [--quick]
 """
@@ -60,6 +63,7 @@ class Case(NamedTuple):
     name: str
     rows: dict[str, Callable]  # implementation -> call
     pairs: list[tuple[str, str]]  # (symgrad's, the hand-written reference)
+    shown: list[str] = []  # compared with the first reference, with no target
 
 
 def attention(quick: bool) -> Case:
@@ -74,14 +78,18 @@ def attention(quick: bool) -> Case:
         return value, module.backward(tape, dy)
 
     rows = {
-        "symgrad forward + backward": vjp,
+        # value_and_grad frees each array after its last use, and writes into
+        # one no longer needed
+        "symgrad value_and_grad(dy)": lambda: module.value_and_grad(**inputs, dy=dy),
         "hand-written NumPy": lambda: attention_hand(**inputs, dy=dy),
-        # dy = 1: value_and_grad frees each temporary once it is used
         "symgrad value_and_grad (dy = 1)": lambda: module.value_and_grad(**inputs),
         "hand-written NumPy (dy = 1)": lambda: attention_hand(**inputs, dy=ones),
+        "symgrad forward + backward(tape, dy)": vjp,
     }
     names = list(rows)
-    return Case(f"attention [{b}, {h}, {n}, {d}]", rows, [names[:2], names[2:]])
+    return Case(
+        f"attention [{b}, {h}, {n}, {d}]", rows, [names[:2], names[2:4]], [names[4]]
+    )
 
 
 def gaussian_nll(quick: bool) -> Case:
@@ -101,8 +109,7 @@ def gaussian_nll(quick: bool) -> Case:
         "symgrad forward + backward": vjp,
     }
     names = list(rows)
-    pairs = [names[:2], [names[2], names[1]]]
-    return Case(f"gaussian_nll [{n}, {d}]", rows, pairs)
+    return Case(f"gaussian_nll [{n}, {d}]", rows, [names[:2]], [names[2]])
 
 
 def main(argv=None) -> int:
@@ -110,7 +117,7 @@ def main(argv=None) -> int:
     c.print_header("Tensor models: symgrad vs hand-written NumPy backprop", args.quick)
     targets = c.Targets(issue=12)
     for case in (attention(args.quick), gaussian_nll(args.quick)):
-        for ours, theirs in case.pairs:
+        for ours, theirs in case.pairs + [(k, case.pairs[0][1]) for k in case.shown]:
             got, want = case.rows[ours](), case.rows[theirs]()
             c.assert_agrees(case.name, got, want, rtol=1e-10, atol=1e-12)
         times = c.median_times(case.rows, args.quick)

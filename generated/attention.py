@@ -131,10 +131,19 @@ def _owned(g, copy=False):
     return g
 
 
+def _upstream(dy, shape):
+    """value_and_grad's dy: broadcast to the output's shape, and floats (lines write
+    into arrays computed from it)."""
+    dy = np.broadcast_to(dy, shape)
+    return dy if dy.dtype.kind == "f" else dy.astype(float)
+
+
 def _softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along axis, shifted by the maximum so it cannot overflow."""
+    """exp(x) / sum(exp(x)) along axis, shifted by the maximum so it cannot overflow
+    (divided in place: e is a new float array)."""
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
 
 
 def forward(Q, K, V):
@@ -186,8 +195,9 @@ def backward(tape, dy=1.0):
     return tuple.__new__(Gradients, map(_owned, gradients))
 
 
-def value_and_grad(Q, K, V):
-    """(out, Gradients) in one pass: forward, then backward with dy = 1."""
+def value_and_grad(Q, K, V, dy=None):
+    """(out, Gradients) in one pass: forward, then backward with dy (None: ones,
+    the gradients of the sum of out)."""
     Q, K, V = _arrays(Q, K, V)
     # scores = Q @ K.mT / sqrt(64)
     t0 = np.swapaxes(K, -1, -2)
@@ -197,7 +207,7 @@ def value_and_grad(Q, K, V):
     del scores
     # out = weights @ V
     out = weights @ V
-    dy = np.ones(np.shape(out))
+    dy = np.ones(np.shape(out)) if dy is None else _upstream(dy, np.shape(out))
     # ∂out/∂weights = ∂out/∂out·∂out/∂weights   (∂out/∂weights = ·Vᵀ)
     dout_dweights = dy @ np.swapaxes(V, -1, -2)
     # ∂out/∂scores = ∂out/∂weights·∂weights/∂scores
@@ -205,7 +215,7 @@ def value_and_grad(Q, K, V):
     dout_dscores = weights * (dout_dweights - t4)
     del dout_dweights, t4
     # ∂out/∂Q = ∂out/∂scores·∂scores/∂Q   (∂scores/∂Q = (1/8)⊙·(K.mT)ᵀ)
-    dout_dt1 = dout_dscores / 8
+    dout_dt1 = np.divide(dout_dscores, 8, out=dout_dscores)
     del dout_dscores
     dout_dt0 = np.swapaxes(Q, -1, -2) @ dout_dt1
     dout_dQ = dout_dt1 @ np.swapaxes(t0, -1, -2)
@@ -221,6 +231,6 @@ def value_and_grad(Q, K, V):
     return out, tuple.__new__(Gradients, map(_owned, gradients))
 
 
-def grad(Q, K, V):
+def grad(Q, K, V, dy=None):
     """The gradients of out (see `value_and_grad`)."""
-    return value_and_grad(Q, K, V)[1]
+    return value_and_grad(Q, K, V, dy)[1]

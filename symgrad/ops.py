@@ -20,6 +20,7 @@ reads this table and never compares an operation's name with a string.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,9 @@ class Code:
     operand needs to go without parentheses (Python's grammar; a call is an
     atom, 100, whose operands need nothing). `imports` and `helper` are what
     the printed line needs in the module: modules to import, and the source
-    of a helper function (by its name) the target defines once.
+    of a helper function (by its name) the target defines once. `ufunc` names
+    the NumPy ufunc the printed expression calls, which a value_and_grad may
+    print as `np.subtract(a, b, out=a)` where `a` is not needed again.
     """
 
     fmt: Format
@@ -56,6 +59,8 @@ class Code:
     imports: tuple[str, ...] = ()
     helper: tuple[str, str] | None = None  # (name, source)
     repeats: bool = False  # names an operand twice: never inline an expression into it
+    # the NumPy ufunc it is (`np.add` for a + b): it can write into an operand (out=)
+    ufunc: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.fmt, str) and any(
@@ -71,13 +76,17 @@ class Code:
         return self.needs if self.needs is not None else (0,) * arity
 
 
-def infix(symbol: str, prec: int, needs: tuple[int, ...]) -> Code:
-    return Code(f"{{0}} {symbol} {{1}}", prec, needs)
+def infix(
+    symbol: str, prec: int, needs: tuple[int, ...], ufunc: str | None = None
+) -> Code:
+    return Code(f"{{0}} {symbol} {{1}}", prec, needs, ufunc=ufunc)
 
 
 def np_call(function: str) -> Code:
-    """`np.function(operands)`."""
-    return Code(_call_format(f"np.{function}"))
+    """`np.function(operands)` (a ufunc's `ufunc` set)."""
+    found = functools.reduce(getattr, function.split("."), np)  # linalg.det too
+    ufunc = f"np.{function}" if isinstance(found, np.ufunc) else None
+    return Code(_call_format(f"np.{function}"), ufunc=ufunc)
 
 
 def math_call(function: str) -> Code:
@@ -441,6 +450,12 @@ class Op:
     def differentiable(self) -> bool:
         """Whether a gradient flows through its operands (conditions carry none)."""
         return self.kind != "condition"
+
+    @property
+    def structural(self) -> bool:
+        """Whether its value is a count or positions (a size, an index range): the
+        same for any values of its operands, and an integer."""
+        return self.jvp is _constant_jvp
 
     @property
     def elementwise(self) -> bool:
@@ -1470,9 +1485,11 @@ def _softplus(x):
 """
 _SOFTMAX = """
 def _softmax(x, axis=-1):
-    \"\"\"exp(x) / sum(exp(x)) along axis, shifted by the maximum so it cannot overflow.\"\"\"
+    \"\"\"exp(x) / sum(exp(x)) along axis, shifted by the maximum so it cannot overflow
+    (divided in place: e is a new float array).\"\"\"
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
 """
 _LOGSUMEXP = """
 def _logsumexp(x, axis=None, keepdims=False):
@@ -1562,19 +1579,28 @@ _REDUCE = (Static("axis", "axis"), Static("keepdims", "bool", default=False))
 _REGISTRY: tuple[Op, ...] = (
     # ---- arithmetic
     Op("copy", 1, "arithmetic", meaning=lambda a: a, code=_both(Code("{0}"))),
-    Op("neg", 1, "arithmetic", meaning=lambda a: -a, code=_both(Code("-{0}", 15, (17,)))),
+    Op(
+        "neg", 1, "arithmetic", meaning=lambda a: -a,
+        code=_both(Code("-{0}", 15, (17,), ufunc="np.negative")),
+    ),
     Op(
         "add", 2, "arithmetic", meaning=lambda a, b: a + b, commutative=True,
-        code=_both(infix("+", 13, (13, 14))),
+        code=_both(infix("+", 13, (13, 14), "np.add")),
     ),
-    Op("sub", 2, "arithmetic", meaning=lambda a, b: a - b, code=_both(infix("-", 13, (13, 14)))),
+    Op(
+        "sub", 2, "arithmetic", meaning=lambda a, b: a - b,
+        code=_both(infix("-", 13, (13, 14), "np.subtract")),
+    ),
     Op(
         "mul", 2, "arithmetic", meaning=lambda a, b: a * b, commutative=True,
-        code=_both(infix("*", 14, (14, 15))),
+        code=_both(infix("*", 14, (14, 15), "np.multiply")),
     ),
     Op(
         "div", 2, "arithmetic", meaning=lambda a, b: a / b,
-        code={"numpy": Code(_divide, 14, (14, 15)), "python": infix("/", 14, (14, 15))},
+        code={
+            "numpy": Code(_divide, 14, (14, 15), ufunc="np.divide"),
+            "python": infix("/", 14, (14, 15)),
+        },
     ),
     # a**n for a whole number n: Python's ** (a negative base is fine)
     Op(
@@ -1582,7 +1608,7 @@ _REGISTRY: tuple[Op, ...] = (
         # b * a**(b - 1) is finite at a = 0, where out * b / a is not.
         partials=_power_partials,
         domain=((-2.0, 2.0), (3.0, 3.0)),
-        code=_both(Code(_power, 16, (17, 15))),
+        code=_both(Code(_power, 16, (17, 15), ufunc="np.power")),
     ),
     # a**b for any other exponent: np.power gives nan and math.pow raises ValueError
     # for a negative base, where Python's ** would make a complex number.
@@ -1933,7 +1959,7 @@ _REGISTRY: tuple[Op, ...] = (
         shape=lambda shapes, params: S.matmul(*shapes),
         text=lambda a, b, dot=None: f"dot({a}, {b})" if dot else f"{a} @ {b}",
         latex=lambda a, b, dot=None: f"{a} {b}",
-        code={"numpy": infix("@", 14, (14, 15))},
+        code={"numpy": infix("@", 14, (14, 15), "np.matmul")},
     ),
     Op(
         "transpose", 1, "tensor", spellings=("transpose",), identity_below=2,

@@ -122,6 +122,38 @@ def test_a_batch_and_a_broadcast_parameter_equal_the_numpy_target(target):
     _same_as_numpy(module, reference, point)
 
 
+@pytest.mark.parametrize("target", ["jax", "torch"])
+def test_value_and_grad_takes_an_array_outputs_upstream_gradient(target):
+    """An array output: value_and_grad(..., dy) and grad(..., dy) equal the numpy
+    target's backward(tape, dy); dy = None is ones."""
+    _engine(target)
+    spec = {
+        "name": "rows_softmax",
+        "inputs": {"X": {"shape": ["n", 3]}, "W": {"shape": [3, 4]}},
+        "steps": {"out": "softmax(X @ W, axis=-1)"},
+    }
+    module, reference = symgrad.compile(spec, target=target), symgrad.compile(spec)
+    rng = np.random.default_rng(5)
+    point = {"X": rng.normal(size=(5, 3)), "W": rng.normal(size=(3, 4))}
+    dy = rng.normal(size=(5, 4))
+    tape = reference.forward(**point)[1]
+    for upstream, expected in (
+        (dy, reference.backward(tape, dy)),
+        (None, reference.backward(tape, np.ones((5, 4)))),
+    ):
+        for got in (
+            module.value_and_grad(**point, dy=upstream)[1],
+            module.grad(**point, dy=upstream),
+        ):
+            for name in expected._fields:
+                np.testing.assert_allclose(
+                    _numpy_values(getattr(got, name)),
+                    getattr(expected, name),
+                    rtol=TOLERANCE,
+                    atol=TOLERANCE,
+                )
+
+
 @pytest.mark.parametrize("target", sorted(ENGINES))
 def test_a_step_whose_value_is_a_constant(target):
     """`s0 = a/a` is 1, a Python number in the numpy target's code; PyTorch's

@@ -45,6 +45,8 @@ class Backend:
     codes: Mapping[str, Code] | None = field(default=None, compare=False, hash=False)
     refused: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     taken: frozenset[str] = frozenset()
+    # value_and_grad of a tensor spec writes into an array not needed again (out=)
+    in_place: bool = False
     higher: bool = True  # prints jvp, hvp and hessian
     several_outputs: bool = True  # a spec with `outputs: [x, y]`
 

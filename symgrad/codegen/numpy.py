@@ -111,6 +111,7 @@ NUMPY = NumpyBackend(
     frees_arrays=True,
     one_point=True,
     arrays=True,
+    in_place=True,
 )
 
 

@@ -66,7 +66,7 @@ def _respelled(code: Code, spelling: Callable[[str], str]) -> Code:
     else:
         fmt = spelling(fmt)
     helper = None if code.helper is None else (code.helper[0], spelling(code.helper[1]))
-    return replace(code, fmt=fmt, helper=helper)
+    return replace(code, fmt=fmt, helper=helper, ufunc=None)  # out=: NumPy's alone
 
 
 def _composed(spelling: Callable[[str], str], fmt: Callable[..., str]):
@@ -125,14 +125,20 @@ class Printer:
         return [self.helpers[name] for name in sorted(self.helpers, key=order.get)]
 
     def body(
-        self, assigns: tuple[Assign, ...], fuse: frozenset[str] = frozenset()
+        self,
+        assigns: tuple[Assign, ...],
+        fuse: frozenset[str] = frozenset(),
+        into: Mapping[str, str] | None = None,
     ) -> list[Line]:
         """One line per assignment, each group of lines under a comment with its math.
 
         A name in `fuse` is not given a line: its expression is printed where it
         is used (once), parenthesized as precedence needs, unless that line would
-        get too long. `X.T @ g` reads as one writes it by hand.
+        get too long. `X.T @ g` reads as one writes it by hand. An assignment in
+        `into` calls its ufunc with `out=` that operand (see `codegen.inplace`):
+        `np.subtract(a, b, out=a)`.
         """
+        into = into or {}
         # fused name -> (expression, its precedence, the names it reads)
         pending: dict[str, tuple[str, int, frozenset[str]]] = {}
         lines: list[Line] = []
@@ -155,7 +161,9 @@ class Printer:
                 for arg in a.args:
                     if arg in pending:
                         flush(arg)
-            needs = code.operand_needs(len(a.args))
+            out = into.get(a.name)
+            # a call's operands need no parentheses
+            needs = (0,) * len(a.args) if out else code.operand_needs(len(a.args))
             printed, reads = [], set()
             for i, arg in enumerate(a.args):
                 if isinstance(arg, str) and arg in pending:
@@ -163,16 +171,20 @@ class Printer:
                     printed.append(f"({text})" if p < needs[i] else text)
                     reads |= inner
                 else:
-                    printed.append(_operand(arg, i, code))
+                    printed.append(arg if out else _operand(arg, i, code))
                     reads |= {arg} if isinstance(arg, str) else set()
-            text = code.print(printed, a.params)
+            text = _into(code, printed, out) if out else code.print(printed, a.params)
             if (
                 len(f"{INDENT * 2}{a.name} = {text}") > LINE_LENGTH
             ):  # operands get lines
                 for arg in a.args:
                     if isinstance(arg, str) and arg in pending:
                         flush(arg)
-                text = self.expression(a.op, a.args, a.params)
+                text = (
+                    _into(code, a.args, out)
+                    if out
+                    else self.expression(a.op, a.args, a.params)
+                )
                 reads = {arg for arg in a.args if isinstance(arg, str)}
             for arg in a.args:
                 if isinstance(arg, str):
@@ -190,6 +202,11 @@ class Printer:
             comment()
             lines.append(Line(f"{a.name} = {text}", reads, a.name, prec))
         return lines
+
+
+def _into(code: Code, operands, out: str) -> str:
+    """`np.subtract(a, b, out=a)`: the ufunc, its result written into `out`."""
+    return f"{code.ufunc}({', '.join(map(str, operands))}, out={out})"
 
 
 def _is_call(text: str) -> bool:

@@ -18,6 +18,7 @@ import jinja2
 from symgrad._data import shipped
 from symgrad._version import __version__
 from symgrad.codegen.backend import Backend, Gradient
+from symgrad.codegen.inplace import in_place
 from symgrad.codegen.printer import (
     INDENT,
     LINE_LENGTH,
@@ -78,6 +79,8 @@ def render(
             "rename that input or step",
             path=spec.path,
         )
+    # A non-scalar output of a tensor spec: value_and_grad's dy has its shape.
+    seed_dy = backward.tensor and bool(backward.shapes()[backward.output])
     printer = backend.printer()
     backward, unit = backend.prepared(backward), backend.prepared(unit)
     try:
@@ -107,6 +110,8 @@ def render(
         "wrt": list(backward.wrt),
         "summary": textwrap.fill(_summary(backward), width=79),
         "params": backward.inputs,
+        # an array output: value_and_grad and grad take backward's dy (default ones)
+        "unit_params": list(backward.inputs) + ["dy=None"] * seed_dy,
         "arguments": _rebound(list(backward.inputs), "_arrays")
         if backend.arrays
         else [],
@@ -144,8 +149,7 @@ def render(
         "imports": sorted(printer.imports - set(stdlib)),
         "helpers": printer.helper_sources(),
         **_seeds(backward),
-        # A non-scalar output of a tensor spec: value_and_grad's dy = 1 has its shape.
-        "seed_dy": backward.tensor and bool(backward.shapes()[backward.output]),
+        "seed_dy": seed_dy,
         "call": call,
         "tuple_display": tuple_display,
         "INDENT": INDENT,
@@ -270,18 +274,22 @@ def _fused(
     )
     graded = {g for _, g in unit.gradients if isinstance(g, str)}
     read_by_backward = {arg for a in unit.backward for arg in a.args} | graded
-    forward = printer.body(
-        unit.forward,
-        fusible(unit.forward, read_by_backward | {unit.output} | conditions),
+    fused = fusible(unit.forward, read_by_backward | {unit.output} | conditions)
+    fused |= fusible(unit.backward, graded | conditions)
+    unit_gradients = gradients(unit)
+    returned = {unit.output}.union(*(g.reads for g in unit_gradients))
+    into = (
+        in_place(unit, unit.forward + unit.backward, printer, fused, returned)
+        if backend.in_place and unit.tensor
+        else {}
     )
-    backward = printer.body(unit.backward, fusible(unit.backward, graded | conditions))
+    forward = printer.body(unit.forward, fused, into)
+    backward = printer.body(unit.backward, fused, into)
     arranged = backend.arrange(forward + backward, guards, printer)
     forward, backward = arranged[: len(forward)], arranged[len(forward) :]
     if batch is not None:
         forward.append(Line(batch, frozenset(unit.inputs) | {unit.output}))
-    unit_gradients = gradients(unit)
     if backend.frees_arrays:  # free each array after its last use, as by hand
-        returned = {unit.output}.union(*(g.reads for g in unit_gradients))
         # the seed dy = np.ones(...) of an array output is freed like the others
         seed = [Line("", defines=unit.seed)] if isinstance(unit.seed, str) else []
         _, forward, backward = deleting(seed, forward, backward, keep=returned)
