@@ -25,7 +25,7 @@ from symgrad.check import sample_point
 from symgrad.codegen import TARGETS
 from symgrad.frontend.spec import SpecError, load
 from symgrad.ops import OPS
-from symgrad.pipeline import build
+from symgrad.pipeline import build, source
 from tests.conftest import EXAMPLES, ROOT
 from tests.test_registry import PRINT_ARITY, PRINT_PARAMS
 
@@ -152,6 +152,28 @@ def test_value_and_grad_takes_an_array_outputs_upstream_gradient(target):
                     rtol=TOLERANCE,
                     atol=TOLERANCE,
                 )
+
+
+def test_torch_prints_tanhs_adjoint_as_its_fused_kernel():
+    """g * (1 - h**2) is torch.ops.aten.tanh_backward(g, h) (one pass, not three),
+    in the MLP's value_and_grad, with the numpy target's gradients; where the
+    factor has a line of its own (backward), the product stays a product."""
+    torch = _engine("torch")
+    path = ROOT / "examples" / "mlp.yaml"
+    text = source(build(load(path)), "torch")
+    fused = "dL_dt1 = torch.ops.aten.tanh_backward(dL_dhidden, hidden)"
+    assert text.count(fused) == 2  # value_and_grad and grad
+    assert "dL_dt1 = dL_dhidden * t10" in text  # backward: one operation a line
+    module, reference = symgrad.compile(path, target="torch"), symgrad.compile(path)
+    point = sample_point(reference, np.random.default_rng(6))
+    _, expected = reference.value_and_grad(**point)
+    _, got = module.value_and_grad(**point)
+    for name in expected._fields:
+        value = getattr(got, name)
+        assert isinstance(value, torch.Tensor)
+        np.testing.assert_allclose(
+            value.numpy(), getattr(expected, name), rtol=TOLERANCE, atol=TOLERANCE
+        )
 
 
 @pytest.mark.parametrize("target", sorted(ENGINES))

@@ -81,6 +81,21 @@ def _scatter(g, like, key):
 '''
 
 
+# g * (1 - h**2), tanh's adjoint (h = tanh(x)): PyTorch's fused kernel, one pass
+# over the arrays where the three operations make three
+_TANH_ADJOINT = re.compile(r"\(1 - ([\w.]+)\*\*2\)\Z")
+
+
+def _product(a: str, b: str) -> str:
+    """a * b; g * (1 - h**2) (either order) as torch.ops.aten.tanh_backward(g, h),
+    which computes exactly that for any tensors g and h."""
+    for g, other in ((a, b), (b, a)):
+        match = _TANH_ADJOINT.match(other)
+        if match:
+            return f"torch.ops.aten.tanh_backward({g}, {match[1]})"
+    return f"{a} * {b}"
+
+
 def _key(key: tuple) -> str:
     """A NumPy key as a Python expression: (slice(None, None, None), 0)."""
     parts = [
@@ -105,6 +120,7 @@ CODES = derived_codes(
     _spelling,
     overrides={
         "copy": Code(_copy),
+        "mul": Code(_product, 14, (14, 15)),
         "erf": Code("torch.erf({0})"),
         "erfc": Code("torch.erfc({0})"),
         "gammaln": Code("torch.lgamma({0})"),
