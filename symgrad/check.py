@@ -1009,7 +1009,8 @@ def _kinks(
         kink = OPS[a.op].kink
         if kink is None or not all(x in values for x in a.args if isinstance(x, str)):
             continue
-        distance = kink(*(np.asarray(get(arg), dtype=float) for arg in a.args))
+        operands = (np.asarray(get(arg), dtype=float) for arg in a.args)
+        distance = kink(*operands, *a.params)
         if np.any(distance <= margin):
             found.append(
                 f"{a.name} = {a.op}({', '.join(map(str, a.args))}) is at its kink, where "

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import symgrad
-from symgrad.check import check_gradients
+from symgrad.check import KINK_MARGIN, _kinks, check_gradients, sample_point
 from symgrad.frontend.spec import SpecError
+from symgrad.ops import OPS
 from tests.conftest import assert_step_error
 
 SHAPE = (2, 1, 3)
@@ -227,3 +228,26 @@ def test_cumprod_against_finite_differences(axis, shape):
     expected = np.flip(np.cumsum(np.flip(w * out, a), axis=a), a) / x
     np.testing.assert_allclose(g.x, expected, rtol=1e-12)
     assert check_gradients(module, {"x": x, "w": w}).ok
+
+
+def test_a_near_tie_of_a_max_is_a_kink_the_checks_sample_away_from():
+    """max(x, axis) and min have a kink where the extremum of a slice nearly ties
+    the next value (finite differences then straddle it); an exact tie is none
+    (central differences see the shared gradient there), so relu's zeros pass."""
+    kink = OPS["amax"].kink
+    x = np.array([[1.0, 1.0005, 0.2], [3.0, 1.0, 2.0], [0.0, 0.0, -1.0]])
+    np.testing.assert_allclose(kink(x, -1), [0.0005, 1.0, np.inf])
+    np.testing.assert_allclose(kink(x, 0), [2.0, 0.0005, 1.8])
+    assert kink(x) == pytest.approx(1.0)  # the whole array: 3 against 2
+    np.testing.assert_allclose(OPS["amin"].kink(x, (1,)), [0.8, 1.0, 1.0])
+    module = symgrad.compile(
+        {"name": "pool", "inputs": {"x": {"shape": [4, 2]}},
+         "steps": {"y": "sum(max(x, axis=-1)**2)"}}  # fmt: skip
+    )
+    near = {"x": np.array([[0.5, 0.5002], [1.0, -1.0], [0.3, 0.9], [2.0, 1.0]])}
+    assert _kinks(module, near, KINK_MARGIN)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        point = sample_point(module, rng)
+        x = np.sort(point["x"], axis=-1)
+        assert np.all(x[:, 1] - x[:, 0] > KINK_MARGIN)
