@@ -132,8 +132,10 @@ def _owned(g, copy=False):
 
 
 def _upstream(dy, shape):
-    """value_and_grad's dy: broadcast to the output's shape, and floats (lines write
-    into arrays computed from it)."""
+    """value_and_grad's upstream gradient: ones (None), or dy broadcast to the
+    output's shape, as floats (lines write into arrays computed from it)."""
+    if dy is None:
+        return np.ones(shape)
     dy = np.broadcast_to(dy, shape)
     return dy if dy.dtype.kind == "f" else dy.astype(float)
 
@@ -196,8 +198,8 @@ def backward(tape, dy=1.0):
 
 
 def value_and_grad(Q, K, V, dy=None):
-    """(out, Gradients) in one pass: forward, then backward with dy (None: ones,
-    the gradients of the sum of out)."""
+    """(out, Gradients) in one pass: forward, then backward with dy
+    (None: ones, the gradients of the sum of out)."""
     Q, K, V = _arrays(Q, K, V)
     # scores = Q @ K.mT / sqrt(64)
     t0 = np.swapaxes(K, -1, -2)
@@ -207,7 +209,7 @@ def value_and_grad(Q, K, V, dy=None):
     del scores
     # out = weights @ V
     out = weights @ V
-    dy = np.ones(np.shape(out)) if dy is None else _upstream(dy, np.shape(out))
+    dy = _upstream(dy, np.shape(out))
     # ∂out/∂weights = ∂out/∂out·∂out/∂weights   (∂out/∂weights = ·Vᵀ)
     dout_dweights = dy @ np.swapaxes(V, -1, -2)
     # ∂out/∂scores = ∂out/∂weights·∂weights/∂scores

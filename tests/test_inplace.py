@@ -101,6 +101,23 @@ def test_attention_value_and_grad_takes_the_upstream_gradient():
     np.testing.assert_allclose(dQ, module.value_and_grad(**point, dy=dy)[1].Q)
 
 
+def test_the_upstream_gradient_is_named_as_backwards():
+    """Outputs u, v: backward(tape, du, dv), so value_and_grad's keyword is du."""
+    spec = {
+        "name": "two",
+        "inputs": {"X": {"shape": [3, 2]}, "w": {"shape": [2]}},
+        "steps": {"u": "exp(X @ w)", "v": "sum(u**2)"},
+        "outputs": ["u", "v"],
+    }
+    module = symgrad.compile(spec)
+    point = {"X": np.arange(6.0).reshape(3, 2) / 6, "w": np.array([1.0, -1.0])}
+    du = np.array([1.0, 2.0, 3.0])
+    expected = module.backward(module.forward(**point)[1], du=du, dv=0.0)
+    for got in (module.value_and_grad(**point, du=du)[1], module.grad(**point, du=du)):
+        for name in expected._fields:
+            np.testing.assert_allclose(getattr(got, name), getattr(expected, name))
+
+
 @pytest.mark.parametrize(
     "steps, inputs, output",
     [

@@ -110,8 +110,11 @@ def render(
         "wrt": list(backward.wrt),
         "summary": textwrap.fill(_summary(backward), width=79),
         "params": backward.inputs,
-        # an array output: value_and_grad and grad take backward's dy (default ones)
-        "unit_params": list(backward.inputs) + ["dy=None"] * seed_dy,
+        # an array output: value_and_grad and grad take backward's upstream gradient
+        # of it (dy; du for outputs u, v), ones by default
+        "upstream": backward.seeds[0][1] if seed_dy else None,
+        "unit_params": list(backward.inputs)
+        + [f"{backward.seeds[0][1]}=None"] * seed_dy,
         "arguments": _rebound(list(backward.inputs), "_arrays")
         if backend.arrays
         else [],
