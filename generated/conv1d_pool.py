@@ -190,14 +190,12 @@ def backward(tape, dy=1.0):
     # ∂loss/∂pooled = ∂loss/∂loss·∂loss/∂pooled   (∂loss/∂pooled = 1/size(pooled))
     t5 = pooled.size
     t6 = np.divide(dy, t5)
-    dloss_dpooled = _broadcast(t6, pooled)
     # ∂loss/∂act = ∂loss/∂pooled·∂pooled/∂act
     t7 = _broadcast(pooled, t4, axis=-1)
     t8 = t4 == t7
     t9 = np.where(t8, 1, 0)
-    t10 = _broadcast(dloss_dpooled, t4, axis=-1)
     t11 = np.sum(t9, axis=-1, keepdims=True)
-    t12 = t9 * t10
+    t12 = t9 * t6
     dloss_dt4 = t12 / t11
     dloss_dact = np.reshape(dloss_dt4, np.shape(act))
     # ∂loss/∂conv = ∂loss/∂act·∂act/∂conv   (∂act/∂conv = Heaviside(conv, 0))
@@ -236,17 +234,11 @@ def value_and_grad(x, w, b):
     pooled = np.max(t4, axis=-1)
     # loss = mean(pooled)
     loss = np.mean(pooled)
-    # ∂loss/∂pooled = ∂loss/∂loss·∂loss/∂pooled   (∂loss/∂pooled = 1/size(pooled))
-    dloss_dpooled = _broadcast(np.divide(1, pooled.size), pooled)
     # ∂loss/∂act = ∂loss/∂pooled·∂pooled/∂act
     t9 = np.where(t4 == _broadcast(pooled, t4, axis=-1), 1, 0)
-    del pooled
-    t12 = t9 * _broadcast(dloss_dpooled, t4, axis=-1)
-    del dloss_dpooled, t4
-    t11 = np.sum(t9, axis=-1, keepdims=True)
-    del t9
-    dloss_dt4 = t12 / t11
-    del t11, t12
+    del t4
+    dloss_dt4 = t9 * np.divide(1, pooled.size) / np.sum(t9, axis=-1, keepdims=True)
+    del pooled, t9
     dloss_dact = np.reshape(dloss_dt4, np.shape(act))
     del act, dloss_dt4
     # ∂loss/∂conv = ∂loss/∂act·∂act/∂conv   (∂act/∂conv = Heaviside(conv, 0))
@@ -288,17 +280,11 @@ def grad(x, w, b):
     # pooled = max(reshape(act, (-1, 7, 2)), axis=-1)
     t4 = np.reshape(act, (-1, 7, 2))
     pooled = np.max(t4, axis=-1)
-    # ∂loss/∂pooled = ∂loss/∂loss·∂loss/∂pooled   (∂loss/∂pooled = 1/size(pooled))
-    dloss_dpooled = _broadcast(np.divide(1, pooled.size), pooled)
     # ∂loss/∂act = ∂loss/∂pooled·∂pooled/∂act
     t9 = np.where(t4 == _broadcast(pooled, t4, axis=-1), 1, 0)
-    del pooled
-    t12 = t9 * _broadcast(dloss_dpooled, t4, axis=-1)
-    del dloss_dpooled, t4
-    t11 = np.sum(t9, axis=-1, keepdims=True)
-    del t9
-    dloss_dt4 = t12 / t11
-    del t11, t12
+    del t4
+    dloss_dt4 = t9 * np.divide(1, pooled.size) / np.sum(t9, axis=-1, keepdims=True)
+    del pooled, t9
     dloss_dact = np.reshape(dloss_dt4, np.shape(act))
     del act, dloss_dt4
     # ∂loss/∂conv = ∂loss/∂act·∂act/∂conv   (∂act/∂conv = Heaviside(conv, 0))

@@ -61,7 +61,6 @@ class Tape(NamedTuple):
     L: Any
     t4: Any
     Z: Any
-    t7: Any
     t8: Any
     t12: Any
     nll: Any
@@ -141,16 +140,6 @@ def _owned(g, copy=False):
     return g
 
 
-def _broadcast(g, like, axis=None):
-    """The adjoint of a sum over axis: g spread back over like's shape (a view).
-
-    np.asarray(..., like=like) keeps the array type, so Dask stays lazy.
-    """
-    if axis is not None:
-        g = np.expand_dims(g, axis)
-    return np.broadcast_to(np.asarray(g, like=like), np.shape(like))
-
-
 def forward(X, mu, A, s):
     """Compute nll; return (nll, tape)."""
     X, mu, A, s = _arrays(X, mu, A, s)
@@ -177,7 +166,7 @@ def forward(X, mu, A, s):
     t13 = np.log(t12)
     t14 = np.sum(t13)
     nll = t11 + t14
-    tape = Tape(X, mu, A, s, t0, t2, Sigma, L, t4, Z, t7, t8, t12, nll)
+    tape = Tape(X, mu, A, s, t0, t2, Sigma, L, t4, Z, t8, t12, nll)
     return nll, tape
 
 
@@ -192,7 +181,6 @@ def backward(tape, dy=1.0):
     L = tape.L
     t4 = tape.t4
     Z = tape.Z
-    t7 = tape.t7
     t8 = tape.t8
     t12 = tape.t12
     # ∂nll/∂Z = ∂nll/∂nll·∂nll/∂Z
@@ -200,10 +188,8 @@ def backward(tape, dy=1.0):
     dnll_dt9 = np.divide(dy, 2)
     t15 = t8.size
     t16 = dnll_dt9 / t15
-    dnll_dt8 = _broadcast(t16, t8)
-    dnll_dt7 = _broadcast(dnll_dt8, t7, axis=0)
-    t17 = 2 * Z
-    dnll_dZ = t17 * dnll_dt7
+    t17 = 2 * t16
+    dnll_dZ = t17 * Z
     # ∂nll/∂L = ∂nll/∂nll·∂nll/∂L + ∂nll/∂Z·∂Z/∂L
     dnll_dt6 = np.linalg.solve(t4.T, dnll_dZ)
     dnll_dt5 = dnll_dt6.T
@@ -230,8 +216,8 @@ def backward(tape, dy=1.0):
     # ∂nll/∂mu = ∂nll/∂Z·∂Z/∂mu
     dnll_dt2 = t2 @ dnll_dSigma
     dnll_dt0 = np.diag(dnll_dSigma)
-    t39 = -dnll_dt5
-    dnll_dmu = np.sum(t39, axis=0)
+    t39 = np.sum(dnll_dt5, axis=0)
+    dnll_dmu = -t39
     # ∂nll/∂A = ∂nll/∂Sigma·∂Sigma/∂A
     t41 = dnll_dSigma @ t2.T
     dnll_dA = t41 + dnll_dt2.T
@@ -252,29 +238,23 @@ def value_and_grad(X, mu, A, s):
     L = np.linalg.cholesky(Sigma)
     del Sigma
     # Z = solve_triangular(L, (X - mu).T)
-    t4 = np.tril(L)
-    Z = np.linalg.solve(t4, (X - mu).T)
+    Z = np.linalg.solve(L, (X - mu).T)
     # nll = mean(sum(Z**2, axis=0)) / 2 + sum(log(diag(L))) + 32*log(2*pi)
-    t7 = Z**2
-    t8 = np.sum(t7, axis=0)
+    t8 = np.sum(Z**2, axis=0)
     t12 = np.diag(L)
     nll = np.mean(t8) / 2 + 58.81206612509906 + np.sum(np.log(t12))
     # ∂nll/∂Z = ∂nll/∂nll·∂nll/∂Z
     dnll_dt12 = 1 / t12
     del t12
-    dnll_dt8 = _broadcast(np.divide(0.5, t8.size), t8)
+    dnll_dZ = 2 * np.divide(0.5, t8.size) * Z
     del t8
-    dnll_dt7 = _broadcast(dnll_dt8, t7, axis=0)
-    del dnll_dt8, t7
-    dnll_dZ = 2 * Z * dnll_dt7
-    del dnll_dt7
     # ∂nll/∂L = ∂nll/∂nll·∂nll/∂L + ∂nll/∂Z·∂Z/∂L
-    dnll_dt6 = np.linalg.solve(t4.T, dnll_dZ)
-    del dnll_dZ, t4
+    dnll_dt6 = np.linalg.solve(L.T, dnll_dZ)
+    del dnll_dZ
     dnll_dt5 = dnll_dt6.T
     dnll_dt4 = -(dnll_dt6 @ Z.T)
     del Z, dnll_dt6
-    dnll_dL = np.diag(dnll_dt12) + np.tril(dnll_dt4)
+    dnll_dL = np.diag(dnll_dt12) + dnll_dt4
     del dnll_dt12, dnll_dt4
     # ∂nll/∂Sigma = ∂nll/∂L·∂L/∂Sigma
     t23 = L.T
@@ -290,7 +270,7 @@ def value_and_grad(X, mu, A, s):
     # ∂nll/∂mu = ∂nll/∂Z·∂Z/∂mu
     dnll_dt2 = t2 @ dnll_dSigma
     dnll_dt0 = np.diag(dnll_dSigma)
-    dnll_dmu = np.sum(-dnll_dt5, axis=0)
+    dnll_dmu = -np.sum(dnll_dt5, axis=0)
     del dnll_dt5
     # ∂nll/∂A = ∂nll/∂Sigma·∂Sigma/∂A
     dnll_dA = dnll_dSigma @ t2.T + dnll_dt2.T
@@ -314,28 +294,22 @@ def grad(X, mu, A, s):
     L = np.linalg.cholesky(Sigma)
     del Sigma
     # Z = solve_triangular(L, (X - mu).T)
-    t4 = np.tril(L)
-    Z = np.linalg.solve(t4, (X - mu).T)
+    Z = np.linalg.solve(L, (X - mu).T)
     # nll = mean(sum(Z**2, axis=0)) / 2 + sum(log(diag(L))) + 32*log(2*pi)
-    t7 = Z**2
-    t8 = np.sum(t7, axis=0)
+    t8 = np.sum(Z**2, axis=0)
     t12 = np.diag(L)
     # ∂nll/∂Z = ∂nll/∂nll·∂nll/∂Z
     dnll_dt12 = 1 / t12
     del t12
-    dnll_dt8 = _broadcast(np.divide(0.5, t8.size), t8)
+    dnll_dZ = 2 * np.divide(0.5, t8.size) * Z
     del t8
-    dnll_dt7 = _broadcast(dnll_dt8, t7, axis=0)
-    del dnll_dt8, t7
-    dnll_dZ = 2 * Z * dnll_dt7
-    del dnll_dt7
     # ∂nll/∂L = ∂nll/∂nll·∂nll/∂L + ∂nll/∂Z·∂Z/∂L
-    dnll_dt6 = np.linalg.solve(t4.T, dnll_dZ)
-    del dnll_dZ, t4
+    dnll_dt6 = np.linalg.solve(L.T, dnll_dZ)
+    del dnll_dZ
     dnll_dt5 = dnll_dt6.T
     dnll_dt4 = -(dnll_dt6 @ Z.T)
     del Z, dnll_dt6
-    dnll_dL = np.diag(dnll_dt12) + np.tril(dnll_dt4)
+    dnll_dL = np.diag(dnll_dt12) + dnll_dt4
     del dnll_dt12, dnll_dt4
     # ∂nll/∂Sigma = ∂nll/∂L·∂L/∂Sigma
     t23 = L.T
@@ -351,7 +325,7 @@ def grad(X, mu, A, s):
     # ∂nll/∂mu = ∂nll/∂Z·∂Z/∂mu
     dnll_dt2 = t2 @ dnll_dSigma
     dnll_dt0 = np.diag(dnll_dSigma)
-    dnll_dmu = np.sum(-dnll_dt5, axis=0)
+    dnll_dmu = -np.sum(dnll_dt5, axis=0)
     del dnll_dt5
     # ∂nll/∂A = ∂nll/∂Sigma·∂Sigma/∂A
     dnll_dA = dnll_dSigma @ t2.T + dnll_dt2.T

@@ -51,7 +51,6 @@ class Tape(NamedTuple):
     b: Any
     logits: Any
     t1: Any
-    t2: Any
     loss: Any
     L: Any
 
@@ -159,7 +158,7 @@ def forward(X, Y, W, b):
     loss = t1 - t3
     # L = mean(loss)
     L = np.mean(loss)
-    tape = Tape(X, Y, W, b, logits, t1, t2, loss, L)
+    tape = Tape(X, Y, W, b, logits, t1, loss, L)
     return L, tape
 
 
@@ -173,21 +172,16 @@ def backward(tape, dy=1.0):
     Y = tape.Y
     logits = tape.logits
     t1 = tape.t1
-    t2 = tape.t2
-    loss = tape.loss
     # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss = 1/size(loss))
-    t4 = loss.size
+    t4 = t1.size
     t5 = np.divide(dy, t4)
-    dL_dloss = _broadcast(t5, loss)
     # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits   (∂loss/∂logits = -Y + softmax(logits, axis=1))
-    dL_dt3 = -dL_dloss
-    dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
-    t6 = Y * dL_dt2
-    t7 = _broadcast(dL_dloss, logits, axis=1)
+    dL_dt3 = -t5
+    t6 = Y * dL_dt3
     t8 = _broadcast(t1, logits, axis=1)
     t9 = logits - t8
     t10 = np.exp(t9)
-    t11 = t7 * t10
+    t11 = t5 * t10
     dL_dlogits = t6 + t11
     # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
     dL_dW = X.T @ dL_dlogits
@@ -204,23 +198,18 @@ def value_and_grad(X, Y, W, b):
     logits = b + X @ W
     # loss = logsumexp(logits, axis=1) - sum(Y*logits, axis=1)
     t1 = _logsumexp(logits, axis=1)
-    t2 = Y * logits
-    loss = t1 - np.sum(t2, axis=1)
+    loss = t1 - np.sum(Y * logits, axis=1)
     # L = mean(loss)
     L = np.mean(loss)
-    # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss = 1/size(loss))
-    dL_dloss = _broadcast(np.divide(1, loss.size), loss)
     del loss
+    # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss = 1/size(loss))
+    t5 = np.divide(1, t1.size)
     # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits   (∂loss/∂logits = -Y + softmax(logits, axis=1))
-    dL_dt3 = -dL_dloss
-    dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
-    del dL_dt3, t2
-    t7 = _broadcast(dL_dloss, logits, axis=1)
-    del dL_dloss
-    t10 = np.exp(logits - _broadcast(t1, logits, axis=1))
-    del logits, t1
-    dL_dlogits = Y * dL_dt2 + t7 * t10
-    del dL_dt2, t10, t7
+    dL_dt3 = -t5
+    t11 = t5 * np.exp(logits - _broadcast(t1, logits, axis=1))
+    del logits, t1, t5
+    dL_dlogits = Y * dL_dt3 + t11
+    del dL_dt3, t11
     # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
     dL_dW = X.T @ dL_dlogits
     # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)
@@ -238,21 +227,14 @@ def grad(X, Y, W, b):
     logits = b + X @ W
     # loss = logsumexp(logits, axis=1) - sum(Y*logits, axis=1)
     t1 = _logsumexp(logits, axis=1)
-    t2 = Y * logits
-    loss = t1 - np.sum(t2, axis=1)
     # ∂L/∂loss = ∂L/∂L·∂L/∂loss   (∂L/∂loss = 1/size(loss))
-    dL_dloss = _broadcast(np.divide(1, loss.size), loss)
-    del loss
+    t5 = np.divide(1, t1.size)
     # ∂L/∂logits = ∂L/∂loss·∂loss/∂logits   (∂loss/∂logits = -Y + softmax(logits, axis=1))
-    dL_dt3 = -dL_dloss
-    dL_dt2 = _broadcast(dL_dt3, t2, axis=1)
-    del dL_dt3, t2
-    t7 = _broadcast(dL_dloss, logits, axis=1)
-    del dL_dloss
-    t10 = np.exp(logits - _broadcast(t1, logits, axis=1))
-    del logits, t1
-    dL_dlogits = Y * dL_dt2 + t7 * t10
-    del dL_dt2, t10, t7
+    dL_dt3 = -t5
+    t11 = t5 * np.exp(logits - _broadcast(t1, logits, axis=1))
+    del logits, t1, t5
+    dL_dlogits = Y * dL_dt3 + t11
+    del dL_dt3, t11
     # ∂L/∂W = ∂L/∂logits·∂logits/∂W   (∂logits/∂W = Xᵀ·)
     dL_dW = X.T @ dL_dlogits
     # ∂L/∂b = ∂L/∂logits·∂logits/∂b   (∂logits/∂b = 1)

@@ -193,8 +193,8 @@ def backward(tape, dy=1.0):
     dL_dt3 = _broadcast(t6, t3)
     dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
     # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits
-    t7 = -dL_dlogp
-    dL_dt1 = np.sum(t7, axis=1, keepdims=True)
+    t7 = np.sum(dL_dlogp, axis=1, keepdims=True)
+    dL_dt1 = -t7
     t8 = np.exp(logp)
     t9 = dL_dt1 * t8
     dL_dlogits = dL_dlogp + t9
@@ -226,7 +226,7 @@ def value_and_grad(X, labels, W, b):
     dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
     del dL_dt3, t2
     # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits
-    dL_dt1 = np.sum(-dL_dlogp, axis=1, keepdims=True)
+    dL_dt1 = -np.sum(dL_dlogp, axis=1, keepdims=True)
     dL_dlogits = dL_dlogp + dL_dt1 * np.exp(logp)
     del dL_dlogp, dL_dt1, logp
     # ∂L/∂X = ∂L/∂logits·∂logits/∂X   (∂logits/∂X = ·Wᵀ)
@@ -258,7 +258,7 @@ def grad(X, labels, W, b):
     dL_dlogp = _scatter_add(dL_dt3, logp, np.s_[t2, labels])
     del dL_dt3, t2
     # ∂L/∂logits = ∂L/∂logp·∂logp/∂logits
-    dL_dt1 = np.sum(-dL_dlogp, axis=1, keepdims=True)
+    dL_dt1 = -np.sum(dL_dlogp, axis=1, keepdims=True)
     dL_dlogits = dL_dlogp + dL_dt1 * np.exp(logp)
     del dL_dlogp, dL_dt1, logp
     # ∂L/∂X = ∂L/∂logits·∂logits/∂X   (∂logits/∂X = ·Wᵀ)

@@ -1,10 +1,11 @@
 """The compiler in one place: `Spec -> Programs -> source -> module`.
 
 forward = lower(spec)
-backward = spread_scalars(dce(reverse(forward, seed="dy")))  # for backward(tape, dy);
-    # several outputs: backward(tape, dx, dy), a seed each
-unit = spread_scalars(cancel(dce(reverse(forward, seed=1))))
-    # for value_and_grad: dy = 1 folded in, adjoints simplified (a*(1-a)*... -> a - y)
+backward = negate_sums(spread_scalars(dce(reverse(forward, seed="dy"))))
+    # for backward(tape, dy); several outputs: backward(tape, dx, dy), a seed each
+unit = negate_sums(spread_scalars(drop_trils(cancel(dce(reverse(forward, seed=1))))))
+    # for value_and_grad: dy = 1 folded in, adjoints simplified (a*(1-a)*... -> a - y),
+    # no tril where the triangle is zero or unread
 jvp = dce(forward_mode(forward))              # if the spec asks: jvp(inputs, dot_inputs),
                                               # and jacobian (one jvp per input direction)
 hvp = dce(forward_mode(unit))                 # hvp(inputs, v_inputs): forward over reverse
@@ -28,7 +29,13 @@ import sympy as sp
 from symgrad.codegen import TARGETS, render
 from symgrad.compiler.forward import TANGENT, forward_mode, tangent_name
 from symgrad.compiler.lower import lower
-from symgrad.compiler.optimize import cancel, dce, spread_scalars
+from symgrad.compiler.optimize import (
+    cancel,
+    dce,
+    drop_trils,
+    negate_sums,
+    spread_scalars,
+)
 from symgrad.compiler.reverse import SEED, reverse, seed_names
 from symgrad.frontend import spec as spec_module
 from symgrad.frontend.language import nodes
@@ -81,7 +88,8 @@ def build(spec: Spec) -> Compiled:
     array_output = forward.tensor and forward.shapes()[forward.output] != ()
     unit_seed = SEED if array_output else 1
     memo: dict = {}  # local derivatives, shared by the two backward passes
-    unit = spread_scalars(cancel(dce(reverse(forward, unit_seed, memo))))
+    unit = reverse(forward, unit_seed, memo)
+    unit = negate_sums(spread_scalars(drop_trils(cancel(dce(unit)))))
     jvp = hvp = None
     if {"jvp", "jacobian"} & set(spec.derivatives):  # jacobian: one jvp per direction
         jvp = dce(forward_mode(forward, _seeds(forward, TANGENT), spec.outputs))
@@ -99,7 +107,9 @@ def build(spec: Spec) -> Compiled:
     # one upstream gradient per output: dy, or dx, dy, ... (the first's first)
     seed, *extra = seed_names(forward, spec.outputs)
     extra_seeds = tuple(zip(spec.outputs[1:], extra, strict=True))
-    backward = spread_scalars(dce(reverse(forward, seed, memo, extra_seeds)))
+    backward = negate_sums(
+        spread_scalars(dce(reverse(forward, seed, memo, extra_seeds)))
+    )
     return Compiled(spec, backward, unit, jvp, hvp)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import replace
 
 import sympy as sp
@@ -231,7 +231,10 @@ def spread_scalars(program: Program) -> Program:
     Where every value computed from the spread array keeps its shape without
     it (NumPy broadcasts the scalar where it meets an array) and no tensor
     operation or gradient reads one whose shape would change, the uses read
-    `t6` itself. The size is then of a value of the same shape that the
+    `t6` itself. A broadcast of a value that so becomes a scalar spreads a
+    scalar too, and goes the same way: the adjoint of `mean(sum(Z**2, axis=0))`
+    spreads `dy / t8.size` over t8, then that over Z's axis 0, and both
+    `_broadcast`s go. The size is then of a value of the same shape that the
     backward pass reads anyway (`t3.size`, not a `t4` kept on the tape for it).
     """
     shapes = program.shapes()
@@ -244,42 +247,82 @@ def spread_scalars(program: Program) -> Program:
     for a in program.backward:
         if (
             a.op == "broadcast"
+            and a.name not in replaced
             and shapes.get(a.args[0], ()) == ()
             and a.name not in roots
         ):
-            trial = {**replaced, a.name: a.args[0]}
-            kept = _kept_shapes(program.backward, trial, shapes, roots)
+            kept = _kept_shapes(
+                program.backward, {**replaced, a.name: a.args[0]}, shapes, roots
+            )
             if kept is not None:
-                replaced, now = trial, kept
+                replaced, now = kept
     if not replaced:
         return program
-    backward, note = [], ""
-    for a in program.backward:
-        if a.name in replaced:  # gone: its comment goes to the next line
-            note = note or a.note
-            continue
-        if any(x in replaced for x in a.args):
-            args = tuple(replaced.get(x, x) for x in a.args)
-            a = replace(a, args=args, shape=now[a.name])
-        if note and not a.note:
-            a, note = replace(a, note=note), ""
-        backward.append(a)
+    backward, reading = _substituted(program.backward, replaced, now)
     program = dce(replace(program, backward=tuple(backward)))
+    program = _scalars_first(program, reading, now)
     return _sizes_of_read_values(program, now)
+
+
+def _scalars_first(program: Program, reading: set[str], shapes: dict) -> Program:
+    """`(2 * Z) * s` as `(2 * s) * Z` in the products in `reading` (those that
+    read a spread scalar s): the scalars multiply first, the array once.
+
+    The product of a number and an array, `t = 2 * Z`, read only there (and no
+    adjoint's name), becomes the product of the scalars, moved to just before
+    its reader."""
+    readers = Counter(arg for a in program.backward for arg in a.args)
+    readers.update(g for _, g in program.gradients)
+    adjoints = {g for _, g in program.adjoints}
+    assigns = {a.name: a for a in program.backward}
+
+    def scalar(x: Operand) -> bool:
+        return shapes.get(x, ()) == ()
+
+    moved: dict[str, tuple[Assign, Assign]] = {}  # reader -> (the scalars', its own)
+    for a in program.backward:
+        if a.op != "mul" or a.name not in reading:
+            continue
+        for inner, s in (a.args, a.args[::-1]):
+            t = assigns.get(inner)
+            if t is None or t.op != "mul" or t.note or not scalar(s):
+                continue
+            if readers[inner] != 1 or inner in adjoints:
+                continue
+            c, x = sorted(t.args, key=lambda y: not scalar(y))  # a scalar first
+            if scalar(c) and not scalar(x):
+                moved[a.name] = (
+                    replace(t, args=(c, s), shape=()),
+                    replace(a, args=(inner, x)),
+                )
+                break
+    if not moved:
+        return program
+    gone = {t.name for t, _ in moved.values()}
+    backward = []
+    for a in program.backward:
+        if a.name not in gone:
+            backward.extend(moved.get(a.name, (a,)))
+    return replace(program, backward=tuple(backward))
 
 
 def _kept_shapes(
     backward, replaced: dict, shapes: dict, roots: set[str]
-) -> dict | None:
-    """The shapes once each replaced name reads as its replacement; None if a
-    shape that matters changes (a tensor operation's operand, a gradient)."""
-    now = dict(shapes)
+) -> tuple[dict, dict] | None:
+    """The replacements, with every broadcast of a value that becomes a scalar
+    added (the scalar), and the shapes once each replaced name reads as its
+    replacement; None if a shape that matters changes (a tensor operation's
+    operand, a gradient)."""
+    replaced, now = dict(replaced), dict(shapes)
     for a in backward:
         if a.name in replaced:
             continue
         args = [replaced.get(x, x) for x in a.args]
         changed = any(isinstance(x, str) and now[x] != shapes[x] for x in args)
         if not (changed or args != list(a.args)):
+            continue
+        if a.op == "broadcast" and a.name not in roots and now.get(args[0], ()) == ():
+            replaced[a.name] = args[0]
             continue
         if not OPS[a.op].elementwise:
             return None
@@ -289,7 +332,7 @@ def _kept_shapes(
             return None
         if now[a.name] != shapes[a.name] and a.name in roots:
             return None
-    return now
+    return replaced, now
 
 
 def _sizes_of_read_values(program: Program, shapes: dict) -> Program:
@@ -307,3 +350,159 @@ def _sizes_of_read_values(program: Program, shapes: dict) -> Program:
                 a = replace(a, args=(same,))
         backward.append(a)
     return replace(program, backward=tuple(backward))
+
+
+def negate_sums(program: Program) -> Program:
+    """A negated array read only by a sum: the sum of the array, negated.
+
+    The adjoint of `mu` in `X - mu` is `np.sum(-g, axis=0)`: it negates the
+    whole of g, of X's shape, to sum it to mu's. `-np.sum(g, axis=0)` negates
+    the sum (exactly: negation commutes with rounding). The two lines swap
+    their operations and keep their names: `t = -g; d = sum(t)` becomes
+    `t = sum(g); d = -t`.
+    """
+    readers = Counter(arg for a in program.backward for arg in a.args)
+    readers.update(g for _, g in program.gradients)
+    adjoints = {g for _, g in program.adjoints}
+    negated = {
+        a.name: a.args[0]
+        for a in program.backward
+        if a.op == "neg" and readers[a.name] == 1 and a.name not in adjoints
+    }
+    summed = {
+        a.args[0]: a for a in program.backward if a.op == "sum" and a.args[0] in negated
+    }
+    if not summed:
+        return program
+    backward = []
+    for a in program.backward:
+        if a.name in summed:  # t = -g, read by d = sum(t): t = sum(g)
+            total = summed[a.name]
+            a = replace(
+                a,
+                op="sum",
+                args=(negated[a.name],),
+                params=total.params,
+                shape=total.shape,
+            )
+        elif a.op == "sum" and a.args[0] in summed:  # d = sum(t): d = -t
+            a = replace(a, op="neg", params=())
+        backward.append(a)
+    return replace(program, backward=tuple(backward))
+
+
+def drop_trils(program: Program) -> Program:
+    """tril where the triangle it zeroes is zero already, or never read.
+
+    `solve_triangular(L, b)` is `solve(tril(L), b)`, and the adjoint of that
+    tril is `tril(ḡ)`. Where L is lower triangular already (a Cholesky
+    factor, a tril), the forward tril is L. And a tril of which only the lower
+    triangle is read is its operand: cholesky's VJP reads only that of its
+    cotangent L̄ (the lower triangle of Lᵀ L̄, and its diagonal); the values are
+    the same unless that upper triangle holds an inf or a nan (0 · inf). For
+    value_and_grad: backward(tape, dy) keeps both, so that its adjoint of L
+    is the one the steps define (zero above the diagonal; `explain` shows it).
+    """
+    defined = {a.name: a for a in program.forward + program.backward}
+    shapes = program.shapes()
+    named = {*program.steps, *(g for _, g in program.gradients)}  # these stay
+
+    def zero_above(x: Operand) -> float:
+        """The diagonal above which x is zero (infinity where not known)."""
+        a = defined.get(x)
+        if a is not None and a.op == "cholesky":
+            return 0
+        if a is not None and a.op == "tril":
+            return a.params[0]
+        return float("inf")
+
+    same = {
+        a.name: a.args[0]
+        for a in program.forward + program.backward
+        if a.op == "tril"
+        and a.name not in named
+        and zero_above(a.args[0]) <= a.params[0]
+    }
+    lower = _read_below_diagonal(program, defined, shapes, zero_above)
+    same.update(
+        (a.name, a.args[0])
+        for a in program.backward
+        if a.op == "tril" and a.params[0] >= 0 and a.name in lower
+    )
+    if not same:
+        return program
+    for name, x in same.items():  # tril(tril(L)): both read as L
+        while x in same:
+            x = same[x]
+        same[name] = x
+    forward, _ = _substituted(program.forward, same, shapes)
+    backward, _ = _substituted(program.backward, same, shapes)
+    return dce(replace(program, forward=tuple(forward), backward=tuple(backward)))
+
+
+def _read_below_diagonal(program: Program, defined: dict, shapes: dict, zero_above):
+    """The backward values only whose lower triangle (the diagonal and below) is
+    read: by tril, by a product with the identity (its diagonal), by eye and
+    size (its shape), through elementwise arithmetic of the same matrices, and
+    through Uᵀ @ (U lower triangular: the lower triangle of Uᵀ X reads X's)."""
+    readers = defaultdict(list)
+    for a in program.backward:
+        for x in dict.fromkeys(a.args):
+            readers[x].append(a)
+    roots = {g for _, g in program.gradients}
+    lower: set[str] = set()
+
+    def reads_lower(r: Assign, x: str) -> bool:
+        if r.op in ("eye", "size"):  # x's shape only
+            return True
+        if r.op == "tril":
+            return r.params[0] <= 0
+        if shapes[x][-2:] != shapes[r.name][-2:]:
+            return False  # x broadcast along a matrix axis
+        if r.op == "mul" and any(defined.get(y, r).op == "eye" for y in r.args):
+            return True
+        if r.name not in lower:
+            return False
+        if OPS[r.op].elementwise:
+            return True
+        u = defined.get(r.args[0], r)
+        transposed = (u.op == "transpose" and len(u.shape) == 2) or (
+            u.op == "swapaxes" and {*u.params} == {-1, -2}
+        )
+        return (
+            r.op == "matmul"
+            and r.args[1] == x != r.args[0]
+            and transposed
+            and zero_above(u.args[0]) <= 0
+        )
+
+    for a in reversed(program.backward):
+        if (
+            a.name not in roots
+            and len(a.shape) >= 2
+            and readers[a.name]
+            and all(reads_lower(r, a.name) for r in readers[a.name])
+        ):
+            lower.add(a.name)
+    return lower
+
+
+def _substituted(
+    body, same: dict[str, Operand], shapes: dict
+) -> tuple[list[Assign], set[str]]:
+    """`body` without the names in `same`, which their readers read as their
+    replacements (a line gone passes its comment to the next); and the names
+    of the readers, each of the shape `shapes` gives it."""
+    kept, note, reading = [], "", set()
+    for a in body:
+        if a.name in same:  # gone: its comment goes to the next line
+            note = note or a.note
+            continue
+        if any(x in same for x in a.args):
+            args = tuple(same.get(x, x) for x in a.args)
+            a = replace(a, args=args, shape=shapes[a.name])
+            reading.add(a.name)
+        if note and not a.note:
+            a, note = replace(a, note=note), ""
+        kept.append(a)
+    return kept, reading

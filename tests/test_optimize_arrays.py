@@ -1,0 +1,309 @@
+"""The clean-up passes on array programs (issue 12's gaussian_nll): a scalar spread
+by a chain of broadcasts is the scalar, multiplied into the array once; a
+negation read only by a sum comes after it; value_and_grad drops the trils of
+solve_triangular where the triangle they zero is zero already or never read.
+
+Each rewrite's printed form is asserted, and the gradients (jvp and hvp too,
+where the spec asks) are checked against central differences, also where a
+rewrite must not apply."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+import symgrad
+from symgrad.check import check_gradients, sample_point
+from symgrad.compiler.optimize import drop_trils, negate_sums, spread_scalars
+from symgrad.ir import Assign, Program
+from tests.conftest import ROOT
+from tests.test_linalg import gaussian_nll_hand, gaussian_point
+
+
+def _compile(steps: dict, inputs: dict, wrt: list[str], **options):
+    spec = {"name": "arrays", "inputs": {k: {"shape": list(v)} for k, v in inputs.items()},
+            "wrt": wrt, "steps": steps}  # fmt: skip
+    return symgrad.compile(spec, **options)
+
+
+def _checked(module, point: dict | None = None) -> None:
+    rng = np.random.default_rng(5)
+    point = sample_point(module, rng) if point is None else point
+    report = check_gradients(module, point, rng)
+    assert report.ok, str(report)
+
+
+def _code(module, function: str = "value_and_grad") -> str:
+    return inspect.getsource(getattr(module, function))
+
+
+@pytest.mark.parametrize(
+    "loss, adjoint",
+    [
+        # the mean's seed over the size, spread over the sums, then over Z
+        ("mean(sum(Z**2, axis=0))", r"dL_dZ = 2 \* np\.divide\(1, \w+\.size\) \* Z"),
+        ("mean(sum(Z**2, axis=1))", r"dL_dZ = 2 \* np\.divide\(1, \w+\.size\) \* Z"),
+        # negated between the two broadcasts: the scalar negated
+        ("mean(-sum(Z**2, axis=1))", r"dL_dZ = 2 \* \w+ \* Z"),
+    ],
+)
+def test_a_chain_of_broadcasts_of_a_scalar_is_the_scalar(loss, adjoint):
+    """No `_broadcast` is left, and the array is multiplied once (the scalars first)."""
+    module = _compile({"Z": "X @ W", "L": loss}, {"X": (5, 3), "W": (3, 4)}, wrt=["W"])
+    code = _code(module)
+    assert "_broadcast" not in code
+    assert re.search(adjoint, code), code
+    assert "_broadcast" not in _code(module, "backward")
+    _checked(module)
+
+
+@pytest.mark.parametrize(
+    "steps, wrt",
+    [
+        # the spread value is read by a matrix product: it stays an array
+        ({"Z": "X @ W", "L": "mean(sum(Z, axis=0))"}, "W"),
+        # the spread value is the gradient itself
+        ({"L": "mean(sum(W, axis=0))"}, "W"),
+        # Z**2 is also a forward value: its 2*Z is not the backward's to move
+        ({"Z": "X @ W", "L": "mean(sum(Z**2, axis=0)) + sum(2*Z)"}, "W"),
+    ],
+)
+def test_a_chain_of_broadcasts_stays_where_a_shape_depends_on_it(steps, wrt):
+    module = _compile(steps, {"X": (5, 3), "W": (3, 4)}, wrt=[wrt])
+    point = sample_point(module, np.random.default_rng(2))
+    _, grads = module.value_and_grad(**point)
+    assert np.shape(grads.W) == (3, 4)
+    _, tape = module.forward(**point)
+    np.testing.assert_allclose(module.backward(tape).W, grads.W, rtol=1e-12)
+    _checked(module, point)
+
+
+def test_a_negation_read_by_a_sum_comes_after_it():
+    """The adjoint of mu, broadcast over X's rows, negates the sum, not the rows."""
+    module = _compile(
+        {"D": "X - mu", "L": "sum(sin(D))"}, {"X": (5, 3), "mu": (3,)}, wrt=["mu"]
+    )
+    for function in ("value_and_grad", "backward"):
+        code = _code(module, function)
+        assert "np.sum(-" not in code
+        assert re.search(r"= -np\.sum\(|= -t\d+\n", code), code
+    _checked(module)
+
+
+def _negated_then_summed(*more: Assign) -> Program:
+    """x [3, 2]; backward: t0 = -x, t1 = sum(t0, axis=0), and `more`."""
+    body = (Assign("t0", "neg", ("x",), shape=(3, 2)),
+            Assign("t1", "sum", ("t0",), params=(0, False), shape=(2,)), *more)  # fmt: skip
+    return Program(
+        name="p", inputs=("x",), input_shapes=((3, 2),), steps=(), output="y",
+        wrt=("x",), forward=(Assign("y", "sum", ("x",), params=(None, False)),),
+        backward=body, gradients=(("x", body[-1].name),),
+    )  # fmt: skip
+
+
+def test_a_negation_read_elsewhere_too_stays_before_the_sum():
+    alone = _negated_then_summed(Assign("d", "add", ("x", "t1"), shape=(3, 2)))
+    assert [a.op for a in negate_sums(alone).backward] == ["sum", "neg", "add"]
+    shared = _negated_then_summed(Assign("d", "add", ("t0", "t1"), shape=(3, 2)))
+    assert negate_sums(shared) == shared
+
+
+def _small_gaussian(derivatives=()):
+    """examples/gaussian_nll.yaml in dimension 3."""
+    text = (ROOT / "examples/gaussian_nll.yaml").read_text().replace("64", "3")
+    spec = yaml.safe_load(text.replace("32*log", "1.5*log"))
+    return symgrad.compile(spec, derivatives=list(derivatives))
+
+
+def test_value_and_grad_solves_with_the_cholesky_factor_itself():
+    """Z = solve_triangular(L, ...) of L = cholesky(Sigma): value_and_grad solves
+    with L (lower triangular already), and its adjoint of L keeps the upper
+    triangle that cholesky's VJP never reads. backward(tape, dy) keeps both trils:
+    its ∂nll/∂L is zero above the diagonal, as the steps define it."""
+    module = _small_gaussian(["jvp", "hvp"])
+    code = _code(module)
+    assert "np.linalg.solve(L, " in code and "np.linalg.solve(L.T, " in code
+    assert code.count("np.tril(") == 2  # cholesky's VJP: Φ and the lower triangle
+    assert "np.tril(L)" in _code(module, "forward")
+    assert _code(module, "backward").count("np.tril(") == 3  # and the adjoint's
+    point = gaussian_point(n=5, d=3, seed=1)
+    nll, grads = module.value_and_grad(**point)
+    want, expected = gaussian_nll_hand(**point)
+    assert nll == pytest.approx(want, rel=1e-12)
+    _, tape = module.forward(**point)
+    for name, value in module.backward(tape)._asdict().items():
+        np.testing.assert_allclose(getattr(grads, name), value, rtol=1e-10)
+        np.testing.assert_allclose(getattr(grads, name), expected[name], rtol=1e-10)
+    _checked(module, point)  # the gradient, jvp and hvp
+
+
+def test_a_stack_of_cholesky_factors_is_solved_with_itself_too():
+    """Batched, cholesky's VJP transposes with swapaxes: the same two trils go."""
+    module = _compile(
+        {"L": "cholesky(M @ M.mT + 4 * eye3)", "y": "sum(C * solve_triangular(L, B))"},
+        {"M": (2, 3, 3), "B": (2, 3, 2), "C": (2, 3, 2), "eye3": (3, 3)},
+        wrt=["M", "B"],
+        derivatives=["hvp"],
+    )
+    assert _code(module).count("np.tril(") == 2
+    assert "np.linalg.solve(L, B)" in _code(module)
+    rng = np.random.default_rng(3)
+    point = {"M": rng.normal(size=(2, 3, 3)), "B": rng.normal(size=(2, 3, 2)),
+             "C": rng.normal(size=(2, 3, 2)), "eye3": np.eye(3)}  # fmt: skip
+    _checked(module, point)
+
+
+def test_a_tril_of_a_tril_of_a_cholesky_factor_is_the_factor():
+    module = _compile(
+        {
+            "L": "cholesky(M @ M.T + 4 * eye3)",
+            "y": "sum(C * solve_triangular(tril(L), B))",
+        },
+        {"M": (3, 3), "B": (3, 2), "C": (3, 2), "eye3": (3, 3)},
+        wrt=["M", "B"],
+    )
+    assert "np.linalg.solve(L, B)" in _code(module)
+    assert _code(module).count("np.tril(") == 2  # cholesky's VJP's
+    rng = np.random.default_rng(1)
+    point = {
+        k: rng.normal(size=v)
+        for k, v in {"M": (3, 3), "B": (3, 2), "C": (3, 2)}.items()
+    }
+    _checked(module, {**point, "eye3": np.eye(3)})
+
+
+def test_the_cholesky_gradient_reads_only_the_lower_triangle_of_its_cotangent():
+    """What dropping the adjoint's tril rests on: sum(W * cholesky(A)) has the same
+    gradient for W as for tril(W) (Murray's Φ(LᵀW̄) reads W̄ below the diagonal)."""
+    module = _compile(
+        {"A": "M @ M.mT + 4 * eye4", "y": "sum(W * cholesky(A))"},
+        {"M": (2, 4, 4), "W": (2, 4, 4), "eye4": (4, 4)},
+        wrt=["M"],
+    )
+    rng = np.random.default_rng(8)
+    point = {"M": rng.normal(size=(2, 4, 4)), "W": rng.normal(size=(2, 4, 4)),
+             "eye4": np.eye(4)}  # fmt: skip
+    _, full = module.value_and_grad(**point)
+    _, lower = module.value_and_grad(**{**point, "W": np.tril(point["W"])})
+    np.testing.assert_allclose(full.M, lower.M, rtol=1e-12, atol=1e-14)
+    upper = {**point, "W": np.triu(point["W"], 1)}
+    np.testing.assert_allclose(module.value_and_grad(**upper)[1].M, 0, atol=1e-14)
+
+
+def _triangular_point(rng, **shapes) -> dict:
+    point = {k: rng.normal(size=v) for k, v in shapes.items()}
+    point["L"] = point["L"] / 3 + 2 * np.eye(3)  # well conditioned
+    return point
+
+
+def test_a_tril_stays_where_its_triangle_is_read():
+    """L an input: solve_triangular reads its lower triangle only, so the gradient
+    of L is zero above the diagonal (the adjoint's tril stays), and the forward
+    tril stays."""
+    module = _compile(
+        {"Z": "solve_triangular(L, B)", "y": "sum(Z * C)"},
+        {"L": (3, 3), "B": (3, 2), "C": (3, 2)},
+        wrt=["L", "B"],
+        derivatives=["hvp"],
+    )
+    assert "np.tril(L)" in _code(module)
+    point = _triangular_point(np.random.default_rng(4), L=(3, 3), B=(3, 2), C=(3, 2))
+    _, grads = module.value_and_grad(**point)
+    assert np.all(np.triu(grads.L, 1) == 0) and np.any(np.tril(grads.L) != 0)
+    _checked(module, point)
+
+
+@pytest.mark.parametrize(
+    "steps, trils",
+    [
+        # a tril of a tril: the solve reads L; the steps' tril(M) and the gradient
+        # of M's stay (the adjoint of the solve's tril goes: M's reads its triangle)
+        ({"L": "tril(M)", "y": "sum(C * solve_triangular(L, B))"}, 2),
+        # tril(L, -1) zeroes L's diagonal too, and the solve's tril of the sum with
+        # eye3 is no tril of a triangle: they stay, with their adjoints' (not the
+        # solve's adjoint tril, read through tril(L, -1)'s)
+        ({"L": "tril(M)", "y": "sum(C * solve_triangular(tril(L, -1) + eye3, B))"}, 5),
+        # tril(M, 1) keeps a diagonal above: the solve's tril and its adjoint's
+        # stay, with the steps' and the gradient of M's
+        ({"L": "tril(M, 1)", "y": "sum(C * solve_triangular(L, B))"}, 4),
+    ],
+)
+def test_a_tril_of_a_lower_triangular_value(steps, trils):
+    module = _compile(
+        steps, {"M": (3, 3), "B": (3, 2), "C": (3, 2), "eye3": (3, 3)}, wrt=["M", "B"]
+    )
+    code = _code(module)
+    assert code.count("np.tril(") == trils, code
+    point = _triangular_point(np.random.default_rng(6), L=(3, 3), B=(3, 2), C=(3, 2))
+    point = {"M": point.pop("L"), **point, "eye3": np.eye(3)}
+    _, grads = module.value_and_grad(**point)
+    assert np.all(np.triu(grads.M, 1) == 0)
+    _, tape = module.forward(**point)
+    np.testing.assert_allclose(module.backward(tape).M, grads.M, rtol=1e-12)
+    _checked(module, point)
+
+
+def test_a_tril_read_through_a_product_with_a_full_matrix_stays():
+    """The adjoint of B in A @ B is Aᵀ @ C̄: only with A lower triangular does its
+    lower triangle read C̄'s alone. Here C̄ = tril(W) keeps its tril (B a Cholesky
+    factor, whose VJP reads only the lower triangle of B̄)."""
+    module = _compile(
+        {"S": "M @ M.T + 4 * eye4", "B": "cholesky(S)", "y": "sum(W * tril(A @ B))"},
+        {"M": (4, 4), "A": (4, 4), "W": (4, 4), "eye4": (4, 4)},
+        wrt=["M"],
+    )
+    assert _code(module).count("np.tril(") == 4  # tril(A @ B), its adjoint, cholesky's
+    rng = np.random.default_rng(9)
+    point = {k: rng.normal(size=(4, 4)) for k in "MAW"} | {"eye4": np.eye(4)}
+    _checked(module, point)
+
+
+def _spread_program(*last: Assign) -> Program:
+    """Z [3, 2], y = mean(sum(Z**2, axis=0)); backward as reverse writes it, then `last`."""
+    body = (
+        Assign("t2", "size", ("t1",)),
+        Assign("t3", "div", (1, "t2")),
+        Assign("d1", "broadcast", ("t3", "t1"), params=(None,), shape=(2,)),
+        Assign("d0", "broadcast", ("d1", "t0"), params=(0,), shape=(3, 2)),
+        Assign("t4", "mul", (2, "Z"), shape=(3, 2)),
+        Assign("t5", "mul", ("t4", "d0"), shape=(3, 2)),
+        *last,
+    )
+    forward = (
+        Assign("t0", "pow", ("Z", 2), shape=(3, 2)),
+        Assign("t1", "sum", ("t0",), params=(0, False), shape=(2,)),
+        Assign("y", "mean", ("t1",), params=(None, False)),
+    )
+    return Program(
+        name="p", inputs=("Z",), input_shapes=((3, 2),), steps=("y",), output="y",
+        wrt=("Z",), forward=forward, backward=body, gradients=(("Z", body[-1].name),),
+        seed=1,
+    )  # fmt: skip
+
+
+def test_the_scalars_multiply_first_where_the_product_is_read_once():
+    alone = spread_scalars(_spread_program())
+    assert [(a.name, a.args) for a in alone.backward[-2:]] == [
+        ("t4", (2, "t3")),
+        ("t5", ("t4", "Z")),
+    ]
+    shared = _spread_program(Assign("dZ", "add", ("t5", "t4"), shape=(3, 2)))
+    products = [a.args for a in spread_scalars(shared).backward if a.op == "mul"]
+    assert products == [(2, "Z"), ("t4", "t3")]
+
+
+def test_a_gradient_keeps_its_tril():
+    """A gradient that is a tril keeps it, though another tril reads it."""
+    body = (Assign("t0", "tril", ("M",), params=(0,), shape=(3, 3)),
+            Assign("t1", "tril", ("t0",), params=(-1,), shape=(3, 3)),
+            Assign("t2", "add", ("t1", "M"), shape=(3, 3)))  # fmt: skip
+    program = Program(
+        name="p", inputs=("M",), input_shapes=((3, 3),), steps=(), output="y",
+        wrt=("M", "M"), forward=(Assign("y", "sum", ("M",), params=(None, False)),),
+        backward=body, gradients=(("M", "t0"), ("M", "t2")), seed=1,
+    )  # fmt: skip
+    assert drop_trils(program) == program
