@@ -112,8 +112,9 @@ def test_a_comment_is_printed_above_the_lines_it_explains():
     text = (ROOT / "generated" / "softmax_cross_entropy.py").read_text(encoding="utf-8")
     node, _ = _functions(text)["value_and_grad"]
     body = text.splitlines()[node.lineno - 1 : node.end_lineno]
-    first_adjoint = next(i for i, x in enumerate(body) if "dL_d" in x)
-    assert body[first_adjoint - 1].strip().startswith("# ∂L/∂loss")
+    comment = next(i for i, x in enumerate(body) if x.strip().startswith("# ∂L/∂loss"))
+    assert body[comment - 1].strip() == "del loss"
+    assert not body[comment + 1].strip().startswith(("del ", "#"))
 
 
 @pytest.mark.parametrize("batch", [False, True])
