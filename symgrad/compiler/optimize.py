@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 
 import sympy as sp
@@ -440,7 +441,12 @@ def drop_trils(program: Program) -> Program:
     return dce(replace(program, forward=tuple(forward), backward=tuple(backward)))
 
 
-def _read_below_diagonal(program: Program, defined: dict, shapes: dict, zero_above):
+def _read_below_diagonal(
+    program: Program,
+    defined: dict,
+    shapes: dict,
+    zero_above: Callable[[Operand], float],
+) -> set[str]:
     """The backward values only whose lower triangle (the diagonal and below) is
     read: by tril, by a product with the identity (its diagonal), by eye and
     size (its shape), through elementwise arithmetic of the same matrices, and
