@@ -249,11 +249,9 @@ def value_and_grad(X, mu, A, s):
     dnll_dZ = 2 * np.divide(0.5, t8.size) * Z
     del t8
     # ∂nll/∂L = ∂nll/∂nll·∂nll/∂L + ∂nll/∂Z·∂Z/∂L
-    dnll_dt6 = np.linalg.solve(L.T, dnll_dZ)
-    del dnll_dZ
-    dnll_dt5 = dnll_dt6.T
-    dnll_dt4 = -(dnll_dt6 @ Z.T)
-    del Z, dnll_dt6
+    t18 = L.T
+    dnll_dt4 = -np.linalg.solve(t18, dnll_dZ @ Z.T)
+    del Z
     dnll_dL = np.diag(dnll_dt12) + dnll_dt4
     del dnll_dt12, dnll_dt4
     # ∂nll/∂Sigma = ∂nll/∂L·∂L/∂Sigma
@@ -270,8 +268,8 @@ def value_and_grad(X, mu, A, s):
     # ∂nll/∂mu = ∂nll/∂Z·∂Z/∂mu
     dnll_dt2 = t2 @ dnll_dSigma
     dnll_dt0 = np.diag(dnll_dSigma)
-    dnll_dmu = -np.sum(dnll_dt5, axis=0)
-    del dnll_dt5
+    dnll_dmu = -np.linalg.solve(t18, np.sum(dnll_dZ, axis=1))
+    del dnll_dZ, t18
     # ∂nll/∂A = ∂nll/∂Sigma·∂Sigma/∂A
     dnll_dA = dnll_dSigma @ t2.T + dnll_dt2.T
     del dnll_dSigma, dnll_dt2, t2
@@ -304,11 +302,9 @@ def grad(X, mu, A, s):
     dnll_dZ = 2 * np.divide(0.5, t8.size) * Z
     del t8
     # ∂nll/∂L = ∂nll/∂nll·∂nll/∂L + ∂nll/∂Z·∂Z/∂L
-    dnll_dt6 = np.linalg.solve(L.T, dnll_dZ)
-    del dnll_dZ
-    dnll_dt5 = dnll_dt6.T
-    dnll_dt4 = -(dnll_dt6 @ Z.T)
-    del Z, dnll_dt6
+    t18 = L.T
+    dnll_dt4 = -np.linalg.solve(t18, dnll_dZ @ Z.T)
+    del Z
     dnll_dL = np.diag(dnll_dt12) + dnll_dt4
     del dnll_dt12, dnll_dt4
     # ∂nll/∂Sigma = ∂nll/∂L·∂L/∂Sigma
@@ -325,8 +321,8 @@ def grad(X, mu, A, s):
     # ∂nll/∂mu = ∂nll/∂Z·∂Z/∂mu
     dnll_dt2 = t2 @ dnll_dSigma
     dnll_dt0 = np.diag(dnll_dSigma)
-    dnll_dmu = -np.sum(dnll_dt5, axis=0)
-    del dnll_dt5
+    dnll_dmu = -np.linalg.solve(t18, np.sum(dnll_dZ, axis=1))
+    del dnll_dZ, t18
     # ∂nll/∂A = ∂nll/∂Sigma·∂Sigma/∂A
     dnll_dA = dnll_dSigma @ t2.T + dnll_dt2.T
     del dnll_dSigma, dnll_dt2, t2

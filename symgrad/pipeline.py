@@ -3,9 +3,11 @@
 forward = lower(spec)
 backward = negate_sums(spread_scalars(dce(reverse(forward, seed="dy"))))
     # for backward(tape, dy); several outputs: backward(tape, dx, dy), a seed each
-unit = negate_sums(spread_scalars(drop_trils(cancel(dce(reverse(forward, seed=1))))))
+unit = narrow_solves(negate_sums(spread_scalars(drop_trils(cancel(dce(
+    reverse(forward, seed=1)))))))
     # for value_and_grad: dy = 1 folded in, adjoints simplified (a*(1-a)*... -> a - y),
-    # no tril where the triangle is zero or unread
+    # no tril where the triangle is zero or unread, a solve's batch of columns
+    # mapped (X @ Zᵀ, a sum) before it is solved
 jvp = dce(forward_mode(forward))              # if the spec asks: jvp(inputs, dot_inputs),
                                               # and jacobian (one jvp per input direction)
 hvp = dce(forward_mode(unit))                 # hvp(inputs, v_inputs): forward over reverse
@@ -33,6 +35,7 @@ from symgrad.compiler.optimize import (
     cancel,
     dce,
     drop_trils,
+    narrow_solves,
     negate_sums,
     spread_scalars,
 )
@@ -89,7 +92,7 @@ def build(spec: Spec) -> Compiled:
     unit_seed = SEED if array_output else 1
     memo: dict = {}  # local derivatives, shared by the two backward passes
     unit = reverse(forward, unit_seed, memo)
-    unit = negate_sums(spread_scalars(drop_trils(cancel(dce(unit)))))
+    unit = narrow_solves(negate_sums(spread_scalars(drop_trils(cancel(dce(unit))))))
     jvp = hvp = None
     if {"jvp", "jacobian"} & set(spec.derivatives):  # jacobian: one jvp per direction
         jvp = dce(forward_mode(forward, _seeds(forward, TANGENT), spec.outputs))

@@ -1,7 +1,9 @@
 """The clean-up passes on array programs (issue 12's gaussian_nll): a scalar spread
 by a chain of broadcasts is the scalar, multiplied into the array once; a
 negation read only by a sum comes after it; value_and_grad drops the trils of
-solve_triangular where the triangle they zero is zero already or never read.
+solve_triangular where the triangle they zero is zero already or never read,
+and solves a batch of right-hand sides after mapping them (`S @ C`, a sum of
+columns) where only those maps of the solution are read.
 
 Each rewrite's printed form is asserted, and the gradients (jvp and hvp too,
 where the spec asks) are checked against central differences, also where a
@@ -126,7 +128,9 @@ def test_value_and_grad_solves_with_the_cholesky_factor_itself():
     its ∂nll/∂L is zero above the diagonal, as the steps define it."""
     module = _small_gaussian(["jvp", "hvp"])
     code = _code(module)
-    assert "np.linalg.solve(L, " in code and "np.linalg.solve(L.T, " in code
+    transposed = re.search(r"(\w+) = L\.T\n", code)[1]  # read twice: a name
+    assert "np.linalg.solve(L, " in code
+    assert f"np.linalg.solve({transposed}, " in code
     assert code.count("np.tril(") == 2  # cholesky's VJP: Φ and the lower triangle
     assert "np.tril(L)" in _code(module, "forward")
     assert _code(module, "backward").count("np.tril(") == 3  # and the adjoint's
@@ -307,3 +311,97 @@ def test_a_gradient_keeps_its_tril():
         backward=body, gradients=(("M", "t0"), ("M", "t2")), seed=1,
     )  # fmt: skip
     assert drop_trils(program) == program
+
+
+def test_value_and_grad_maps_a_batch_of_right_hand_sides_before_it_solves():
+    """The adjoint solve(Lᵀ, Ḡ) of gaussian_nll is [d, n]; read only as `@ Zᵀ` and
+    summed over its columns, value_and_grad solves Ḡ @ Zᵀ ([d, d]) and Ḡ's
+    column sums ([d]) instead, and backward keeps the chain rule's solve. The
+    gradients equal backward's and the textbook's, and central differences."""
+    module = symgrad.compile(ROOT / "examples/gaussian_nll.yaml")
+    code = _code(module)
+    assert re.search(r"np\.linalg\.solve\((\w+), dnll_dZ @ Z\.T\)", code), code
+    assert re.search(r"np\.linalg\.solve\((\w+), np\.sum\(dnll_dZ, axis=1\)\)", code)
+    assert "dnll_dt6 = np.linalg.solve(t4.T, dnll_dZ)" in _code(module, "backward")
+    program = module.__symgrad__.unit
+    shapes = program.shapes()
+    for a in program.backward:  # no solve of n columns is left
+        assert a.op != "solve" or "n" not in shapes[a.name], a
+    point = gaussian_point(n=40, d=64, seed=2)
+    _, grads = module.value_and_grad(**point)
+    _, tape = module.forward(**point)
+    _, expected = gaussian_nll_hand(**point)
+    for name, value in module.backward(tape)._asdict().items():
+        np.testing.assert_allclose(getattr(grads, name), value, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(getattr(grads, name), expected[name], rtol=1e-9)
+    small = _small_gaussian(["hvp"])  # hvp is forward mode over value_and_grad's
+    assert "np.sum(dnll_dZ, axis=1)" in _code(small)
+    _checked(small, gaussian_point(n=5, d=3, seed=3))
+
+
+@pytest.mark.parametrize(
+    "steps, inputs, wrt",
+    [
+        # B has no batch of columns: nothing would shrink
+        ({"Y": "solve(A, B)", "L": "sum((Y @ C)**2)"},
+         {"A": (3, 3), "B": (3, 4), "C": (4, 2)}, ["A"]),
+        # B̄ = A⁻ᵀȲ is a gradient: returned whole
+        ({"Y": "solve(A, B)", "L": "sum((Y @ C)**2)"},
+         {"A": (3, 3), "B": (3, "n"), "C": ("n", 2)}, ["A", "B"]),
+        # B̄ is read elementwise (B = 2X): needed whole
+        ({"B": "2 * X", "Y": "solve(A, B)", "L": "sum((Y @ C)**2)"},
+         {"A": (3, 3), "X": (3, "n"), "C": ("n", 2)}, ["A", "X"]),
+    ],
+)  # fmt: skip
+def test_a_solve_stays_whole_where_its_columns_are_read(steps, inputs, wrt):
+    """The adjoint B̄ = solve(Aᵀ, Ȳ) keeps B's shape; A's gradient, read from it
+    as -B̄ Yᵀ, is right (central differences)."""
+    module = _compile(steps, inputs, wrt=wrt)
+    program = module.__symgrad__.unit
+    shapes = program.shapes()
+    solves = [a for a in program.backward if a.op == "solve"]
+    assert any(shapes[a.name] == shapes["B"] for a in solves)
+    rng = np.random.default_rng(7)
+    point = {
+        k: rng.normal(size=[5 if d == "n" else d for d in v]) for k, v in inputs.items()
+    }
+    point["A"] = point["A"] + 3 * np.eye(3)
+    _checked(module, point)
+
+
+def test_a_solve_read_only_by_a_product_and_a_sum_is_narrowed_anywhere():
+    """Not only gaussian_nll's: Y = A⁻¹B with B [3, n], read as Y @ C and as the
+    sums of Y's rows, becomes solves of C's columns and of one vector."""
+    inputs = {"A": (3, 3), "B": (3, "n"), "C": ("n", 2)}
+    steps = {"Y": "solve(A, B)", "L": "sum((Y @ C)**2) + sum(sum(Y, axis=1)**2)"}
+    module = _compile(steps, inputs, wrt=["A", "C"])
+    program = module.__symgrad__.unit
+    shapes = program.shapes()
+    solves = [a for a in program.backward if a.op == "solve"]
+    assert solves and all("n" not in shapes[a.name] for a in solves)
+    rng = np.random.default_rng(8)
+    point = {"A": rng.normal(size=(3, 3)) + 3 * np.eye(3),
+             "B": rng.normal(size=(3, 6)), "C": rng.normal(size=(6, 2))}  # fmt: skip
+    _, tape = module.forward(**point)
+    _, grads = module.value_and_grad(**point)
+    for name, value in module.backward(tape)._asdict().items():
+        np.testing.assert_allclose(getattr(grads, name), value, rtol=1e-10)
+    _checked(module, point)
+
+
+def test_an_array_outputs_solve_is_narrowed_with_its_upstream_gradient():
+    """Z = L⁻¹(X - mu)ᵀ, an array [4, n], differentiated for L only: its adjoint
+    solve(Lᵀ, dy) is read only as `@ Zᵀ`, so value_and_grad(..., dy) solves
+    dy @ Zᵀ; equal to backward(tape, dy)."""
+    steps = {"Z": "solve_triangular(L, (X - mu).T)"}
+    inputs = {"L": (4, 4), "X": ("n", 4), "mu": (4,)}
+    module = _compile(steps, inputs, wrt=["L"])
+    assert re.search(r"np\.linalg\.solve\(\w+\.T, dy @ Z\.T\)", _code(module))
+    rng = np.random.default_rng(9)
+    point = {"L": rng.normal(size=(4, 4)) + 4 * np.eye(4),
+             "X": rng.normal(size=(7, 4)), "mu": rng.normal(size=4)}  # fmt: skip
+    dy = rng.normal(size=(4, 7))
+    expected = module.backward(module.forward(**point)[1], dy)
+    np.testing.assert_allclose(
+        module.value_and_grad(**point, dy=dy)[1].L, expected.L, rtol=1e-10
+    )

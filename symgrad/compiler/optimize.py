@@ -512,3 +512,78 @@ def _substituted(
             a, note = replace(a, note=note), ""
         kept.append(a)
     return kept, reading
+
+
+def narrow_solves(program: Program) -> Program:
+    """solve(A, B) read only through maps of B's columns: the maps first.
+
+    The adjoint of `solve_triangular(L, B)` is `S = solve(Lᵀ, Ḡ)`, of B's shape
+    [64, n] for n samples. Where S is read only as `S @ C` with C [n, k] and
+    as the sum of its columns, `solve(Lᵀ, Ḡ @ C)` and `solve(Lᵀ, Ḡ summed over
+    its columns)` are the same values (A⁻¹ is linear: (A⁻¹Ḡ)C = A⁻¹(ḠC)) from
+    solves of k columns and of one instead of n. Only where B's columns are a
+    named dimension (a batch) and the maps' results have none, so the
+    right-hand sides shrink; matrices (not stacks) only. Run on
+    value_and_grad's program: backward keeps the adjoint as the chain rule
+    gives it.
+    """
+    readers = defaultdict(list)
+    for a in program.backward:
+        for x in dict.fromkeys(a.args):
+            readers[x].append(a)
+    kept = {g for _, g in program.gradients}
+    shapes = program.shapes()
+    for output, seed in program.seeds:  # dy has the output's shape
+        if isinstance(seed, str):
+            shapes[seed] = shapes[output]
+
+    def column_map(r: Assign, s: str) -> bool:
+        """r reads s only as a map of its columns, to a result with no batch."""
+        if r.op == "transpose":  # Sᵀ, whose rows are summed
+            return (
+                r.name not in kept
+                and bool(readers[r.name])
+                and all(
+                    t.op == "sum" and t.params == (0, False) for t in readers[r.name]
+                )
+            )
+        if any(isinstance(d, str) for d in r.shape):
+            return False
+        if r.op == "matmul":
+            return r.args[0] == s != r.args[1] and len(shapes[r.args[1]]) == 2
+        return r.op == "sum" and r.params in ((1, False), (-1, False))
+
+    narrowed = {
+        a.name
+        for a in program.backward
+        if a.op == "solve"
+        and a.name not in kept
+        and len(shapes[a.args[0]]) == len(shapes[a.args[1]]) == 2
+        and isinstance(shapes[a.args[1]][-1], str)
+        and readers[a.name]
+        and all(column_map(r, a.name) for r in readers[a.name])
+    }
+    if not narrowed:
+        return program
+    solves = {a.name: a for a in program.backward if a.name in narrowed}
+    through = {  # transpose(S) -> S
+        r.name: s for s in narrowed for r in readers[s] if r.op == "transpose"
+    }
+    taken = {*program.inputs, *(s for _, s in program.seeds if isinstance(s, str))}
+    taken.update(a.name for a in program.backward)
+    emitter = Emitter(taken, program.forward, shapes)
+    for a in program.backward:
+        s = a.args[0] if a.args else None
+        if a.name in narrowed or a.name in through:
+            continue  # read by the maps below only
+        if s in narrowed or s in through:
+            solve = solves[through.get(s, s)]
+            matrix, rhs = solve.args
+            if s in through:  # the sum of Sᵀ's rows: of B's columns
+                mapped = emitter.emit("sum", (rhs,), (1, False))
+            else:
+                mapped = emitter.emit(a.op, (rhs, *a.args[1:]), a.params)
+            emitter.keep(replace(a, op="solve", args=(matrix, mapped), params=()))
+        else:
+            emitter.keep(a)
+    return dce(replace(program, backward=tuple(emitter.body)))
