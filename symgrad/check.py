@@ -712,9 +712,10 @@ def _differentiate(
     function's rounding over h (ROUNDING * eps times the larger of its value
     and `terms`, the size of the terms it is computed from). The estimate with
     the smallest bound wins;
-    the search stops early once `settles(estimate)`. When no step moves the
-    function beyond rounding, the estimate is 0 within that rounding over the
-    largest step. Steps that leave the domain before the first one inside it
+    the search stops early once `settles(estimate)`. When no extrapolation is
+    sound and the smallest steps, from some step h0 down, move the function by
+    no more than its rounding (it is flat near the point, whatever larger
+    steps reach past a kink), the estimate is 0 within that rounding over h0. Steps that leave the domain before the first one inside it
     are skipped; one leaving it after ends the search.
     """
     differences: list = []  # D(h) for each step
@@ -722,7 +723,9 @@ def _differentiate(
     table: list[tuple] = []  # (extrapolated value, last correction, rounding, sound)
     best = None
     failure = None
-    flat = 0.0  # the largest rounding while no step has moved the function beyond it
+    # the trailing run of steps that move the function by no more than its
+    # rounding: the largest rounding in it, and its first (largest) step
+    flat, flat_step = 0.0, None
     for k in range(steps):
         h = scale / 2 ** (k + FIRST_STEP)
         try:
@@ -735,10 +738,12 @@ def _differentiate(
         row = [(up - down) / (h_up - h_down)]
         differences.append(row[0])
         rounding = ROUNDING * eps * max(abs(up), abs(down), terms)
-        if flat is not None and abs(up - down) <= rounding:
-            flat = max(flat, rounding)
+        if abs(up - down) > rounding:
+            flat, flat_step = 0.0, None
+        elif flat_step is None:
+            flat, flat_step = rounding, h
         else:
-            flat = None
+            flat = max(flat, rounding)
         for level in range(1, min(len(previous), _RICHARDSON_TERMS) + 1):
             row.append(row[-1] + (row[-1] - previous[level - 1]) / (4**level - 1))
         previous = row
@@ -762,8 +767,9 @@ def _differentiate(
                     return best
     if best is not None:
         return best
-    if differences and flat is not None:  # no step moved the function beyond rounding
-        return Estimate(0.0, flat / (scale / 2**FIRST_STEP))
+    if flat_step is not None:  # flat within rounding from flat_step down (larger
+        # steps may reach past a kink): 0 within that rounding over flat_step
+        return Estimate(0.0, flat / flat_step)
     if previous:
         return Estimate(previous[-1])
     raise failure

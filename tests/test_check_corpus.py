@@ -110,6 +110,29 @@ def test_a_gradient_float64_cannot_compute_closely_is_unverified_not_a_mismatch(
     assert "could not verify x: " in str(report) and report.reason.startswith("x: ")
 
 
+@pytest.mark.parametrize(
+    "spec, point",
+    [
+        (scalar({"y": "relu(x - 0.05)"}), {"x": 0.0}),
+        ({"name": "flat", "inputs": {"x": {"shape": [3]}},
+          "steps": {"y": "sum(relu(x - 0.05))"}}, {"x": np.zeros(3)}),
+        # conv1d_pool's case: x[1, 3] feeds three windows, all negative, one at -0.055
+        ({"name": "pool", "inputs": {"x": {"shape": [4]}},
+          "steps": {"y": "sum(max(reshape(relu(x + [-0.5, -0.055, -2, -1]), (-1, 2)), axis=-1))"}},
+         {"x": np.zeros(4)}),
+    ],
+)  # fmt: skip
+def test_a_function_flat_near_the_point_is_verified_past_a_nearby_kink(spec, point):
+    """0 from the smallest steps down where only the largest reach past a kink
+    (relu's at 0.05, nearer than the first step 1/16 but beyond the kink margin):
+    a zero gradient is verified, and a wrong one there is a mismatch."""
+    module = symgrad.compile(spec)
+    report = check_gradients(module, point)
+    assert report.verdict == "ok", str(report)
+    wrong = wrapped(spec, lambda g: {"x": np.asarray(g["x"]) + 0.5})
+    assert check_gradients(wrong, point).verdict == "mismatch"
+
+
 # --------------------------------------------------------------------------- wrong gradients
 
 
