@@ -98,9 +98,7 @@ def _point(rng, dtype=float) -> dict:
             for n, s in shapes.items()
         }
     point = {n: rng.uniform(-1, 1, size=s) for n, s in shapes.items()}
-    return {
-        n: v.astype(dtype) if np.ndim(v) else float(v) for n, v in point.items()
-    }
+    return {n: v.astype(dtype) if np.ndim(v) else float(v) for n, v in point.items()}
 
 
 def _equal(got, want, rtol: float) -> None:
