@@ -311,3 +311,29 @@ def test_attention_example_equals_hand_written_backprop():
     small = {k: v[:1, :2, :3] for k, v in inputs.items()}
     report = check_gradients(module, small)
     assert report.ok, str(report)
+
+
+@pytest.mark.parametrize(
+    "steps", [{"y": "sum(X / X)"}, {"p": "X - X", "y": "sum(p @ W)"}, {"y": "sum(0 * X)"}]
+)
+def test_an_array_sympy_cancels_is_a_clear_error(steps):
+    """SymPy makes X - X the number 0 and X/X the number 1, without X's shape:
+    sum(X/X) would be 1, not X.size. Refused, naming the step and the array."""
+    spec = {
+        "name": "cancel",
+        "inputs": {"X": {"shape": [3, 2]}, "W": {"shape": [2, 2]}},
+        "steps": steps,
+    }
+    with pytest.raises(SpecError) as err:
+        symgrad.compile(spec)
+    assert err.value.step == next(iter(steps)) and "X ([3, 2])" in str(err.value)
+
+
+def test_a_cancelled_scalar_or_an_array_that_stays_compiles():
+    """Only a dropped array is refused: a - a of scalars is 0 (as NumPy's), and
+    X - X + X keeps X."""
+    module = _module({"y": "sum(X - X + X) + (a - a)"}, {"X": (3, 2), "a": ()})
+    point = _point({"X": (3, 2), "a": ()})
+    value, grads = module.value_and_grad(**point)
+    assert value == pytest.approx(np.sum(point["X"]))
+    np.testing.assert_allclose(grads.X, np.ones((3, 2)))

@@ -70,8 +70,8 @@ def programs(draw) -> dict:
             # the most recent value of the kind half the time: deep chains
             recent = [n for n in reversed(list(names)) if names[n] == kind][:1]
             operands.append(draw(st.sampled_from(recent + pool)))
-        # SymPy folds X - X to the number 0, which has no shape: a spec error
-        # where an array is needed (noted as an open problem)
+        # SymPy folds X - X to the number 0, which has no shape: symgrad refuses
+        # the step (tests/test_rank_n.py)
         assume(template != "{0} - {1}" or operands[0] != operands[1])
         name = f"p{i}"
         steps[name] = template.format(*operands)

@@ -9,6 +9,7 @@ arithmetic readable: `a - b` and `a / b` rather than `a + (-1)*b` and
 
 from __future__ import annotations
 
+import ast
 from dataclasses import replace
 
 import sympy as sp
@@ -17,7 +18,7 @@ from symgrad.compiler.rewrite import describe, rewrite, seen_through
 from symgrad.frontend.spec import Spec, SpecError, make_symbol
 from symgrad.ir import Assign, Operand, Program
 from symgrad.ops import BY_SYMPY, OPS, TensorOp
-from symgrad.shapes import Shape, ShapeError
+from symgrad.shapes import Shape, ShapeError, show
 
 
 class LoweringError(ValueError):
@@ -33,6 +34,17 @@ def lower(spec: Spec) -> Program:
     emitter = Emitter(taken, shapes={i.name: i.shape for i in spec.inputs})
     known: dict[sp.Symbol, sp.Expr] = {}  # steps the stable rewrites see through
     for step in spec.steps:
+        dropped = _dropped_array(step.text, step.expr, emitter.shapes)
+        if dropped is not None:
+            raise SpecError(
+                f"SymPy simplifies {' '.join(step.text.split())!r} to {step.expr}, "
+                f"cancelling the array {dropped} ({show(emitter.shapes[dropped])}): "
+                f"the result would lose the shape NumPy gives it; write the step "
+                f"without {dropped}",
+                path=spec.path,
+                line=step.line,
+                step=step.name,
+            )
         note = f"{step.name} = {' '.join(step.text.split())}"
         rewritten = rewrite(step.expr, known, _ranks(emitter.shapes))
         if rewritten.fired:  # never silently: the comment says what is computed
@@ -55,6 +67,18 @@ def lower(spec: Spec) -> Program:
         wrt=spec.wrt,
         forward=tuple(emitter.body),
     )
+
+
+def _dropped_array(text: str, expr: sp.Expr, shapes: dict[str, Shape]) -> str | None:
+    """An array (a name of non-scalar shape) that `text` names and its SymPy
+    expression no longer has: SymPy cancelled it (X - X, X/X, 0*X)."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError):  # a SymPy route's own text
+        return None
+    written = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    kept = {s.name for s in expr.free_symbols if isinstance(s, sp.Symbol)}
+    return next((n for n in sorted(written - kept) if shapes.get(n)), None)
 
 
 def _ranks(shapes: dict[str, Shape]):
