@@ -314,7 +314,8 @@ def test_attention_example_equals_hand_written_backprop():
 
 
 @pytest.mark.parametrize(
-    "steps", [{"y": "sum(X / X)"}, {"p": "X - X", "y": "sum(p @ W)"}, {"y": "sum(0 * X)"}]
+    "steps",
+    [{"y": "sum(X / X)"}, {"p": "X - X", "y": "sum(p @ W)"}, {"y": "sum(0 * X)"}],
 )
 def test_an_array_sympy_cancels_is_a_clear_error(steps):
     """SymPy makes X - X the number 0 and X/X the number 1, without X's shape:
