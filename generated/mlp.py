@@ -193,7 +193,7 @@ def value_and_grad(X, Y, W1, b1, W2, b2):
     # out = hidden @ W2 + b2
     out = b2 + hidden @ W2
     # L = mean((out - Y)**2)
-    t3 = np.subtract(out, Y, out=out)
+    t3 = out - Y
     del out
     L = np.mean(t3**2)
     # ∂L/∂out = ∂L/∂L·∂L/∂out   (∂L/∂out = 2*(out - Y)/size(out))
@@ -227,7 +227,7 @@ def grad(X, Y, W1, b1, W2, b2):
     # out = hidden @ W2 + b2
     out = b2 + hidden @ W2
     # L = mean((out - Y)**2)
-    t3 = np.subtract(out, Y, out=out)
+    t3 = out - Y
     del out
     # ∂L/∂out = ∂L/∂L·∂L/∂out   (∂L/∂out = 2*(out - Y)/size(out))
     dL_dt3 = np.multiply(2 * np.divide(1, t3.size), t3, out=t3)

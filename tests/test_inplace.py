@@ -69,9 +69,13 @@ MLP = ROOT / "examples" / "mlp.yaml"
 ATTENTION = ROOT / "examples" / "attention.yaml"
 
 
-def test_mlp_writes_the_residual_into_the_output_it_no_longer_needs():
+def test_mlp_writes_the_loss_adjoint_into_the_residual_it_no_longer_needs():
+    """dL_dt3 = 2/size * t3 goes into t3; out - Y does not go into out, which
+    does not depend on Y (Y could be wider, or a Dask array)."""
     module = symgrad.compile(MLP)
-    assert "t3 = np.subtract(out, Y, out=out)" in _unit_lines(module)
+    lines = _unit_lines(module)
+    assert "dL_dt3 = np.multiply(2 * np.divide(1, t3.size), t3, out=t3)" in lines
+    assert "t3 = out - Y" in lines
     rng = np.random.default_rng(1)
     point = {
         "X": rng.normal(size=(16, 4)), "Y": rng.normal(size=(16, 3)),
@@ -173,6 +177,22 @@ def test_mlp_with_integer_targets_runs_as_with_floats():
         "W2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3),
     }  # fmt: skip
     _agrees(module, point)
+
+
+def test_numpy_and_dask_arguments_mixed():
+    """exp(A) * B with A a NumPy array and B a Dask array: the product is Dask's,
+    which NumPy's exp(A) cannot hold; nothing is written into it."""
+    da = pytest.importorskip("dask.array")
+    module = _module({"a": "exp(A)", "b": "a * B", "y": "sum(b * b)"},
+                     {"A": (3, 4), "B": (3, 4)})  # fmt: skip
+    point = _point({"A": (3, 4), "B": (3, 4)})
+    value, grads = module.value_and_grad(A=point["A"], B=da.from_array(point["B"]))
+    expected_value, expected = module.value_and_grad(**point)
+    np.testing.assert_allclose(np.asarray(value), expected_value, rtol=1e-12)
+    for name in expected._fields:
+        np.testing.assert_allclose(
+            np.asarray(getattr(grads, name)), getattr(expected, name), rtol=1e-12
+        )
 
 
 def test_dask_arrays_are_written_into_lazily():

@@ -16,9 +16,10 @@ Only where it is safe whatever the arguments' dtypes and array types:
   rank 1 or more (a 0-d result is a NumPy scalar, which has no memory to reuse);
 * it is floating point whatever the inputs' dtypes (a ufunc result for integer
   arguments is float, or an operand is), so a float result never lands in
-  integers; and it depends on every kind of value the other operands depend on
-  (the arguments, the upstream gradient dy), so it is at least as wide as they
-  are and NumPy would have given the result its dtype anyway.
+  integers; and it depends on every argument (and upstream gradient dy) the
+  other operands depend on: it is at least as wide as they are, so NumPy would
+  have given the result its dtype anyway, and of their array type (a Dask
+  argument makes it a Dask array: a NumPy array cannot take a Dask result).
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ def _line_positions(
 
 
 def _kinds(program: Program) -> dict[Operand, frozenset[str]]:
-    """What each value depends on: the arguments, the upstream gradients, or both."""
-    kinds = {name: frozenset({"argument"}) for name in program.inputs}
+    """The arguments and upstream gradients each value depends on."""
+    kinds = {name: frozenset({name}) for name in program.inputs}
     kinds.update(
         (seed, frozenset({"seed"}))
         for _, seed in program.seeds
