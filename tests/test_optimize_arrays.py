@@ -405,3 +405,28 @@ def test_an_array_outputs_solve_is_narrowed_with_its_upstream_gradient():
     np.testing.assert_allclose(
         module.value_and_grad(**point, dy=dy)[1].L, expected.L, rtol=1e-10
     )
+
+
+@pytest.mark.parametrize(
+    "steps, line",
+    [
+        ({"r": "X @ w - y", "L": "sum(r**2)"}, "dL_dr = 2 * r"),  # was 2 * 1 * r
+        ({"L": "sum(exp(X @ w))"}, "dL_dt0 = t1"),  # was 1 * t1: a pass
+    ],
+)
+def test_the_seed_one_a_sum_spreads_is_no_factor(steps, line):
+    """The adjoint of sum(...) spreads the seed 1: a product with it is its other
+    factor (a named adjoint a copy, no pass over the array)."""
+    inputs = {"X": ("n", 3), "w": (3,), "y": ("n",)}
+    module = _compile(steps, inputs, wrt=["X", "w"])
+    code = _code(module)
+    assert f"    {line}\n" in code, code
+    assert "* 1 " not in code and "1 * " not in code
+    rng = np.random.default_rng(10)
+    point = {"X": rng.normal(size=(6, 3)) / 2, "w": rng.normal(size=3),
+             "y": rng.normal(size=6)}  # fmt: skip
+    _, tape = module.forward(**point)
+    _, grads = module.value_and_grad(**point)
+    for name, value in module.backward(tape)._asdict().items():
+        np.testing.assert_allclose(getattr(grads, name), value, rtol=1e-12)
+    _checked(module, point)

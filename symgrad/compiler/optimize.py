@@ -262,7 +262,34 @@ def spread_scalars(program: Program) -> Program:
     backward, reading = _substituted(program.backward, replaced, now)
     program = dce(replace(program, backward=tuple(backward)))
     program = _scalars_first(program, reading, now)
-    return _sizes_of_read_values(program, now)
+    return _without_unit_factors(_sizes_of_read_values(program, now))
+
+
+def _without_unit_factors(program: Program) -> Program:
+    """A product with the number 1 is its other factor, and one of two numbers
+    is a number: the seed 1 a sum spreads leaves `dL_dt0 = 1 * t1` (a pass
+    over the array) and `2 * 1 * r`. A temporary goes (its readers read the
+    factor); a named adjoint stays as a copy (`dL_dt0 = t1`, no pass), for the
+    comments that name it."""
+    roots = {g for _, g in program.gradients}
+    same: dict[str, Operand] = {}
+    body = []
+    for a in program.backward:
+        args = tuple(same.get(x, x) for x in a.args)
+        numbers = [x for x in args if not isinstance(x, str)]
+        if a.op != "mul" or not numbers or (len(numbers) == 1 and numbers[0] != 1):
+            body.append(replace(a, args=args) if args != a.args else a)
+            continue
+        factor = (
+            args[0] * args[1]
+            if len(numbers) == 2
+            else next(x for x in args if isinstance(x, str))
+        )
+        if is_temporary(a.name) and a.name not in roots:
+            same[a.name] = factor
+        else:
+            body.append(replace(a, op="copy", args=(factor,), params=()))
+    return dce(replace(program, backward=tuple(body)))
 
 
 def _scalars_first(program: Program, reading: set[str], shapes: dict) -> Program:
