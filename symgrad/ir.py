@@ -100,9 +100,17 @@ class Program:
         return any(self.input_shapes)
 
     def shapes(self) -> dict[str, tuple[int | str, ...]]:
-        """The declared or inferred shape of every name."""
+        """The declared or inferred shape of every name; a seed (dy, or dx, dy,
+        ... for several outputs) has its output's."""
         shapes = dict(zip(self.inputs, self.input_shapes, strict=True))
-        shapes.update((a.name, a.shape) for a in self.forward + self.backward)
+        shapes.update((a.name, a.shape) for a in self.forward)
+        if self.gradients:
+            shapes.update(
+                (seed, shapes[output])
+                for output, seed in self.seeds
+                if isinstance(seed, str)
+            )
+        shapes.update((a.name, a.shape) for a in self.backward)
         return shapes
 
     def __str__(self) -> str:

@@ -70,9 +70,6 @@ def cancel(program: Program) -> Program:
     The MAX_CANCEL_* budgets cap the SymPy work per program.
     """
     shapes = program.shapes()
-    for output, seed in program.seeds:  # dy has the output's shape (dx, dy: each's)
-        if isinstance(seed, str):
-            shapes[seed] = shapes[output]
     readers = Counter(arg for a in program.backward for arg in a.args)
     readers.update(g for _, g in program.gradients)
     inlined = _inlined(program.backward, readers)
@@ -239,9 +236,6 @@ def spread_scalars(program: Program) -> Program:
     backward pass reads anyway (`t3.size`, not a `t4` kept on the tape for it).
     """
     shapes = program.shapes()
-    for output, seed in program.seeds:  # dy has the output's shape (dx, dy: each's)
-        if isinstance(seed, str):
-            shapes[seed] = shapes[output]
     roots = {g for _, g in program.gradients if isinstance(g, str)}
     replaced: dict[str, Operand] = {}
     now = shapes
@@ -560,9 +554,6 @@ def narrow_solves(program: Program) -> Program:
             readers[x].append(a)
     kept = {g for _, g in program.gradients}
     shapes = program.shapes()
-    for output, seed in program.seeds:  # dy has the output's shape
-        if isinstance(seed, str):
-            shapes[seed] = shapes[output]
 
     def column_map(r: Assign, s: str) -> bool:
         """r reads s only as a map of its columns, to a result with no batch."""
@@ -596,9 +587,7 @@ def narrow_solves(program: Program) -> Program:
     through = {  # transpose(S) -> S
         r.name: s for s in narrowed for r in readers[s] if r.op == "transpose"
     }
-    taken = {*program.inputs, *(s for _, s in program.seeds if isinstance(s, str))}
-    taken.update(a.name for a in program.backward)
-    emitter = Emitter(taken, program.forward, shapes)
+    emitter = Emitter(set(shapes), program.forward, shapes)  # every name is taken
     for a in program.backward:
         s = a.args[0] if a.args else None
         if a.name in narrowed or a.name in through:
