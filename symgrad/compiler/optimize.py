@@ -263,16 +263,15 @@ def _without_unit_factors(program: Program) -> Program:
     """A product with the number 1 is its other factor, and one of two numbers
     is a number: the seed 1 a sum spreads leaves `dL_dt0 = 1 * t1` (a pass
     over the array) and `2 * 1 * r`. A temporary goes (its readers read the
-    factor); a named adjoint stays as a copy (`dL_dt0 = t1`, no pass), for the
-    comments that name it."""
+    factor; its comment passes on); a named adjoint stays as a copy
+    (`dL_dt0 = t1`, no pass), for the comments that name it."""
     roots = {g for _, g in program.gradients}
-    same: dict[str, Operand] = {}
-    body = []
+    same: dict[str, Operand] = {}  # a temporary that goes -> its factor
+    copies: dict[str, Operand] = {}  # a named product -> its factor
     for a in program.backward:
-        args = tuple(same.get(x, x) for x in a.args)
+        args = [same.get(x, x) for x in a.args]
         numbers = [x for x in args if not isinstance(x, str)]
         if a.op != "mul" or not numbers or (len(numbers) == 1 and numbers[0] != 1):
-            body.append(replace(a, args=args) if args != a.args else a)
             continue
         factor = (
             args[0] * args[1]
@@ -282,8 +281,17 @@ def _without_unit_factors(program: Program) -> Program:
         if is_temporary(a.name) and a.name not in roots:
             same[a.name] = factor
         else:
-            body.append(replace(a, op="copy", args=(factor,), params=()))
-    return dce(replace(program, backward=tuple(body)))
+            copies[a.name] = factor
+    if not same and not copies:
+        return program
+    body = [
+        replace(a, op="copy", args=(copies[a.name],), params=())
+        if a.name in copies
+        else a
+        for a in program.backward
+    ]
+    backward, _ = _substituted(body, same, program.shapes())
+    return dce(replace(program, backward=tuple(backward)))
 
 
 def _scalars_first(program: Program, reading: set[str], shapes: dict) -> Program:
