@@ -715,8 +715,9 @@ def _differentiate(
     the search stops early once `settles(estimate)`. When no extrapolation is
     sound and the smallest steps, from some step h0 down, move the function by
     no more than its rounding (it is flat near the point, whatever larger
-    steps reach past a kink), the estimate is 0 within that rounding over h0. Steps that leave the domain before the first one inside it
-    are skipped; one leaving it after ends the search.
+    steps reach past a kink), the estimate is 0 within that rounding over h0.
+    Steps that leave the domain before the first one inside it are skipped;
+    one leaving it after ends the search.
     """
     differences: list = []  # D(h) for each step
     previous: list = []  # the last row of the Richardson table

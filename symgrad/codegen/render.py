@@ -81,6 +81,9 @@ def render(
         )
     # A non-scalar output of a tensor spec: value_and_grad's dy has its shape.
     seed_dy = backward.tensor and bool(backward.shapes()[backward.output])
+    # there value_and_grad and grad take backward's upstream gradient of it (dy;
+    # du for outputs u, v), ones by default
+    upstream = backward.seeds[0][1] if seed_dy else None
     printer = backend.printer()
     backward, unit = backend.prepared(backward), backend.prepared(unit)
     try:
@@ -110,11 +113,8 @@ def render(
         "wrt": list(backward.wrt),
         "summary": textwrap.fill(_summary(backward), width=79),
         "params": backward.inputs,
-        # an array output: value_and_grad and grad take backward's upstream gradient
-        # of it (dy; du for outputs u, v), ones by default
-        "upstream": backward.seeds[0][1] if seed_dy else None,
-        "unit_params": list(backward.inputs)
-        + [f"{backward.seeds[0][1]}=None"] * seed_dy,
+        "upstream": upstream,
+        "unit_params": list(backward.inputs) + [f"{upstream}=None"] * seed_dy,
         "arguments": _rebound(list(backward.inputs), "_arrays")
         if backend.arrays
         else [],
