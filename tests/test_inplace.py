@@ -17,17 +17,7 @@ import symgrad
 from symgrad.check import check_gradients
 from symgrad.pipeline import source
 from tests.conftest import ROOT
-
-
-def _module(steps: dict, inputs: dict, output: str | None = None, **extra):
-    spec = {
-        "name": "inplace",
-        "inputs": {n: {"shape": list(s), **extra.get(n, {})} for n, s in inputs.items()},
-        "steps": steps,
-    }
-    if output:
-        spec["output"] = output
-    return symgrad.compile(spec)
+from tests.test_rank_n import _module
 
 
 def _unit_lines(module) -> list[str]:

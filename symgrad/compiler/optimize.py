@@ -480,10 +480,7 @@ def _read_below_diagonal(
     read: by tril, by a product with the identity (its diagonal), by eye and
     size (its shape), through elementwise arithmetic of the same matrices, and
     through Uᵀ @ (U lower triangular: the lower triangle of Uᵀ X reads X's)."""
-    readers = defaultdict(list)
-    for a in program.backward:
-        for x in dict.fromkeys(a.args):
-            readers[x].append(a)
+    readers = _readers(program.backward)
     roots = {g for _, g in program.gradients}
     lower: set[str] = set()
 
@@ -522,6 +519,15 @@ def _read_below_diagonal(
     return lower
 
 
+def _readers(body) -> defaultdict[Operand, list[Assign]]:
+    """The assignments of `body` that read each name (once each)."""
+    readers = defaultdict(list)
+    for a in body:
+        for x in dict.fromkeys(a.args):
+            readers[x].append(a)
+    return readers
+
+
 def _substituted(
     body, same: dict[str, Operand], shapes: dict
 ) -> tuple[list[Assign], set[str]]:
@@ -556,10 +562,7 @@ def narrow_solves(program: Program) -> Program:
     value_and_grad's program: backward keeps the adjoint as the chain rule
     gives it.
     """
-    readers = defaultdict(list)
-    for a in program.backward:
-        for x in dict.fromkeys(a.args):
-            readers[x].append(a)
+    readers = _readers(program.backward)
     kept = {g for _, g in program.gradients}
     shapes = program.shapes()
 
