@@ -41,15 +41,15 @@ def _engine(target: str):
 
 
 def _supported(target: str, path) -> bool:
-    """Whether the target prints every operation of the spec (numba: scalar specs
-    without higher derivatives); otherwise compiling it is a clear error."""
+    """Whether the target prints every operation of the spec (numba: specs without
+    higher derivatives); otherwise compiling it is a clear error."""
     spec = load(path)
     compiled = build(spec)
-    if target == "numba" and (spec.derivatives or compiled.unit.tensor):
+    if target == "numba" and spec.derivatives:
         return False
     if len(spec.outputs) > 1:  # the engine targets compile one output
         return False
-    codes = TARGETS[target].printer().codes
+    codes = TARGETS[target].for_program(compiled.unit).printer().codes
     ops = {
         a.op for p in (compiled.backward, compiled.unit) for a in p.forward + p.backward
     }

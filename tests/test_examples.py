@@ -86,7 +86,7 @@ def _prints(target: str, path) -> bool:
     carried (an example it cannot compile is refused elsewhere with a clear error)."""
     spec = load(path)
     compiled = build(spec)
-    backend = TARGETS[target]
+    backend = TARGETS[target].for_program(compiled.unit)
     if (
         (compiled.unit.tensor and not backend.tensors)
         or (spec.derivatives and not backend.higher)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
@@ -142,3 +143,29 @@ def test_value_and_grad_equals_backward_and_finite_differences(spec, seed):
         point = _point(rng)
     report = check_gradients(module, point, rng)
     assert report.verdict != "mismatch", str(report)
+
+
+@settings(
+    max_examples=EXAMPLES // 2,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(spec=programs(), seed=st.integers(0, 2**16))
+def test_numba_loops_equal_the_numpy_target(spec, seed):
+    """The numba target (value_and_grad's elementwise steps in fused loops) gives
+    the numpy target's backward, for float, float32 and integer arguments."""
+    pytest.importorskip("numba", reason="numba is not installed (symgrad[numba])")
+    note(str(spec["steps"]))
+    module, reference = symgrad.compile(spec, target="numba"), symgrad.compile(spec)
+    rng = np.random.default_rng(seed)
+    with np.errstate(all="ignore"):
+        for dtype, rtol in ((float, 1e-10), (np.float32, 1e-4), (int, 1e-10)):
+            point = _point(rng, dtype)
+            value, tape = reference.forward(**point)
+            if not np.isfinite(value):
+                continue
+            expected = (value, reference.backward(tape))
+            _equal(module.value_and_grad(**point), expected, rtol)
+            _equal((value, module.grad(**point)), expected, rtol)

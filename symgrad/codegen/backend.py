@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from symgrad.codegen.printer import Line, Printer
 from symgrad.compiler.reverse import Guard
-from symgrad.ir import Operand, Program
+from symgrad.ir import Assign, Operand, Program
 from symgrad.ops import Code
 
 
@@ -49,6 +49,21 @@ class Backend:
     in_place: bool = False
     higher: bool = True  # prints jvp, hvp and hessian
     several_outputs: bool = True  # a spec with `outputs: [x, y]`
+    # value_and_grad and grad of a tensor spec run their elementwise steps in
+    # fused loops (`codegen.loops`), printed in these forms (None: no loops)
+    loop_codes: Mapping[str, Code] | None = field(
+        default=None, compare=False, hash=False
+    )
+    template: str = "module.py.j2"  # in the folder of its name
+
+    def fuses(self, a: Assign) -> bool:
+        """Whether a fused loop computes the elementwise step `a` (with `loop_codes`)."""
+        return False
+
+    def for_program(self, program: Program) -> Backend:
+        """The backend that prints `program` (a target may print tensor specs
+        through another)."""
+        return self
 
     def printer(self) -> Printer:
         """A printer of this target's forms."""

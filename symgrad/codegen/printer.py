@@ -82,6 +82,7 @@ class Line:
     reads: frozenset[str] = frozenset()
     defines: str | None = None
     prec: int = 100
+    also: tuple[str, ...] = ()  # the further names a call returning several defines
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Printer:
     )  # op -> why it is not printed
     imports: set[str] = field(default_factory=set)
     helpers: dict[str, str] = field(default_factory=dict)  # name -> source
+    loops: dict[str, str] = field(default_factory=dict)  # fused loops: name -> source
 
     def __post_init__(self) -> None:
         if self.codes is None:
@@ -126,7 +128,7 @@ class Printer:
 
     def body(
         self,
-        assigns: tuple[Assign, ...],
+        assigns: tuple[Assign | Line, ...],
         fuse: frozenset[str] = frozenset(),
         into: Mapping[str, str] | None = None,
     ) -> list[Line]:
@@ -136,7 +138,8 @@ class Printer:
         is used (once), parenthesized as precedence needs, unless that line would
         get too long. `X.T @ g` reads as one writes it by hand. An assignment in
         `into` calls its ufunc with `out=` that operand (see `codegen.inplace`):
-        `np.subtract(a, b, out=a)`.
+        `np.subtract(a, b, out=a)`. A `Line` among them is kept as it is (the
+        call of a fused loop).
         """
         into = into or {}
         # fused name -> (expression, its precedence, the names it reads)
@@ -194,6 +197,9 @@ class Printer:
             return text, prec, frozenset(reads)
 
         for a in assigns:
+            if isinstance(a, Line):
+                lines.append(a)
+                continue
             note = a.note or note
             text, prec, reads = line(a)
             if a.name in fuse and len(text) <= FUSED_LENGTH:
@@ -264,6 +270,7 @@ def deleting(
         for name in line.reads:
             last[name] = i
     defined = {line.defines for line in lines if line.defines is not None}
+    defined.update(name for line in lines for name in line.also)
     after: dict[int, list[str]] = {}
     for name in sorted(defined - set(keep)):
         if name in last:

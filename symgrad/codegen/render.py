@@ -17,6 +17,7 @@ import jinja2
 
 from symgrad._data import shipped
 from symgrad._version import __version__
+from symgrad.codegen import loops
 from symgrad.codegen.backend import Backend, Gradient
 from symgrad.codegen.inplace import in_place
 from symgrad.codegen.printer import (
@@ -33,7 +34,7 @@ from symgrad.codegen.printer import (
 from symgrad.compiler.optimize import dce
 from symgrad.compiler.reverse import objective, program_guards, weighted
 from symgrad.frontend.spec import Spec, SpecError
-from symgrad.ir import Program, is_temporary
+from symgrad.ir import Program, is_temporary, uses
 from symgrad.shapes import show
 
 
@@ -54,6 +55,7 @@ def render(
     `jvp` and `hvp` (forward mode) add those functions, and `hessian` with hvp
     where the spec asks for it.
     """
+    backend = backend.for_program(backward)
     if backward.tensor and not backend.tensors:
         raise SpecError(
             f"the {backend.name} target compiles scalar specs only; use --target "
@@ -151,13 +153,16 @@ def render(
         "stdlib_imports": stdlib,
         "imports": sorted(printer.imports - set(stdlib)),
         "helpers": printer.helper_sources(),
+        "loops": list(printer.loops.values()),
         **_seeds(backward),
         "seed_dy": seed_dy,
         "call": call,
         "tuple_display": tuple_display,
         "INDENT": INDENT,
     }
-    text = environment().get_template(f"{backend.name}/module.py.j2").render(context)
+    text = (
+        environment().get_template(f"{backend.name}/{backend.template}").render(context)
+    )
     return _exempted(text, tape + list(backward.wrt))
 
 
@@ -286,8 +291,11 @@ def _fused(
         if backend.in_place and unit.tensor
         else {}
     )
-    forward = printer.body(unit.forward, fused, into)
-    backward = printer.body(unit.backward, fused, into)
+    if backend.loop_codes is not None and unit.tensor:
+        forward, backward = _looped(printer, unit, backend, returned)
+    else:
+        forward = printer.body(unit.forward, fused, into)
+        backward = printer.body(unit.backward, fused, into)
     arranged = backend.arrange(forward + backward, guards, printer)
     forward, backward = arranged[: len(forward)], arranged[len(forward) :]
     if batch is not None:
@@ -297,6 +305,45 @@ def _fused(
         seed = [Line("", defines=unit.seed)] if isinstance(unit.seed, str) else []
         _, forward, backward = deleting(seed, forward, backward, keep=returned)
     return forward, backward, unit_gradients
+
+
+def _looped(
+    printer: Printer, unit: Program, backend: Backend, returned: set[str]
+) -> tuple[list[Line], list[Line]]:
+    """value_and_grad's (or grad's) forward and backward lines with the elementwise
+    steps in fused loops (`codegen.loops`), whose functions go to `printer.loops`.
+
+    Forward and backward are planned as one, unless the backward pass starts
+    from an upstream gradient dy given between them (an array output)."""
+    shapes = unit.shapes()
+    body = printer.body  # the lines outside the loops: the module's target's
+    inner = Printer(backend.name, backend.loop_codes)
+    parts = [unit.forward, unit.backward]
+    if not isinstance(unit.seed, str):
+        parts = [unit.forward + unit.backward, ()]
+    printed = []
+    for k, part in enumerate(parts):
+        after = returned.union(*(uses(p) for p in parts[k + 1 :]))
+        items = []
+        for item in loops.plan(part, shapes, after, backend.fuses):
+            if isinstance(item, loops.Loop):
+                loop = loops.source(item, inner, shapes, set(unit.inputs))
+                name = next(  # grad's loop may be value_and_grad's
+                    (
+                        n
+                        for n, text in printer.loops.items()
+                        if text == loop.function(n)
+                    ),
+                    f"_loop{len(printer.loops)}",
+                )
+                printer.loops[name] = loop.function(name)
+                item = loop.call(name)
+            items.append(item)
+        assigns = tuple(a for a in items if not isinstance(a, Line))
+        keep = after.union(*(a.reads for a in items if isinstance(a, Line)))
+        printed.append(body(tuple(items), fusible(assigns, keep)))
+    printer.imports |= inner.imports
+    return printed[0], printed[1]
 
 
 def _summary(program: Program) -> str:
