@@ -5,7 +5,7 @@ measured in the same process: the toy model on a batch of 1e6, logistic
 regression 1e6 x 10, the MLP 4096x64 -> 128 -> 10, logistic regression 3 x 2
 and the toy model at one point. Every implementation is checked against the
 hand-written code before it is timed; a target that cannot compile a workload
-(numba: scalar specs only) is listed as skipped with the reason. A second
+is listed as skipped with the reason. A second
 table gives each JIT's first call (trace and compile) beside symgrad.compile.
 
     taskset -c 0 python benchmarks/engine_targets.py        # one CPU, one thread each

@@ -284,3 +284,18 @@ def test_a_module_written_to_a_file_caches_its_loops(tmp_path):
     point = sample_point(reference, np.random.default_rng(8))
     _close(module.value_and_grad(**point), reference.value_and_grad(**point))
     assert list((tmp_path / "__pycache__").glob("mlp._loop0-*.nbi")), "no cache"
+
+
+def test_an_array_outputs_upstream_gradient():
+    """attention's output is an array: its backward loops start from dy (given
+    between forward and backward), None being ones."""
+    _numba()
+    path = EXAMPLES / "attention.yaml"
+    module, reference = symgrad.compile(path, target="numba"), symgrad.compile(path)
+    point = sample_point(reference, np.random.default_rng(9))
+    out, tape = reference.forward(**point)
+    dy = np.random.default_rng(10).normal(size=np.shape(out))
+    for upstream, seed in ((dy, dy), (None, np.ones_like(out))):
+        want = (out, reference.backward(tape, seed))
+        _close(module.value_and_grad(**point, dy=upstream), want)
+        _close((out, module.grad(**point, dy=upstream)), want)

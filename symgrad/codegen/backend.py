@@ -55,6 +55,11 @@ class Backend:
         default=None, compare=False, hash=False
     )
     template: str = "module.py.j2"  # in the folder of its name
+    # what a tensor spec's module takes (its docstring says)
+    accepts: str = (
+        "Arguments may be NumPy arrays or any array type NumPy dispatches to, such "
+        "as Dask or CuPy; lists and tuples are made arrays."
+    )
 
     def fuses(self, a: Assign) -> bool:
         """Whether a fused loop computes the elementwise step `a` (with `loop_codes`)."""

@@ -25,6 +25,7 @@ the backward loop from `hidden`, instead of stored by the forward one).
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -119,10 +120,12 @@ def _role(
 ) -> tuple[str | None, tuple]:
     """What `a` can be in a loop (loop, sum, pre or None), and that loop's shape."""
     op = OPS[a.op]
-    if a.op == "broadcast" and a.shape and len(a.shape) <= len(INDICES):
-        axis = a.params[0]
-        if _index(_expanded(shapes[a.args[0]], axis, len(a.shape)), a.shape):
-            return "loop", a.shape
+    if a.op == "broadcast":  # an array spread along the loop's other axes
+        g, rank = a.args[0], len(a.shape)
+        if isinstance(g, str) and shapes[g] and 0 < rank <= len(INDICES):
+            expanded, _ = _expanded(shapes[g], a.params[0], rank)
+            if _index(expanded, a.shape) is not None:
+                return "loop", a.shape
         return None, ()
     if op.elementwise or op.kind in ("condition", "select"):
         if not fuses(a):
@@ -201,6 +204,7 @@ def _sink(assigns: tuple[Assign, ...], where: dict[str, Loop], returned: set[str
     member before it move next).
     """
     readers = _readers(assigns)
+    position = {a.name: i for i, a in enumerate(assigns)}
     moved = True
     while moved:
         moved = False
@@ -221,7 +225,7 @@ def _sink(assigns: tuple[Assign, ...], where: dict[str, Loop], returned: set[str
             g.members.remove(a)
             del g.roles[a.name]
             h.add(a, "loop")
-            h.members.sort(key=list(assigns).index)
+            h.members.sort(key=lambda m: position[m.name])
             where[a.name] = h
             moved = True
 
@@ -246,21 +250,29 @@ def _ordered(
     where its first member was, or later)."""
     item = {a.name: where.get(a.name, a) for a in assigns}
     items = list(dict.fromkeys(item[a.name] for a in assigns))
-    needs = {
-        id(x): {
-            id(item[u])
+    rank = {id(x): i for i, x in enumerate(items)}
+    waits = [0] * len(items)  # how many items each still waits for
+    unblocks: list[list[int]] = [[] for _ in items]
+    for i, x in enumerate(items):
+        needs = {
+            rank[id(item[u])]
             for m in (x.members if isinstance(x, Loop) else [x])
             for u in _names(m.args)
             if u in item and item[u] is not x
         }
-        for x in items
-    }
-    done: set[int] = set()
+        waits[i] = len(needs)
+        for k in needs:
+            unblocks[k].append(i)
+    ready = [i for i, n in enumerate(waits) if n == 0]
+    heapq.heapify(ready)
     ordered: list[Assign | Loop] = []
-    while len(ordered) < len(items):
-        x = next(x for x in items if id(x) not in done and needs[id(x)] <= done)
-        done.add(id(x))
-        ordered.append(x)
+    while ready:
+        i = heapq.heappop(ready)
+        ordered.append(items[i])
+        for k in unblocks[i]:
+            waits[k] -= 1
+            if not waits[k]:
+                heapq.heappush(ready, k)
     return ordered
 
 

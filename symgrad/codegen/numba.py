@@ -87,6 +87,7 @@ NUMBA_LOOPS = NumbaLoopsBackend(
     higher=False,
     loop_codes=CODES,
     template="tensor.py.j2",
+    accepts="Arguments are NumPy arrays and numbers; lists and tuples are made arrays.",
 )
 """A tensor spec on the numba target: the numpy target's lines, value_and_grad's
 and grad's elementwise steps in fused loops."""

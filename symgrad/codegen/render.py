@@ -144,9 +144,7 @@ def render(
             )
             + "); named dimensions take their size from the arguments, and forward "
             "and value_and_grad raise a ValueError naming an argument whose shape is "
-            "not the spec's (CHECK_ARGUMENTS). Arguments may be NumPy arrays or any "
-            "array type NumPy dispatches to, such as Dask or CuPy; lists and tuples are "
-            "made arrays.",
+            f"not the spec's (CHECK_ARGUMENTS). {backend.accepts}",
             width=79,
             break_long_words=False,
         ),
