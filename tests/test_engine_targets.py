@@ -16,6 +16,7 @@ import ast
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,20 +299,25 @@ print("ok")
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
 
 
-def test_numba_parallel_loop_and_cache(tmp_path):
-    _engine("numba")
+def imported(spec: Path, directory: Path, target: str):
+    """The module `symgrad compile` writes for `spec` into `directory`, imported
+    from its file (numba caches its loops beside it)."""
     from symgrad import cli
 
-    spec = ROOT / "examples/udl_toy.yaml"
-    assert (
-        cli.main(["compile", str(spec), "-o", str(tmp_path), "--target", "numba"]) == 0
-    )
-    sys.path.insert(0, str(tmp_path))
+    command = ["compile", str(spec), "-o", str(directory), "--target", target]
+    assert cli.main(command) == 0
+    sys.path.insert(0, str(directory))
     try:
-        module = importlib.import_module("udl_toy")
+        return importlib.import_module(spec.stem)
     finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("udl_toy", None)
+        sys.path.remove(str(directory))
+        sys.modules.pop(spec.stem, None)
+
+
+def test_numba_parallel_loop_and_cache(tmp_path):
+    _engine("numba")
+    spec = ROOT / "examples/udl_toy.yaml"
+    module = imported(spec, tmp_path, "numba")
     assert module.CACHE
     reference = symgrad.compile(spec)
     point = sample_point(reference, np.random.default_rng(5))

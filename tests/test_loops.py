@@ -11,8 +11,6 @@ and a wrong shape is a ValueError instead of a read past an array's end.
 from __future__ import annotations
 
 import ast
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,8 @@ from symgrad.codegen.numba import NUMBA_LOOPS
 from symgrad.compiler.optimize import dce
 from symgrad.frontend.spec import SpecError
 from symgrad.pipeline import build, load_spec, source
+from tests.test_engine_targets import imported
+from tests.test_tensor_fuzz import _equal
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -185,18 +185,13 @@ def test_the_module_is_deterministic():
 
 
 def _numba():
-    return pytest.importorskip("numba", reason="numba is not installed (symgrad[numba])")
+    return pytest.importorskip(
+        "numba", reason="numba is not installed (symgrad[numba])"
+    )
 
 
 def _close(got, want, rtol=1e-10) -> None:
-    value, grads = got
-    want_value, want_grads = want
-    np.testing.assert_allclose(value, want_value, rtol=rtol, atol=rtol)
-    for name in want_grads._fields:
-        np.testing.assert_allclose(
-            getattr(grads, name), getattr(want_grads, name), rtol=rtol, atol=rtol,
-            err_msg=name,
-        )  # fmt: skip
+    _equal(got, want, rtol)
 
 
 @pytest.mark.parametrize("name", TENSOR_EXAMPLES)
@@ -267,18 +262,8 @@ def test_a_wrong_shape_is_a_value_error_even_unchecked():
 
 def test_a_module_written_to_a_file_caches_its_loops(tmp_path):
     _numba()
-    from symgrad import cli
-
     spec = EXAMPLES / "mlp.yaml"
-    assert (
-        cli.main(["compile", str(spec), "-o", str(tmp_path), "--target", "numba"]) == 0
-    )
-    sys.path.insert(0, str(tmp_path))
-    try:
-        module = importlib.import_module("mlp")
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("mlp", None)
+    module = imported(spec, tmp_path, "numba")
     assert module.CACHE
     reference = symgrad.compile(spec)
     point = sample_point(reference, np.random.default_rng(8))
