@@ -29,6 +29,12 @@ import symgrad
 from symgrad.check import check_gradients
 
 EXAMPLES = 1000 if os.environ.get("SYMGRAD_FUZZ") == "long" else 40
+SETTINGS = {  # the same programs on every run, nothing kept between runs
+    "deadline": None,
+    "derandomize": True,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
+}
 INPUTS = {"X": ["n", 4], "Y": ["n", 4], "v": [4], "W": [4, 4], "s": []}
 # (result kind, template over operand kinds): M a matrix [n, 4], V a vector [4],
 # S a scalar, Q the square [4, 4]; templates are spec expressions of {0}, {1}
@@ -113,13 +119,7 @@ def _equal(got, want, rtol: float) -> None:
         )  # fmt: skip
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+@settings(max_examples=EXAMPLES, **SETTINGS)
 @given(spec=programs(), seed=st.integers(0, 2**16))
 def test_value_and_grad_equals_backward_and_finite_differences(spec, seed):
     note(str(spec["steps"]))
@@ -145,13 +145,7 @@ def test_value_and_grad_equals_backward_and_finite_differences(spec, seed):
     assert report.verdict != "mismatch", str(report)
 
 
-@settings(
-    max_examples=EXAMPLES // 2,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+@settings(max_examples=EXAMPLES // 2, **SETTINGS)
 @given(spec=programs(), seed=st.integers(0, 2**16))
 def test_numba_loops_equal_the_numpy_target(spec, seed):
     """The numba target (value_and_grad's elementwise steps in fused loops) gives
