@@ -9,6 +9,7 @@ of symgrad.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -182,3 +183,13 @@ def _check_body(body: Iterable[Assign], defined: set[str]) -> None:
 def uses(body: Iterable[Assign]) -> set[str]:
     """Every name read by some assignment of `body`."""
     return {arg for a in body for arg in a.args if isinstance(arg, str)}
+
+
+def readers_of(body: Iterable[Assign]) -> defaultdict[str, list[Assign]]:
+    """The assignments of `body` that read each name, in order (each once)."""
+    found: defaultdict[str, list[Assign]] = defaultdict(list)
+    for a in body:
+        for x in dict.fromkeys(a.args):
+            if isinstance(x, str):
+                found[x].append(a)
+    return found

@@ -29,7 +29,7 @@ from functools import cache
 import numpy as np
 
 from symgrad.codegen.printer import Printer
-from symgrad.ir import Assign, Operand, Program
+from symgrad.ir import Assign, Operand, Program, readers_of
 from symgrad.ops import OPS
 
 
@@ -48,12 +48,11 @@ def in_place(
     floating = _floating(program, printer)
     line_of = _line_positions(assigns, fused)
     last: dict[str, int] = {}
-    readers: dict[str, list[Assign]] = {}
     for a in assigns:
         for x in a.args:
             if isinstance(x, str):
                 last[x] = max(last.get(x, -1), line_of[a.name])
-                readers.setdefault(x, []).append(a)
+    readers = readers_of(assigns)
     made: set[str] = set()  # arrays a line of this function made with a ufunc
     into: dict[str, str] = {}
     for a in assigns:

@@ -30,8 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from symgrad.codegen.printer import INDENT, LINE_LENGTH, Line, Printer, fusible
-from symgrad.ir import Assign
+from symgrad.ir import Assign, readers_of
 from symgrad.ops import OPS
+from symgrad.shapes import axes, show
 
 INDICES = ("_i", "_j", "_k", "_l", "_m", "_p")
 """The loop variables, outermost first (a loop has at most this many axes)."""
@@ -87,7 +88,7 @@ def plan(
         chosen.deps |= outside | _read_loops(a, where, chosen)
         where[a.name] = chosen
     _sink(assigns, where, returned)
-    readers = _readers(assigns)
+    readers = readers_of(assigns)
     kept = []
     for g in loops:
         steps = [a for a in g.members if g.roles[a.name] == "loop"]
@@ -103,14 +104,6 @@ def plan(
     return _ordered(assigns, where)
 
 
-def _readers(assigns: tuple[Assign, ...]) -> dict[str, set[str]]:
-    readers: dict[str, set[str]] = {}
-    for a in assigns:
-        for u in _names(a.args):
-            readers.setdefault(u, set()).add(a.name)
-    return readers
-
-
 def _names(args) -> list[str]:
     return [x for x in args if isinstance(x, str)]
 
@@ -123,7 +116,7 @@ def _role(
     if a.op == "broadcast":  # an array spread along the loop's other axes
         g, rank = a.args[0], len(a.shape)
         if isinstance(g, str) and shapes[g] and 0 < rank <= len(INDICES):
-            expanded, _ = _expanded(shapes[g], a.params[0], rank)
+            expanded, _ = _expanded(shapes[g], a.params[0], a.shape)
             if _index(expanded, a.shape) is not None:
                 return "loop", a.shape
         return None, ()
@@ -203,7 +196,7 @@ def _sink(assigns: tuple[Assign, ...], where: dict[str, Loop], returned: set[str
     earlier loop stores one array fewer (or the same number, which lets the
     member before it move next).
     """
-    readers = _readers(assigns)
+    readers = readers_of(assigns)
     position = {a.name: i for i, a in enumerate(assigns)}
     moved = True
     while moved:
@@ -212,7 +205,7 @@ def _sink(assigns: tuple[Assign, ...], where: dict[str, Loop], returned: set[str
             g = where.get(a.name)
             if g is None or g.roles[a.name] != "loop" or a.name in returned:
                 continue
-            later = {where.get(r) for r in readers.get(a.name, ())}
+            later = {where.get(r.name) for r in readers[a.name]}
             if len(later) != 1:
                 continue
             (h,) = later
@@ -231,7 +224,10 @@ def _sink(assigns: tuple[Assign, ...], where: dict[str, Loop], returned: set[str
 
 
 def _stored(
-    g: Loop, readers: dict[str, set[str]], where: dict[str, Loop], returned: set[str]
+    g: Loop,
+    readers: dict[str, list[Assign]],
+    where: dict[str, Loop],
+    returned: set[str],
 ) -> set[str]:
     """The members of `g` read after it: what the loop returns."""
     return {
@@ -239,7 +235,7 @@ def _stored(
         for a in g.members
         if a.name in returned
         or g.roles[a.name] == "sum"
-        or any(where.get(r) is not g for r in readers.get(a.name, ()))
+        or any(where.get(r.name) is not g for r in readers[a.name])
     }
 
 
@@ -279,15 +275,16 @@ def _ordered(
 # --------------------------------------------------------------------------- printing
 
 
-def _expanded(shape: tuple, axis, rank: int) -> tuple[tuple, list[int]]:
-    """A broadcast operand's shape with size-1 axes where it is spread, and those axes."""
+def _expanded(shape: tuple, axis, loop: tuple) -> tuple[tuple, list[int]]:
+    """A broadcast operand's shape with size-1 axes where it is spread over the
+    loop's shape, and those axes."""
     if axis is None:
         return shape, []
-    axes = sorted(x % rank for x in (axis if isinstance(axis, tuple) else (axis,)))
+    spread = sorted(axes(loop, axis))
     out = list(shape)
-    for x in axes:
+    for x in spread:
         out.insert(x, 1)
-    return tuple(out), axes
+    return tuple(out), spread
 
 
 def _index(shape: tuple, loop: tuple) -> list[str] | None:
@@ -312,7 +309,7 @@ def _read(a: Assign, u: str, shapes: dict, loop: tuple) -> list[str]:
     """The index at which member `a` reads the array `u`."""
     if a.op != "broadcast":
         return _index(shapes[u], loop)
-    expanded, spread = _expanded(shapes[u], a.params[0], len(loop))
+    expanded, spread = _expanded(shapes[u], a.params[0], loop)
     index = _index(expanded, loop)
     lead = len(loop) - len(expanded)
     return [x for i, x in enumerate(index, lead) if i not in spread]
@@ -345,20 +342,13 @@ def _extents(loop: Loop, shapes: dict) -> list[tuple[str, int]] | None:
     return found
 
 
-def _summed_axes(a: Assign, rank: int) -> set[int]:
-    axis = a.params[0]
-    if axis is None:
-        return set(range(rank))
-    return {x % rank for x in (axis if isinstance(axis, tuple) else (axis,))}
-
-
-def _sum_index(a: Assign, rank: int) -> list[str]:
+def _sum_index(a: Assign, loop: tuple) -> list[str]:
     """Where a sum adds each element: the loop variables of the axes it keeps (0
     for a summed axis it keeps as size 1)."""
-    summed, keepdims = _summed_axes(a, rank), a.params[1]
+    summed, keepdims = axes(loop, a.params[0]), a.params[1]
     return [
         "0" if x in summed else INDICES[x]
-        for x in range(rank)
+        for x in range(len(loop))
         if keepdims or x not in summed
     ]
 
@@ -401,6 +391,8 @@ def source(
     own = {a.name for a in members}
     steps = [a for a in members if roles[a.name] == "loop"]
     sums = [a for a in members if roles[a.name] == "sum"]
+    # where each sum adds an element ([] for one number)
+    adds = {a.name: _sum_index(a, shape) for a in sums}
     kept = [a for a in members if a.name in stored]
     params: list[str] = []  # what it reads from outside, in order of first use
     for a in members:
@@ -431,25 +423,19 @@ def source(
             bools = ", dtype=np.bool_" if OPS[a.op].kind == "condition" else ""
             body.append(f"_{a.name} = np.empty({_display(extents)}{bools})")
     for a in sums:
-        index = _sum_index(a, rank)
-        if index:
-            size = [extents[INDICES.index(x)] if x != "0" else "1" for x in index]
+        if adds[a.name]:
+            size = [_extent(x) for x in adds[a.name]]
             body.append(f"_{a.name} = np.zeros({_display(size)})")
         else:
             body.append(f"{a.name} = 0.0")
     for a in members:
-        if roles[a.name] != "pre":
-            continue
-        if a.op == "size":
-            body += [f"# {a.note}"] * bool(a.note)
-            body.append(f"{a.name} = {' * '.join(extents)}")
-        else:
-            body += [line.text for line in printer.body((a,))]
+        if roles[a.name] == "pre":  # a size: the product of the loop's extents
+            size = replace(a, op="copy", args=(" * ".join(extents),), params=())
+            body += [
+                line.text for line in printer.body((size if a.op == "size" else a,))
+            ]
     # numba.prange: no two iterations of _i add to one element
-    parallel = all(
-        index[:1] == ["_i"] or not index
-        for index in map(lambda a: _sum_index(a, rank), sums)
-    )
+    parallel = all(index[:1] in ([], ["_i"]) for index in adds.values())
     for axis, var in enumerate(INDICES[:rank]):
         each = "numba.prange" if axis == 0 and parallel else "range"
         body.append(f"{INDENT * axis}for {var} in {each}({extents[axis]}):")
@@ -478,22 +464,19 @@ def source(
         f"{inner}_{a.name}[{here}] = {a.name}" for a in kept if roles[a.name] == "loop"
     ]
     for a in sums:
-        index = _sum_index(a, rank)
-        target = f"_{a.name}[{', '.join(index)}]" if index else a.name
+        target = _subscript(f"_{a.name}", adds[a.name]) if adds[a.name] else a.name
         body.append(f"{inner}{target} += {a.args[0]}")
     for a in sums:
         if a.op == "mean":
-            count = [extents[x] for x in sorted(_summed_axes(a, rank))]
-            target = f"_{a.name}" if _sum_index(a, rank) else a.name
+            count = [extents[x] for x in sorted(axes(shape, a.params[0]))]
+            target = f"_{a.name}" if adds[a.name] else a.name
             body.append(f"{target} /= {' * '.join(count)}")
-    results = [
-        f"_{a.name}"
-        if roles[a.name] == "loop" or (roles[a.name] == "sum" and _sum_index(a, rank))
-        else a.name
+    results = [  # an array the loop filled, or a number
+        f"_{a.name}" if roles[a.name] == "loop" or adds.get(a.name) else a.name
         for a in kept
     ]
     body.append(f"return {_items(results)}")
-    doc = f'"""One loop over {_show(shape)}: {", ".join(a.name for a in kept)}."""'
+    doc = f'"""One loop over {show(shape)}: {", ".join(a.name for a in kept)}."""'
     arguments = [f"float({u})" if u in inputs and not shapes[u] else u for u in params]
     return Printed(
         tuple(params),
@@ -519,10 +502,6 @@ def _display(items: list[str]) -> str:
 def _items(items: list[str]) -> str:
     """Several values (`a, b`), or a tuple of one (`(a,)`), as ruff format writes them."""
     return _display(items) if len(items) == 1 else ", ".join(items)
-
-
-def _show(shape: tuple) -> str:
-    return f"[{', '.join(map(str, shape))}]"
 
 
 def _if(conditions: list[str]) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -10,7 +10,7 @@ import sympy as sp
 
 from symgrad.compiler.lower import Emitter
 from symgrad.compiler.rules import operand_symbol
-from symgrad.ir import Assign, Operand, Program, is_temporary
+from symgrad.ir import Assign, Operand, Program, is_temporary, readers_of
 from symgrad.ops import OPS
 from symgrad.shapes import ShapeError, broadcast
 
@@ -480,7 +480,7 @@ def _read_below_diagonal(
     read: by tril, by a product with the identity (its diagonal), by eye and
     size (its shape), through elementwise arithmetic of the same matrices, and
     through Uᵀ @ (U lower triangular: the lower triangle of Uᵀ X reads X's)."""
-    readers = _readers(program.backward)
+    readers = readers_of(program.backward)
     roots = {g for _, g in program.gradients}
     lower: set[str] = set()
 
@@ -519,15 +519,6 @@ def _read_below_diagonal(
     return lower
 
 
-def _readers(body) -> defaultdict[Operand, list[Assign]]:
-    """The assignments of `body` that read each name (once each)."""
-    readers = defaultdict(list)
-    for a in body:
-        for x in dict.fromkeys(a.args):
-            readers[x].append(a)
-    return readers
-
-
 def _substituted(
     body, same: dict[str, Operand], shapes: dict
 ) -> tuple[list[Assign], set[str]]:
@@ -562,7 +553,7 @@ def narrow_solves(program: Program) -> Program:
     value_and_grad's program: backward keeps the adjoint as the chain rule
     gives it.
     """
-    readers = _readers(program.backward)
+    readers = readers_of(program.backward)
     kept = {g for _, g in program.gradients}
     shapes = program.shapes()
 
